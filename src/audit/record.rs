@@ -1,0 +1,136 @@
+//! What one audit record says: the events the runner writes to the chain.
+//!
+//! # Security
+//! Records hold arguments and outcomes, never file contents (only their
+//! size and SHA-256) and never credential values.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A phase of a job's life, as named in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Plan,
+    Apply,
+    Verify,
+    Rollback,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Plan => "plan",
+            Phase::Apply => "apply",
+            Phase::Verify => "verify",
+            Phase::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a host call ended, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallOutcome {
+    Ok,
+    Denied(String),
+    NotFound,
+    Invalid(String),
+    Failed(String),
+}
+
+impl CallOutcome {
+    pub fn is_denied(&self) -> bool {
+        matches!(self, CallOutcome::Denied(_))
+    }
+}
+
+/// One event in the audit log. The envelope (`seq`, `prev`, `ts`, `job`,
+/// `hash`) is added by the writer.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Event<'a> {
+    /// A runner process opened the log.
+    Opened {
+        pid: u32,
+        version: &'a str,
+        /// Bytes of a torn, never-acknowledged record removed from the end
+        /// of the log when it was opened (a crash in the middle of a write).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dropped_torn_bytes: Option<u64>,
+    },
+    /// A job starts: what runs, where, under which grant.
+    Job {
+        mode: &'a str,
+        playbook: &'a str,
+        digest: &'a str,
+        environment: &'a str,
+        target: &'a str,
+        parameters: &'a [(String, String)],
+        grant: &'a Value,
+    },
+    /// A job was refused before anything ran (a bad grant, a component that
+    /// failed its load-time checks).
+    Refused { playbook: &'a str, reason: &'a str },
+    /// A phase starts or ends.
+    Phase {
+        phase: Phase,
+        status: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration_us: Option<u64>,
+    },
+    /// A mutating host call is about to take effect. Durable before it does.
+    Intent {
+        interface: &'a str,
+        function: &'a str,
+        args: &'a Value,
+    },
+    /// A host call ended (or was refused before it started).
+    Call {
+        interface: &'a str,
+        function: &'a str,
+        args: &'a Value,
+        outcome: &'a CallOutcome,
+        #[serde(skip_serializing_if = "Value::is_null")]
+        result: &'a Value,
+        duration_us: u64,
+        /// The `seq` of this call's intent record, for mutating calls.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        intent: Option<u64>,
+    },
+    /// A rollback journal entry was recorded (durably).
+    Journal { index: u32, bytes: u64, sha256: &'a str },
+    /// The playbook logged a message.
+    Log {
+        phase: Phase,
+        level: &'a str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
+    /// What the playbook wrote to stdout or stderr in a phase (a bounded
+    /// prefix; `bytes` is the total).
+    Output {
+        phase: Phase,
+        stream: &'a str,
+        bytes: u64,
+        truncated: bool,
+        text: &'a str,
+    },
+    /// How the job ended.
+    Outcome {
+        outcome: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cause: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rollback_cause: Option<&'a str>,
+    },
+}

@@ -1,0 +1,123 @@
+//! Command-line parsing, dispatch and exit codes. One file per command.
+
+mod audit;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  succeeded (for `audit verify`: the log verifies)
+  1  internal error: salve itself failed; see the message
+  2  refused: bad input or a load-time check failed; nothing ran
+  3  rolled back: the playbook failed and rollback restored the target
+  4  ROLLBACK FAILED: the target may be half-changed; a person is needed
+  5  the audit log does not verify (`audit verify`)
+  6  the playbook's plan failed; nothing was changed (`plan`)";
+
+#[derive(Parser)]
+#[command(name = "salve", version, about = "Runs signed, sandboxed, audited remediation playbooks", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a playbook: apply, verify, and rollback if either fails.
+    Run(run::RunArgs),
+    /// Ask a playbook what it would change, with every directory read-only.
+    Plan(run::RunArgs),
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+}
+
+/// Where salve keeps its state: the audit log, journals.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataDir {
+    /// Data directory [default: $XDG_DATA_HOME/salve or ~/.local/share/salve]
+    #[arg(long, env = "SALVE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(xdg).join("salve"));
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => Ok(PathBuf::from(home).join(".local/share/salve")),
+            None => Err(refused(anyhow::anyhow!(
+                "no data directory: pass --data-dir or set SALVE_DATA_DIR"
+            ))),
+        }
+    }
+}
+
+/// How a command ended, as an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Succeeded = 0,
+    RolledBack = 3,
+    RollbackFailed = 4,
+    AuditInvalid = 5,
+    PlanFailed = 6,
+}
+
+/// An error that means salve refused the input (exit 2), rather than
+/// failed itself (exit 1).
+#[derive(Debug)]
+struct Refused(anyhow::Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Marks an error as a refusal.
+fn refused(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(Refused(error.into()))
+}
+
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SALVE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("salve: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Plan(args) => run::plan(args).await,
+            Command::Audit { command } => audit::main(command),
+        }
+    });
+    match result {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(error) => {
+            eprintln!("salve: {error:#}");
+            ExitCode::from(if error.is::<Refused>() { 2 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Grants: what one task may touch, and for how long.
+//!
+//! A grant file (TOML) parses into a [`GrantSpec`], which holds no
+//! authority. [`Grant::open`] turns it into a [`Grant`] by opening each
+//! granted directory once, as a capability (a cap-std `Dir`): this is the
+//! only place salve opens ambient authority on a playbook's behalf. From
+//! then on a playbook can reach nothing but what those handles reach.
+//!
+//! ```toml
+//! [[fs]]
+//! name = "logs"            # the playbook addresses it as `logs/...`
+//! path = "/var/log/app"    # absolute; must be an existing directory
+//! access = "rw"            # or "ro"
+//!
+//! [limits]
+//! timeout = "30s"          # each phase, unless set per phase below
+//! apply_timeout = "2m"     # also plan_timeout, verify_timeout, rollback_timeout
+//! memory = "64MiB"         # linear memory of the playbook
+//! ```
+//!
+//! # Errors
+//! Every problem is a [`GrantError`] that names the entry and says what to
+//! change. Unknown fields and duplicate keys are errors.
+
+use cap_std::ambient_authority;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default deadline of each phase.
+pub const DEFAULT_PHASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest deadline a grant may set for a phase.
+pub const MAX_PHASE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default linear-memory cap of a playbook.
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+/// Smallest memory cap a grant may set (a Rust playbook needs about 1 MiB
+/// to start).
+pub const MIN_MEMORY: u64 = 2 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantError {
+    #[error("cannot read the grant {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the grant is not valid TOML for salve: {0}")]
+    Parse(String),
+    #[error("fs entry {index}: name {name:?} {reason}")]
+    FsName {
+        index: usize,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("fs entries {first} and {second} are both named {name:?}; give each directory its own name")]
+    DuplicateName { name: String, first: usize, second: usize },
+    #[error("fs entry {name:?}: path {path} {reason}")]
+    FsPath {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("limits.{field} = {value:?}: {reason}")]
+    Limit {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Read-only or read-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Ro,
+    Rw,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Ro => "ro",
+            Access::Rw => "rw",
+        })
+    }
+}
+
+/// A grant as written: parsed and checked for shape, no authority yet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSpec {
+    #[serde(default)]
+    pub fs: Vec<FsEntry>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+/// One granted directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub access: Access,
+}
+
+/// Limits as written; every field optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// Limits in effect for one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    #[serde(with = "duration_ms")]
+    pub plan: Duration,
+    #[serde(with = "duration_ms")]
+    pub apply: Duration,
+    #[serde(with = "duration_ms")]
+    pub verify: Duration,
+    #[serde(with = "duration_ms")]
+    pub rollback: Duration,
+    pub memory: u64,
+}
+
+mod duration_ms {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            plan: DEFAULT_PHASE_TIMEOUT,
+            apply: DEFAULT_PHASE_TIMEOUT,
+            verify: DEFAULT_PHASE_TIMEOUT,
+            rollback: DEFAULT_PHASE_TIMEOUT,
+            memory: DEFAULT_MEMORY,
+        }
+    }
+}
+
+impl GrantSpec {
+    /// Reads and parses a grant file.
+    pub fn load(path: &Path) -> Result<GrantSpec, GrantError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GrantError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        GrantSpec::parse(&text)
+    }
+
+    /// Parses a grant from TOML text.
+    pub fn parse(text: &str) -> Result<GrantSpec, GrantError> {
+        toml::from_str(text).map_err(|e| GrantError::Parse(e.to_string().trim_end().to_string()))
+    }
+
+    /// The limits this spec sets, checked against their bounds.
+    pub fn limits(&self) -> Result<Limits, GrantError> {
+        let spec = &self.limits;
+        let timeout = |field, value: &Option<String>, default| match value {
+            None => Ok(default),
+            Some(text) => parse_timeout(field, text),
+        };
+        let base = timeout("timeout", &spec.timeout, DEFAULT_PHASE_TIMEOUT)?;
+        Ok(Limits {
+            plan: timeout("plan_timeout", &spec.plan_timeout, base)?,
+            apply: timeout("apply_timeout", &spec.apply_timeout, base)?,
+            verify: timeout("verify_timeout", &spec.verify_timeout, base)?,
+            rollback: timeout("rollback_timeout", &spec.rollback_timeout, base)?,
+            memory: match &spec.memory {
+                None => DEFAULT_MEMORY,
+                Some(text) => {
+                    let bytes = parse_size(text).ok_or_else(|| GrantError::Limit {
+                        field: "memory",
+                        value: text.clone(),
+                        reason: "not a size; write it like \"64MiB\", \"512KiB\" or \"1GiB\"".into(),
+                    })?;
+                    if bytes < MIN_MEMORY {
+                        return Err(GrantError::Limit {
+                            field: "memory",
+                            value: text.clone(),
+                            reason: format!("below the minimum of {} MiB", MIN_MEMORY >> 20),
+                        });
+                    }
+                    bytes
+                }
+            },
+        })
+    }
+}
+
+fn parse_timeout(field: &'static str, text: &str) -> Result<Duration, GrantError> {
+    let err = |reason: String| GrantError::Limit {
+        field,
+        value: text.to_string(),
+        reason,
+    };
+    let duration =
+        humantime::parse_duration(text).map_err(|e| err(format!("{e}; write it like \"30s\", \"500ms\" or \"2m\"")))?;
+    if duration.is_zero() || duration > MAX_PHASE_TIMEOUT {
+        return Err(err(format!(
+            "must be above zero and at most {}",
+            humantime::format_duration(MAX_PHASE_TIMEOUT)
+        )));
+    }
+    Ok(duration)
+}
+
+/// Parses `64MiB`, `512 KiB`, `1GiB`, `1000000` (bytes); `KB`/`MB`/`GB`
+/// are read as powers of 1000.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// A granted directory, opened.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub name: String,
+    /// The directory as the grant named it, resolved to an absolute path
+    /// (for the audit log and messages; never used to open anything).
+    pub path: PathBuf,
+    pub access: Access,
+    pub(crate) dir: Arc<cap_std::fs::Dir>,
+}
+
+/// Which capabilities a grant gives, beyond those every playbook has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Capabilities {
+    pub fs: bool,
+}
+
+/// A grant with its directories open: what a task may touch.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    mounts: Vec<Mount>,
+    limits: Limits,
+}
+
+impl Grant {
+    /// Opens every directory the spec names. The only place ambient
+    /// authority is used on a playbook's behalf.
+    pub fn open(spec: &GrantSpec) -> Result<Grant, GrantError> {
+        let limits = spec.limits()?;
+        let mut mounts: Vec<Mount> = Vec::with_capacity(spec.fs.len());
+        for (index, entry) in spec.fs.iter().enumerate() {
+            let index = index + 1;
+            check_mount_name(index, &entry.name)?;
+            if let Some(first) = mounts.iter().position(|m| m.name == entry.name) {
+                return Err(GrantError::DuplicateName {
+                    name: entry.name.clone(),
+                    first: first + 1,
+                    second: index,
+                });
+            }
+            let path_err = |reason: String| GrantError::FsPath {
+                name: entry.name.clone(),
+                path: entry.path.clone(),
+                reason,
+            };
+            if !entry.path.is_absolute() {
+                return Err(path_err("is relative; give the absolute path of the directory".into()));
+            }
+            let path = std::fs::canonicalize(&entry.path).map_err(|e| path_err(format!("cannot be resolved: {e}")))?;
+            if !path.is_dir() {
+                return Err(path_err("is not a directory".into()));
+            }
+            let dir = cap_std::fs::Dir::open_ambient_dir(&path, ambient_authority())
+                .map_err(|e| path_err(format!("cannot be opened: {e}")))?;
+            mounts.push(Mount {
+                name: entry.name.clone(),
+                path,
+                access: entry.access,
+                dir: Arc::new(dir),
+            });
+        }
+        Ok(Grant { mounts, limits })
+    }
+
+    /// The same grant with every directory downgraded to read-only, for
+    /// `plan`.
+    pub fn read_only(&self) -> Grant {
+        let mounts = self
+            .mounts
+            .iter()
+            .map(|m| Mount {
+                access: Access::Ro,
+                ..m.clone()
+            })
+            .collect();
+        Grant {
+            mounts,
+            limits: self.limits,
+        }
+    }
+
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            fs: !self.mounts.is_empty(),
+        }
+    }
+
+    /// What the audit log records about this grant.
+    pub fn summary(&self) -> serde_json::Value {
+        let fs: Vec<_> = self
+            .mounts
+            .iter()
+            .map(|m| serde_json::json!({ "name": m.name, "path": m.path, "access": m.access }))
+            .collect();
+        serde_json::json!({ "fs": fs, "limits": self.limits })
+    }
+}
+
+fn check_mount_name(index: usize, name: &str) -> Result<(), GrantError> {
+    let reason = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 64 {
+        Some("is longer than 64 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Some("may hold only letters, digits, '-' and '_' (it is the first component of the playbook's paths)")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(GrantError::FsName {
+            index,
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1000000"), Some(1_000_000));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_size("MiB"), None);
+    }
+
+    #[test]
+    fn unknown_fields_and_duplicate_keys_are_refused() {
+        let unknown = GrantSpec::parse("[[fs]]\nname = \"a\"\npath = \"/tmp\"\naccess = \"rw\"\nmode = 1\n");
+        assert!(matches!(unknown, Err(GrantError::Parse(m)) if m.contains("unknown field `mode`")));
+        let duplicate = GrantSpec::parse("[limits]\nmemory = \"1MiB\"\nmemory = \"2MiB\"\n");
+        assert!(matches!(duplicate, Err(GrantError::Parse(m)) if m.contains("duplicate key")));
+        let access = GrantSpec::parse("[[fs]]\nname = \"a\"\npath = \"/tmp\"\naccess = \"all\"\n");
+        assert!(matches!(access, Err(GrantError::Parse(m)) if m.contains("unknown variant `all`")));
+    }
+
+    #[test]
+    fn limits_default_per_phase_and_refuse_out_of_bounds() {
+        let spec =
+            GrantSpec::parse("[limits]\ntimeout = \"5s\"\napply_timeout = \"1m\"\nmemory = \"32MiB\"\n").unwrap();
+        let limits = spec.limits().unwrap();
+        assert_eq!(limits.apply, Duration::from_secs(60));
+        assert_eq!(limits.verify, Duration::from_secs(5));
+        assert_eq!(limits.memory, 32 << 20);
+        for bad in [
+            "timeout = \"0s\"",
+            "timeout = \"2h\"",
+            "timeout = \"soon\"",
+            "memory = \"1KiB\"",
+        ] {
+            let spec = GrantSpec::parse(&format!("[limits]\n{bad}\n")).unwrap();
+            assert!(matches!(spec.limits(), Err(GrantError::Limit { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mounts_must_be_named_absolute_existing_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let entry = |name: &str, path: &Path| FsEntry {
+            name: name.into(),
+            path: path.into(),
+            access: Access::Ro,
+        };
+        let open = |entries: Vec<FsEntry>| {
+            Grant::open(&GrantSpec {
+                fs: entries,
+                ..Default::default()
+            })
+        };
+
+        assert!(matches!(
+            open(vec![entry("a/b", dir.path())]),
+            Err(GrantError::FsName { .. })
+        ));
+        assert!(matches!(
+            open(vec![entry("", dir.path())]),
+            Err(GrantError::FsName { .. })
+        ));
+        assert!(matches!(
+            open(vec![entry("a", Path::new("relative"))]),
+            Err(GrantError::FsPath { .. })
+        ));
+        assert!(matches!(open(vec![entry("a", &file)]), Err(GrantError::FsPath { .. })));
+        assert!(matches!(
+            open(vec![entry("a", &dir.path().join("missing"))]),
+            Err(GrantError::FsPath { .. })
+        ));
+        assert!(matches!(
+            open(vec![entry("a", dir.path()), entry("a", dir.path())]),
+            Err(GrantError::DuplicateName {
+                first: 1,
+                second: 2,
+                ..
+            })
+        ));
+        let grant = open(vec![FsEntry {
+            access: Access::Rw,
+            ..entry("a", dir.path())
+        }])
+        .unwrap();
+        assert_eq!(grant.read_only().mounts()[0].access, Access::Ro);
+    }
+}

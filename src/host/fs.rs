@@ -1,0 +1,530 @@
+//! The `fs` capability: files in the directories a grant names, through the
+//! cap-std `Dir` handles the grant opened.
+//!
+//! A guest path is `MOUNT/relative/path`. Before anything touches the disk,
+//! [`resolve`] refuses absolute paths, `.`/`..`/empty components, unknown
+//! mounts and writes under read-only mounts. cap-std then refuses any path
+//! that would leave the directory through a symlink. On top of that, the
+//! contents of a file with more than one hard link are never read or changed
+//! in place (the other link may be outside the grant), and only regular
+//! files are opened (a FIFO would block the host).
+//!
+//! # Errors
+//! Refusals are `denied` (the grant does not allow it) or `invalid` (the
+//! request is malformed or past a bound); both are audited like every call.
+//!
+//! # Security
+//! The audit log records paths, offsets and sizes, and the SHA-256 of data
+//! written, never the data itself.
+
+use super::{Calls, CapError, Effect};
+use crate::grant::{Access, Mount};
+use crate::sandbox::bindings::Error as GuestError;
+use crate::sandbox::bindings::salve::playbook::fs::{DirEntry, Host, Kind, Metadata};
+use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt, PermissionsExt};
+use serde_json::{Value, json};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasmtime::component::HasData;
+
+/// Longest path a guest may pass, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most bytes one `read` returns; the guest reads larger files in pieces.
+pub const MAX_READ_BYTES: u32 = 16 << 20;
+/// Most bytes one `write` or `append` takes (also the most `truncate` may
+/// extend a file by).
+pub const MAX_WRITE_BYTES: usize = 16 << 20;
+/// Most entries one `list-dir` returns.
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+/// Longest path quoted in an audit record.
+const AUDITED_PATH_BYTES: usize = 512;
+
+const INTERFACE: &str = "fs";
+
+/// Marker for linking `fs` with [`FsView`] as the host data.
+pub struct Fs;
+
+impl HasData for Fs {
+    type Data<'a> = FsView<'a>;
+}
+
+/// What `fs` host functions see of the store.
+pub struct FsView<'a> {
+    pub mounts: &'a [Mount],
+    pub calls: &'a Calls,
+}
+
+/// A guest path, resolved: the mount's handle and the path inside it.
+struct Target {
+    mount: String,
+    dir: Arc<Dir>,
+    /// Relative to the mount; empty for the mount's root.
+    rel: PathBuf,
+}
+
+impl Target {
+    /// The path to hand cap-std (`.` for the root).
+    fn path(&self) -> &Path {
+        if self.rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &self.rel
+        }
+    }
+
+    fn not_root(self, what: &str) -> Result<Target, CapError> {
+        if self.rel.as_os_str().is_empty() {
+            return Err(CapError::Denied(format!(
+                "cannot {what} the root of mount {}",
+                self.mount
+            )));
+        }
+        Ok(self)
+    }
+}
+
+/// Checks a guest path against the grant, without touching the disk.
+fn resolve(mounts: &[Mount], path: &str, access: Access) -> Result<Target, CapError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(CapError::Invalid(format!(
+            "the path is {} bytes; the bound is {MAX_PATH_BYTES}",
+            path.len()
+        )));
+    }
+    if path.contains('\0') {
+        return Err(CapError::Invalid("the path contains a NUL byte".into()));
+    }
+    if path.starts_with('/') {
+        return Err(CapError::Denied(
+            "absolute paths are refused; address files as MOUNT/relative/path".into(),
+        ));
+    }
+    let mut components = path.split('/');
+    let name = components.next().unwrap_or_default();
+    let mut rel = PathBuf::new();
+    for component in std::iter::once(name).chain(components.clone()) {
+        match component {
+            "" => return Err(CapError::Denied("empty path components are refused".into())),
+            "." | ".." => return Err(CapError::Denied("`.` and `..` path components are refused".into())),
+            _ => {}
+        }
+    }
+    rel.extend(components);
+    let mount = mounts.iter().find(|m| m.name == name).ok_or_else(|| {
+        let granted: Vec<&str> = mounts.iter().map(|m| m.name.as_str()).collect();
+        CapError::Denied(format!(
+            "no directory named {name:?} is granted to this task (granted: {granted:?})"
+        ))
+    })?;
+    if access == Access::Rw && mount.access == Access::Ro {
+        return Err(CapError::Denied(format!("{name} is granted read-only")));
+    }
+    Ok(Target {
+        mount: mount.name.clone(),
+        dir: Arc::clone(&mount.dir),
+        rel,
+    })
+}
+
+/// Maps an OS error to what the guest sees, without host paths in it.
+fn io_error(error: std::io::Error) -> CapError {
+    use std::io::ErrorKind as K;
+    match error.kind() {
+        K::NotFound => CapError::NotFound,
+        K::PermissionDenied if error.to_string().contains("outside") => {
+            CapError::Denied("the path leaves the granted directory (through a symlink)".into())
+        }
+        K::PermissionDenied => CapError::Denied("the operating system refused access".into()),
+        K::AlreadyExists => CapError::Failed("it already exists".into()),
+        K::IsADirectory => CapError::Invalid("it is a directory".into()),
+        K::NotADirectory => CapError::Invalid("a component of the path is not a directory".into()),
+        K::DirectoryNotEmpty => CapError::Failed("the directory is not empty".into()),
+        K::StorageFull => CapError::Failed("no space left on the device".into()),
+        _ if error.raw_os_error() == Some(libc::ELOOP) => CapError::Denied("too many levels of symlinks".into()),
+        // OS error texts name no host path.
+        _ => CapError::Failed(format!("the operation failed: {error}")),
+    }
+}
+
+/// Opens a regular file with exactly one link; anything else is refused.
+/// Opens non-blocking, so a FIFO swapped in cannot hang the host.
+fn open_regular(target: &Target, options: &mut OpenOptions) -> Result<cap_std::fs::File, CapError> {
+    options.custom_flags(libc::O_NONBLOCK);
+    let file = target.dir.open_with(target.path(), options).map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
+    if !meta.is_file() {
+        return Err(CapError::Invalid("not a regular file".into()));
+    }
+    if meta.nlink() > 1 {
+        return Err(CapError::Denied(format!(
+            "the file has {} hard links, and the others may be outside the grant",
+            meta.nlink()
+        )));
+    }
+    Ok(file)
+}
+
+fn kind_of(file_type: cap_std::fs::FileType) -> Kind {
+    if file_type.is_file() {
+        Kind::File
+    } else if file_type.is_dir() {
+        Kind::Directory
+    } else if file_type.is_symlink() {
+        Kind::Symlink
+    } else {
+        Kind::Other
+    }
+}
+
+fn audited(path: &str) -> &str {
+    super::bounded(path, AUDITED_PATH_BYTES).0
+}
+
+/// Atomically replaces `target` with `data`: a temporary file in the same
+/// directory, `fsync`, `rename` over the target, `fsync` of the directory.
+/// An existing file's permissions are kept.
+fn replace(target: &Target, data: &[u8]) -> Result<(), CapError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let file_name = target
+        .rel
+        .file_name()
+        .ok_or_else(|| CapError::Invalid("no file name".into()))?;
+    let parent_rel = target
+        .rel
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let parent = target.dir.open_dir(parent_rel).map_err(io_error)?;
+    let mode = match parent.symlink_metadata(file_name) {
+        Ok(meta) if meta.is_dir() => return Err(CapError::Invalid("it is a directory".into())),
+        Ok(meta) if meta.is_file() => meta.permissions().mode() & 0o7777,
+        Ok(_) => 0o644,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0o644,
+        Err(e) => return Err(io_error(e)),
+    };
+    let temp = format!(
+        ".{}.salve-{}-{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let written = (|| {
+        let mut file = parent
+            .open_with(&temp, OpenOptions::new().write(true).create_new(true).mode(mode))
+            .map_err(io_error)?;
+        file.write_all(data).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        parent.rename(&temp, &parent, file_name).map_err(io_error)
+    })();
+    if written.is_err() {
+        let _ = parent.remove_file(&temp);
+        return written;
+    }
+    // cap-std opens directories with O_PATH, which cannot be synced; open
+    // the directory itself for reading to make the rename durable.
+    parent.open(".").and_then(|d| d.sync_all()).map_err(io_error)
+}
+
+impl FsView<'_> {
+    fn resolve(&self, path: &str, access: Access) -> Result<Target, CapError> {
+        resolve(self.mounts, path, access)
+    }
+}
+
+impl Host for FsView<'_> {
+    async fn read(&mut self, path: String, offset: u64, length: u32) -> wasmtime::Result<Result<Vec<u8>, GuestError>> {
+        let args = json!({ "path": audited(&path), "offset": offset, "length": length });
+        let prepared = self.resolve(&path, Access::Ro).and_then(|target| {
+            if length > MAX_READ_BYTES {
+                return Err(CapError::Invalid(format!(
+                    "length {length} is past the bound of {MAX_READ_BYTES} bytes"
+                )));
+            }
+            Ok(move || {
+                let mut file = open_regular(&target, OpenOptions::new().read(true))?;
+                file.seek(SeekFrom::Start(offset)).map_err(io_error)?;
+                let mut data = Vec::new();
+                file.take(u64::from(length)).read_to_end(&mut data).map_err(io_error)?;
+                Ok(data)
+            })
+        });
+        self.calls
+            .perform(
+                INTERFACE,
+                "read",
+                args,
+                Effect::Read,
+                prepared,
+                |d: &Vec<u8>| json!({ "bytes": d.len() }),
+            )
+            .await
+    }
+
+    async fn write(&mut self, path: String, data: Vec<u8>) -> wasmtime::Result<Result<(), GuestError>> {
+        let args = json!({ "path": audited(&path), "bytes": data.len(), "sha256": super::digest(&data) });
+        let prepared = self
+            .resolve(&path, Access::Rw)
+            .and_then(|t| t.not_root("write"))
+            .and_then(|target| {
+                if data.len() > MAX_WRITE_BYTES {
+                    return Err(CapError::Invalid(format!(
+                        "{} bytes is past the bound of {MAX_WRITE_BYTES}",
+                        data.len()
+                    )));
+                }
+                Ok(move || replace(&target, &data))
+            });
+        self.calls
+            .perform(INTERFACE, "write", args, Effect::Mutate, prepared, |_| Value::Null)
+            .await
+    }
+
+    async fn append(&mut self, path: String, data: Vec<u8>) -> wasmtime::Result<Result<(), GuestError>> {
+        let args = json!({ "path": audited(&path), "bytes": data.len(), "sha256": super::digest(&data) });
+        let prepared = self
+            .resolve(&path, Access::Rw)
+            .and_then(|t| t.not_root("append to"))
+            .and_then(|target| {
+                if data.len() > MAX_WRITE_BYTES {
+                    return Err(CapError::Invalid(format!(
+                        "{} bytes is past the bound of {MAX_WRITE_BYTES}",
+                        data.len()
+                    )));
+                }
+                Ok(move || {
+                    let mut file = open_regular(&target, OpenOptions::new().append(true).create(true))?;
+                    file.write_all(&data).map_err(io_error)
+                })
+            });
+        self.calls
+            .perform(INTERFACE, "append", args, Effect::Mutate, prepared, |_| Value::Null)
+            .await
+    }
+
+    async fn truncate(&mut self, path: String, size: u64) -> wasmtime::Result<Result<(), GuestError>> {
+        let args = json!({ "path": audited(&path), "size": size });
+        let prepared = self
+            .resolve(&path, Access::Rw)
+            .and_then(|t| t.not_root("truncate"))
+            .map(|target| {
+                move || {
+                    let file = open_regular(&target, OpenOptions::new().write(true))?;
+                    let current = file.metadata().map_err(io_error)?.len();
+                    if size > current.saturating_add(MAX_WRITE_BYTES as u64) {
+                        return Err(CapError::Invalid(format!(
+                            "extending the file from {current} to {size} bytes is past the bound of {MAX_WRITE_BYTES}"
+                        )));
+                    }
+                    file.set_len(size).map_err(io_error)
+                }
+            });
+        self.calls
+            .perform(INTERFACE, "truncate", args, Effect::Mutate, prepared, |_| Value::Null)
+            .await
+    }
+
+    async fn list_dir(&mut self, path: String) -> wasmtime::Result<Result<Vec<DirEntry>, GuestError>> {
+        let args = json!({ "path": audited(&path) });
+        let prepared = self.resolve(&path, Access::Ro).map(|target| {
+            move || {
+                let mut entries = Vec::new();
+                for entry in target.dir.read_dir(target.path()).map_err(io_error)? {
+                    let entry = entry.map_err(io_error)?;
+                    if entries.len() == MAX_LIST_ENTRIES {
+                        return Err(CapError::Invalid(format!(
+                            "the directory has more than {MAX_LIST_ENTRIES} entries"
+                        )));
+                    }
+                    let kind = kind_of(entry.file_type().map_err(io_error)?);
+                    entries.push(DirEntry {
+                        name: entry.file_name().to_string_lossy().into_owned(),
+                        kind,
+                    });
+                }
+                entries.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(entries)
+            }
+        });
+        self.calls
+            .perform(
+                INTERFACE,
+                "list-dir",
+                args,
+                Effect::Read,
+                prepared,
+                |e: &Vec<DirEntry>| json!({ "entries": e.len() }),
+            )
+            .await
+    }
+
+    async fn stat(&mut self, path: String) -> wasmtime::Result<Result<Metadata, GuestError>> {
+        let args = json!({ "path": audited(&path) });
+        let prepared = self.resolve(&path, Access::Ro).map(|target| {
+            move || {
+                let meta = target.dir.metadata(target.path()).map_err(io_error)?;
+                let modified_ns = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as u64);
+                Ok(Metadata {
+                    kind: kind_of(meta.file_type()),
+                    size: meta.len(),
+                    modified_ns,
+                })
+            }
+        });
+        self.calls
+            .perform(
+                INTERFACE,
+                "stat",
+                args,
+                Effect::Read,
+                prepared,
+                |m: &Metadata| json!({ "size": m.size }),
+            )
+            .await
+    }
+
+    async fn rename(&mut self, source: String, destination: String) -> wasmtime::Result<Result<(), GuestError>> {
+        let args = json!({ "source": audited(&source), "destination": audited(&destination) });
+        let from = self.resolve(&source, Access::Rw).and_then(|t| t.not_root("rename"));
+        let to = self
+            .resolve(&destination, Access::Rw)
+            .and_then(|t| t.not_root("replace"));
+        let prepared = from.and_then(|from| {
+            let to = to?;
+            if from.mount != to.mount {
+                return Err(CapError::Denied(format!(
+                    "renames across mounts ({} to {}) are refused",
+                    from.mount, to.mount
+                )));
+            }
+            Ok(move || from.dir.rename(&from.rel, &to.dir, &to.rel).map_err(io_error))
+        });
+        self.calls
+            .perform(INTERFACE, "rename", args, Effect::Mutate, prepared, |_| Value::Null)
+            .await
+    }
+
+    async fn remove_file(&mut self, path: String) -> wasmtime::Result<Result<(), GuestError>> {
+        let args = json!({ "path": audited(&path) });
+        let prepared = self
+            .resolve(&path, Access::Rw)
+            .and_then(|t| t.not_root("remove"))
+            .map(|target| move || target.dir.remove_file(&target.rel).map_err(io_error));
+        self.calls
+            .perform(INTERFACE, "remove-file", args, Effect::Mutate, prepared, |_| {
+                Value::Null
+            })
+            .await
+    }
+
+    async fn create_dir(&mut self, path: String) -> wasmtime::Result<Result<(), GuestError>> {
+        let args = json!({ "path": audited(&path) });
+        let prepared = self
+            .resolve(&path, Access::Rw)
+            .and_then(|t| t.not_root("create"))
+            .map(|target| move || target.dir.create_dir(&target.rel).map_err(io_error));
+        self.calls
+            .perform(INTERFACE, "create-dir", args, Effect::Mutate, prepared, |_| Value::Null)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grant::{FsEntry, Grant, GrantSpec};
+
+    fn mounts(dir: &Path) -> Vec<Mount> {
+        let spec = GrantSpec {
+            fs: vec![
+                FsEntry {
+                    name: "logs".into(),
+                    path: dir.join("rw"),
+                    access: Access::Rw,
+                },
+                FsEntry {
+                    name: "ro".into(),
+                    path: dir.join("ro"),
+                    access: Access::Ro,
+                },
+            ],
+            ..Default::default()
+        };
+        std::fs::create_dir_all(dir.join("rw")).unwrap();
+        std::fs::create_dir_all(dir.join("ro")).unwrap();
+        Grant::open(&spec).unwrap().mounts().to_vec()
+    }
+
+    #[test]
+    fn paths_are_refused_before_the_disk_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = mounts(dir.path());
+        let denied = |path: &str, access| matches!(resolve(&mounts, path, access), Err(CapError::Denied(_)));
+        for path in [
+            "/etc/passwd",
+            "logs/../x",
+            "../x",
+            "logs/./x",
+            "logs//x",
+            "logs/",
+            "elsewhere/x",
+            "..",
+        ] {
+            assert!(denied(path, Access::Ro), "{path} should be denied");
+        }
+        assert!(denied("ro/x", Access::Rw), "writes under a read-only mount");
+        assert!(matches!(
+            resolve(&mounts, "logs/a\0b", Access::Ro),
+            Err(CapError::Invalid(_))
+        ));
+        let long = format!("logs/{}", "a".repeat(MAX_PATH_BYTES));
+        assert!(matches!(resolve(&mounts, &long, Access::Ro), Err(CapError::Invalid(_))));
+        let target = resolve(&mounts, "logs/sub/app.log", Access::Rw).unwrap();
+        assert_eq!(target.rel, Path::new("sub/app.log"));
+        assert_eq!(resolve(&mounts, "ro", Access::Ro).unwrap().path(), Path::new("."));
+    }
+
+    #[test]
+    fn atomic_replace_keeps_permissions_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = mounts(dir.path());
+        let file = dir.path().join("rw/app.conf");
+        std::fs::write(&file, b"old").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        replace(&resolve(&mounts, "logs/app.conf", Access::Rw).unwrap(), b"new").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"new");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o640);
+        assert_eq!(std::fs::read_dir(dir.path().join("rw")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn fifos_and_hard_links_are_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = mounts(dir.path());
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, b"secret").unwrap();
+        std::fs::hard_link(&outside, dir.path().join("rw/link.txt")).unwrap();
+        let target = resolve(&mounts, "logs/link.txt", Access::Ro).unwrap();
+        assert!(matches!(
+            open_regular(&target, OpenOptions::new().read(true)),
+            Err(CapError::Denied(_))
+        ));
+
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("rw/fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let target = resolve(&mounts, "logs/fifo", Access::Ro).unwrap();
+        assert!(matches!(
+            open_regular(&target, OpenOptions::new().read(true)),
+            Err(CapError::Invalid(_))
+        ));
+    }
+}

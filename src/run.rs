@@ -1,0 +1,521 @@
+//! The phase machine: `apply` → `verify` → succeeded; an `apply` error,
+//! trap, timeout or memory exhaustion, or a failed `verify` →
+//! `rollback(journal)` → rolled back, or rollback failed (which needs a
+//! person, and says so loudly).
+//!
+//! Every phase runs in a fresh instance: `verify` sees only what `apply`
+//! left on disk, never its memory, and `rollback` runs even after `apply`
+//! trapped. `rollback` always gets the journal as read back from disk.
+//!
+//! # Errors
+//! [`RunError`] is for what stops a job from being run or recorded at all;
+//! everything the playbook does wrong is an [`Outcome`] with a [`Cause`].
+
+use crate::audit::{AuditError, AuditLog, Event, Head, Phase};
+use crate::grant::Grant;
+use crate::host::journal::{Journal, JournalError};
+use crate::host::{AuditUnavailable, Calls};
+use crate::sandbox::bindings::{Change, Context, Error as GuestError};
+use crate::sandbox::{MemoryLimitExceeded, PhaseSetup, PhaseTimeout, Playbook, Sandbox, TableLimitExceeded};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest cause message kept.
+const MAX_CAUSE_BYTES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(
+        "the grant asks for {asked} bytes of memory, but this runner allows at most {ceiling}; lower limits.memory"
+    )]
+    MemoryCeiling { asked: u64, ceiling: u64 },
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot create the journal directory {path}: {source}")]
+    JournalDir { path: PathBuf, source: std::io::Error },
+}
+
+/// What a job is asked to act on.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub id: String,
+    pub environment: String,
+    pub target: String,
+    pub parameters: Vec<(String, String)>,
+}
+
+impl JobContext {
+    /// A context with a fresh, time-ordered job id.
+    pub fn new(environment: &str, target: &str, parameters: Vec<(String, String)>) -> JobContext {
+        JobContext {
+            id: uuid::Uuid::now_v7().to_string(),
+            environment: environment.to_string(),
+            target: target.to_string(),
+            parameters,
+        }
+    }
+
+    fn wit(&self) -> Context {
+        Context {
+            job_id: self.id.clone(),
+            environment: self.environment.clone(),
+            target: self.target.clone(),
+            parameters: self.parameters.clone(),
+        }
+    }
+}
+
+/// What went wrong in a phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CauseKind {
+    /// The playbook returned an error.
+    Error,
+    /// The playbook trapped (a panic, an `unreachable`, a host refusal to go on).
+    Trap,
+    Timeout,
+    MemoryLimit,
+    StackOverflow,
+    /// A host call could not be audited, so it was refused.
+    AuditUnavailable,
+    /// The journal could not be read back for rollback.
+    Journal,
+    /// The playbook could not be instantiated.
+    Instantiate,
+}
+
+/// Why a phase failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cause {
+    pub phase: Phase,
+    pub kind: CauseKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.phase, self.message)
+    }
+}
+
+impl Cause {
+    fn new(phase: Phase, kind: CauseKind, message: impl Into<String>) -> Cause {
+        let message = message.into();
+        let message = crate::host::bounded(&message, MAX_CAUSE_BYTES).0.to_string();
+        Cause { phase, kind, message }
+    }
+
+    /// Names what stopped the guest.
+    fn from_trap(phase: Phase, error: &wasmtime::Error) -> Cause {
+        if let Some(timeout) = error.downcast_ref::<PhaseTimeout>() {
+            return Cause::new(phase, CauseKind::Timeout, timeout.to_string());
+        }
+        if let Some(memory) = error.downcast_ref::<MemoryLimitExceeded>() {
+            return Cause::new(phase, CauseKind::MemoryLimit, memory.to_string());
+        }
+        if let Some(table) = error.downcast_ref::<TableLimitExceeded>() {
+            return Cause::new(phase, CauseKind::MemoryLimit, table.to_string());
+        }
+        if let Some(audit) = error.downcast_ref::<AuditUnavailable>() {
+            return Cause::new(phase, CauseKind::AuditUnavailable, audit.to_string());
+        }
+        if let Some(wasmtime::Trap::StackOverflow) = error.downcast_ref::<wasmtime::Trap>() {
+            return Cause::new(phase, CauseKind::StackOverflow, "exhausted the wasm stack");
+        }
+        let message = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => format!("trapped: {trap}"),
+            None => format!("trapped: {error:#}"),
+        };
+        Cause::new(phase, CauseKind::Trap, message)
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    Succeeded,
+    RolledBack {
+        cause: Cause,
+    },
+    /// Rollback failed too: the target may be half-changed. A person is
+    /// needed; the journal is kept.
+    RollbackFailed {
+        cause: Cause,
+        rollback_cause: Cause,
+    },
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack { .. } => "rolled-back",
+            Outcome::RollbackFailed { .. } => "rollback-failed",
+        }
+    }
+
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            Outcome::Succeeded => None,
+            Outcome::RolledBack { cause } | Outcome::RollbackFailed { cause, .. } => Some(cause),
+        }
+    }
+
+    pub fn rollback_cause(&self) -> Option<&Cause> {
+        match self {
+            Outcome::RollbackFailed { rollback_cause, .. } => Some(rollback_cause),
+            _ => None,
+        }
+    }
+}
+
+/// The result of `run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub job_id: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub audit_head: Head,
+}
+
+/// The result of `plan`.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub job_id: String,
+    pub changes: Result<Vec<Change>, Cause>,
+    pub audit_head: Head,
+}
+
+/// Which export a phase calls.
+enum Call {
+    Plan,
+    Apply,
+    Verify,
+    Rollback(Vec<Vec<u8>>),
+}
+
+impl Call {
+    fn phase(&self) -> Phase {
+        match self {
+            Call::Plan => Phase::Plan,
+            Call::Apply => Phase::Apply,
+            Call::Verify => Phase::Verify,
+            Call::Rollback(_) => Phase::Rollback,
+        }
+    }
+}
+
+/// Runs playbooks: the sandbox, the audit log and the journal directory of
+/// one data directory.
+#[derive(Clone)]
+pub struct Runner {
+    sandbox: Sandbox,
+    audit: AuditLog,
+    journal_dir: PathBuf,
+}
+
+impl Runner {
+    /// A runner writing to `audit` and keeping journals in
+    /// `data_dir/journal`.
+    pub fn new(sandbox: Sandbox, audit: AuditLog, data_dir: &Path) -> Result<Runner, RunError> {
+        let journal_dir = data_dir.join("journal");
+        std::fs::create_dir_all(&journal_dir).map_err(|source| RunError::JournalDir {
+            path: journal_dir.clone(),
+            source,
+        })?;
+        Ok(Runner {
+            sandbox,
+            audit,
+            journal_dir,
+        })
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    fn check_limits(&self, grant: &Grant) -> Result<(), RunError> {
+        let ceiling = self.sandbox.config().memory_ceiling;
+        if grant.limits().memory > ceiling {
+            return Err(RunError::MemoryCeiling {
+                asked: grant.limits().memory,
+                ceiling,
+            });
+        }
+        Ok(())
+    }
+
+    fn record_job(&self, mode: &str, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<(), RunError> {
+        self.audit.append(
+            Some(&job.id),
+            &Event::Job {
+                mode,
+                playbook: playbook.name(),
+                digest: playbook.digest(),
+                environment: &job.environment,
+                target: &job.target,
+                parameters: &job.parameters,
+                grant: &grant.summary(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Runs `apply` and `verify`, and `rollback` if either fails.
+    pub async fn run(&self, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<Report, RunError> {
+        self.check_limits(grant)?;
+        self.record_job("run", playbook, grant, job)?;
+        let journal = Journal::create(&self.journal_dir, &job.id)?;
+        let journal_path = journal.path().to_path_buf();
+
+        let failure = match self.phase(playbook, grant, job, Call::Apply, Some(journal)).await {
+            Ok(_) => self.phase(playbook, grant, job, Call::Verify, None).await.err(),
+            Err(cause) => Some(cause),
+        };
+        let outcome = match failure {
+            None => Outcome::Succeeded,
+            Some(cause) => match Journal::read(&journal_path) {
+                Err(e) => Outcome::RollbackFailed {
+                    cause,
+                    rollback_cause: Cause::new(Phase::Rollback, CauseKind::Journal, e.to_string()),
+                },
+                Ok(entries) => match self.phase(playbook, grant, job, Call::Rollback(entries), None).await {
+                    Ok(_) => Outcome::RolledBack { cause },
+                    Err(rollback_cause) => Outcome::RollbackFailed { cause, rollback_cause },
+                },
+            },
+        };
+
+        let cause = outcome.cause().map(ToString::to_string);
+        let rollback_cause = outcome.rollback_cause().map(ToString::to_string);
+        self.audit
+            .append_durable(
+                Some(&job.id),
+                &Event::Outcome {
+                    outcome: outcome.name(),
+                    cause: cause.as_deref(),
+                    rollback_cause: rollback_cause.as_deref(),
+                },
+            )
+            .await?;
+        match &outcome {
+            Outcome::RollbackFailed { cause, rollback_cause } => {
+                tracing::error!(
+                    job = %job.id,
+                    journal = %journal_path.display(),
+                    %cause,
+                    %rollback_cause,
+                    "ROLLBACK FAILED: the target may be half-changed; a person must restore it from the journal"
+                );
+            }
+            _ => {
+                // The journal served its purpose; the audit log keeps the
+                // digest of every entry.
+                if let Err(e) = std::fs::remove_file(&journal_path) {
+                    tracing::warn!(journal = %journal_path.display(), "could not remove the journal: {e}");
+                }
+            }
+        }
+        Ok(Report {
+            job_id: job.id.clone(),
+            outcome,
+            audit_head: self.audit.head(),
+        })
+    }
+
+    /// Runs `plan` only, with every directory downgraded to read-only.
+    pub async fn plan(&self, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<PlanReport, RunError> {
+        self.check_limits(grant)?;
+        let grant = grant.read_only();
+        self.record_job("plan", playbook, &grant, job)?;
+        let changes = self
+            .phase(playbook, &grant, job, Call::Plan, None)
+            .await
+            .map(|c| c.unwrap_or_default());
+        let cause = changes.as_ref().err().map(ToString::to_string);
+        let outcome = if changes.is_ok() { "planned" } else { "plan-failed" };
+        self.audit
+            .append_durable(
+                Some(&job.id),
+                &Event::Outcome {
+                    outcome,
+                    cause: cause.as_deref(),
+                    rollback_cause: None,
+                },
+            )
+            .await?;
+        Ok(PlanReport {
+            job_id: job.id.clone(),
+            changes,
+            audit_head: self.audit.head(),
+        })
+    }
+
+    /// Runs one phase in a fresh instance and audits it. Returns the changes
+    /// for `plan`, nothing for the other phases.
+    async fn phase(
+        &self,
+        playbook: &Playbook,
+        grant: &Grant,
+        job: &JobContext,
+        call: Call,
+        journal: Option<Journal>,
+    ) -> Result<Option<Vec<Change>>, Cause> {
+        let phase = call.phase();
+        let started = Instant::now();
+        let calls = Calls {
+            audit: self.audit.clone(),
+            job: Arc::from(job.id.as_str()),
+            phase,
+            timeout: self.sandbox.config().host_call_timeout,
+        };
+        let audit_failed = |e: AuditError| Cause::new(phase, CauseKind::AuditUnavailable, e.to_string());
+        self.audit
+            .append(
+                Some(&job.id),
+                &Event::Phase {
+                    phase,
+                    status: "started",
+                    detail: None,
+                    duration_us: None,
+                },
+            )
+            .map_err(audit_failed)?;
+
+        let deadline = crate::sandbox::phase_deadline(grant, phase);
+        let setup = PhaseSetup {
+            grant,
+            calls: calls.clone(),
+            journal,
+            deadline,
+        };
+        let result = match self.sandbox.instantiate(playbook, setup).await {
+            Err(e) => {
+                let mut cause = Cause::from_trap(phase, &e);
+                if cause.kind == CauseKind::Trap {
+                    cause = Cause::new(phase, CauseKind::Instantiate, format!("cannot instantiate: {e:#}"));
+                }
+                Err(cause)
+            }
+            Ok(mut instance) => {
+                let ctx = job.wit();
+                let guest = instance.exports.salve_playbook_playbook();
+                let store = &mut instance.store;
+                // Epochs stop wasm code; host calls have their own timeout.
+                // This outer bound only catches what slips between the two.
+                let backstop = deadline + calls.timeout + Duration::from_secs(1);
+                let returned = tokio::time::timeout(backstop, async {
+                    match &call {
+                        Call::Plan => guest.call_plan(&mut *store, &ctx).await.map(|r| r.map(Some)),
+                        Call::Apply => guest.call_apply(&mut *store, &ctx).await.map(|r| r.map(|()| None)),
+                        Call::Verify => guest.call_verify(&mut *store, &ctx).await.map(|r| r.map(|()| None)),
+                        Call::Rollback(entries) => guest
+                            .call_rollback(&mut *store, &ctx, entries)
+                            .await
+                            .map(|r| r.map(|()| None)),
+                    }
+                })
+                .await;
+                let result = match returned {
+                    Err(_) => Err(Cause::new(
+                        phase,
+                        CauseKind::Timeout,
+                        PhaseTimeout { limit: deadline }.to_string(),
+                    )),
+                    Ok(Err(trap)) => Err(Cause::from_trap(phase, &trap)),
+                    Ok(Ok(Err(error))) => Err(Cause::new(phase, CauseKind::Error, describe(&error))),
+                    Ok(Ok(Ok(value))) => Ok(value),
+                };
+                self.record_output(&job.id, phase, &instance).map_err(audit_failed)?;
+                let suppressed = instance.store.data().log.suppressed;
+                if suppressed > 0 {
+                    let detail = format!("{suppressed} log messages past the per-phase bound were not recorded");
+                    self.audit
+                        .append(
+                            Some(&job.id),
+                            &Event::Phase {
+                                phase,
+                                status: "log-suppressed",
+                                detail: Some(&detail),
+                                duration_us: None,
+                            },
+                        )
+                        .map_err(audit_failed)?;
+                }
+                result
+            }
+        };
+
+        let (status, detail) = match &result {
+            Ok(_) => ("ok", None),
+            Err(cause) => (kind_name(&cause.kind), Some(cause.message.as_str())),
+        };
+        let duration_us = Some(started.elapsed().as_micros() as u64);
+        self.audit
+            .append(
+                Some(&job.id),
+                &Event::Phase {
+                    phase,
+                    status,
+                    detail,
+                    duration_us,
+                },
+            )
+            .map_err(audit_failed)?;
+        result
+    }
+
+    fn record_output(&self, job: &str, phase: Phase, instance: &crate::sandbox::Instance) -> Result<(), AuditError> {
+        for (stream, capture) in [("stdout", &instance.stdout), ("stderr", &instance.stderr)] {
+            let captured = capture.captured();
+            if captured.total == 0 {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&captured.kept);
+            self.audit.append(
+                Some(job),
+                &Event::Output {
+                    phase,
+                    stream,
+                    bytes: captured.total,
+                    truncated: captured.truncated(),
+                    text: &text,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(kind: &CauseKind) -> &'static str {
+    match kind {
+        CauseKind::Error => "error",
+        CauseKind::Trap => "trap",
+        CauseKind::Timeout => "timeout",
+        CauseKind::MemoryLimit => "memory-limit",
+        CauseKind::StackOverflow => "stack-overflow",
+        CauseKind::AuditUnavailable => "audit-unavailable",
+        CauseKind::Journal => "journal",
+        CauseKind::Instantiate => "instantiate",
+    }
+}
+
+/// A guest error as a sentence.
+pub fn describe(error: &GuestError) -> String {
+    match error {
+        GuestError::Denied(reason) => format!("denied: {reason}"),
+        GuestError::NotFound => "not found".into(),
+        GuestError::Invalid(reason) => format!("invalid: {reason}"),
+        GuestError::Failed(reason) => format!("failed: {reason}"),
+    }
+}

@@ -1,0 +1,517 @@
+//! The wasmtime sandbox: one engine per process, components checked once at
+//! load, and a linker per (component, granted capabilities) that links only
+//! what the grant allows.
+//!
+//! What a playbook gets:
+//! - the `salve:playbook` interfaces it imports: `log` and `journal`
+//!   always; every other capability only if the task's grant has it, and
+//!   otherwise a stub that answers `denied` (see [`crate::host::denied`]);
+//! - the minimal WASI a language runtime needs: `wasi:cli` with no
+//!   arguments, no environment and an empty stdin, stdout/stderr captured
+//!   and bounded; `wasi:io`, `wasi:clocks`, `wasi:random`. Never
+//!   `wasi:filesystem` or `wasi:sockets`: a component that imports them is
+//!   refused at load.
+//!
+//! Limits: an epoch deadline per phase (the playbook yields to the executor
+//! at every tick and traps with [`PhaseTimeout`] at the deadline), a
+//! linear-memory cap per store ([`MemoryCap`]), a wasm stack cap, and the
+//! pooling allocator sized for [`SandboxConfig::max_instances`].
+//!
+//! # Errors
+//! [`LoadError`] says why a component was refused, naming the missing
+//! export or the forbidden import.
+
+pub mod bindings;
+pub mod limits;
+pub mod output;
+
+pub use limits::{MemoryCap, MemoryLimitExceeded, PhaseTimeout, TableLimitExceeded};
+
+use crate::audit::Phase;
+use crate::grant::{Capabilities, Grant, Mount};
+use crate::host::fs::{Fs, FsView};
+use crate::host::journal::{Journal, JournalHost, JournalView};
+use crate::host::log::{LogBudget, LogHost, LogView};
+use crate::host::{Calls, denied};
+use bindings::{Remediation, RemediationPre};
+use output::Capture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The package and version of the contract this runner provides.
+pub const PACKAGE: &str = "salve:playbook";
+pub const VERSION: &str = "0.1.0";
+/// The four exports every playbook must have.
+pub const REQUIRED_EXPORTS: [&str; 4] = ["plan", "apply", "verify", "rollback"];
+
+/// WASI interfaces linked for the language runtime, by package.
+const WASI_ALLOWED: &[(&str, &[&str])] = &[
+    (
+        "wasi:cli",
+        &[
+            "environment",
+            "exit",
+            "stdin",
+            "stdout",
+            "stderr",
+            "terminal-input",
+            "terminal-output",
+            "terminal-stdin",
+            "terminal-stdout",
+            "terminal-stderr",
+        ],
+    ),
+    ("wasi:io", &["error", "poll", "streams"]),
+    ("wasi:clocks", &["monotonic-clock", "wall-clock"]),
+    ("wasi:random", &["random", "insecure", "insecure-seed"]),
+];
+
+/// How the process-wide engine is set up.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The most linear memory any grant may give a playbook.
+    pub memory_ceiling: u64,
+    /// Most bytes of wasm stack.
+    pub max_wasm_stack: usize,
+    /// How often the epoch advances: the granularity of phase deadlines and
+    /// of yielding to other jobs.
+    pub epoch_tick: Duration,
+    /// Use the pooling instance allocator (preallocated slots) rather than
+    /// allocating each instance on demand.
+    pub pooling: bool,
+    /// Most playbook instances alive at once (pooling slots).
+    pub max_instances: u32,
+    /// Bytes of stdout and of stderr kept per phase.
+    pub output_limit: usize,
+    /// Longest one host call may take.
+    pub host_call_timeout: Duration,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            memory_ceiling: 1 << 30,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(10),
+            pooling: true,
+            max_instances: 1000,
+            output_limit: 16 << 10,
+            host_call_timeout: crate::host::DEFAULT_HOST_CALL_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("cannot set up the sandbox: {0}")]
+    Engine(String),
+    #[error("not a WebAssembly component that this runner can compile: {0}")]
+    NotAComponent(String),
+    #[error(
+        "the component does not export {PACKAGE}/playbook@{VERSION} (it exports: {exports:?}); \
+         build the playbook against salve's wit/ world `remediation`"
+    )]
+    NotAPlaybook { exports: Vec<String> },
+    #[error(
+        "the playbook does not export {}: plan, apply, verify and rollback are all mandatory",
+        missing.join(", ")
+    )]
+    MissingExports { missing: Vec<String> },
+    #[error("the playbook's exports do not have the types of {PACKAGE}@{VERSION}: {0}")]
+    ExportTypes(String),
+    #[error("the component imports `{import}`, which salve never provides: {why}")]
+    ForbiddenImport { import: String, why: String },
+    #[error("the component imports `{import}` whose types differ from salve's: {detail}")]
+    ImportTypes { import: String, detail: String },
+}
+
+/// The process-wide sandbox: the engine and its epoch ticker.
+#[derive(Clone)]
+pub struct Sandbox {
+    engine: Engine,
+    config: Arc<SandboxConfig>,
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, LoadError> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true).max_wasm_stack(config.max_wasm_stack);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            let n = config.max_instances;
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(4))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(4))
+                .total_stacks(n)
+                .max_memory_size(config.memory_ceiling as usize);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let weak = engine.weak();
+        let tick = config.epoch_tick;
+        std::thread::Builder::new()
+            .name("salve-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(tick);
+                }
+            })
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        Ok(Sandbox {
+            engine,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Compiles a component and checks it is a playbook this runner can run.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Playbook, LoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        Playbook::check(self, name, crate::host::digest(bytes), component)
+    }
+
+    /// Builds a store and instance for one phase.
+    pub(crate) async fn instantiate(&self, playbook: &Playbook, setup: PhaseSetup<'_>) -> wasmtime::Result<Instance> {
+        let pre = playbook
+            .pre(self, setup.grant.capabilities())
+            .map_err(wasmtime::Error::msg)?;
+        let stdout = Capture::new(self.config.output_limit);
+        let stderr = Capture::new(self.config.output_limit);
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryCap::new(setup.grant.limits().memory),
+            calls: setup.calls,
+            mounts: setup.grant.mounts().into(),
+            journal: setup.journal,
+            log: LogBudget::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let limit = setup.deadline;
+        let deadline = Instant::now() + limit;
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(PhaseTimeout { limit }.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let exports = pre.instantiate_async(&mut store).await?;
+        Ok(Instance {
+            store,
+            exports,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+/// What one phase's instance is given.
+pub(crate) struct PhaseSetup<'a> {
+    pub grant: &'a Grant,
+    pub calls: Calls,
+    pub journal: Option<Journal>,
+    pub deadline: Duration,
+}
+
+/// One phase's store and instance.
+pub(crate) struct Instance {
+    pub store: Store<HostState>,
+    pub exports: Remediation,
+    pub stdout: Capture,
+    pub stderr: Capture,
+}
+
+/// The data of one store: WASI for the runtime, and salve's capabilities.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryCap,
+    pub(crate) calls: Calls,
+    mounts: Arc<[Mount]>,
+    pub(crate) journal: Option<Journal>,
+    pub(crate) log: LogBudget,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl HostState {
+    fn fs(&mut self) -> FsView<'_> {
+        FsView {
+            mounts: &self.mounts,
+            calls: &self.calls,
+        }
+    }
+
+    fn journal(&mut self) -> JournalView<'_> {
+        JournalView {
+            journal: self.journal.as_mut(),
+            calls: &self.calls,
+        }
+    }
+
+    fn log(&mut self) -> LogView<'_> {
+        LogView {
+            budget: &mut self.log,
+            calls: &self.calls,
+        }
+    }
+}
+
+/// Which salve capabilities a component imports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imports {
+    pub fs: bool,
+}
+
+/// A compiled component that passed the load-time checks.
+pub struct Playbook {
+    name: String,
+    digest: String,
+    component: Component,
+    imports: Imports,
+    import_names: Vec<String>,
+    /// One pre-instantiation per set of granted capabilities, built on
+    /// first use and kept for the life of the process.
+    pres: Mutex<HashMap<Capabilities, RemediationPre<HostState>>>,
+}
+
+impl std::fmt::Debug for Playbook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playbook")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+fn interface_name(import: &str) -> Option<(&str, &str, &str)> {
+    let (path, version) = import.split_once('@')?;
+    let (package, interface) = path.split_once('/')?;
+    Some((package, interface, version))
+}
+
+impl Playbook {
+    fn check(sandbox: &Sandbox, name: &str, digest: String, component: Component) -> Result<Playbook, LoadError> {
+        let engine = &sandbox.engine;
+        let ty = component.component_type();
+
+        let export = format!("{PACKAGE}/playbook@{VERSION}");
+        let Some(ComponentItem::ComponentInstance(instance)) = ty.get_export(engine, &export).map(|e| e.ty) else {
+            return Err(LoadError::NotAPlaybook {
+                exports: ty.exports(engine).map(|(n, _)| n.to_string()).collect(),
+            });
+        };
+        let functions: Vec<&str> = instance.exports(engine).map(|(n, _)| n).collect();
+        let missing: Vec<String> = REQUIRED_EXPORTS
+            .iter()
+            .filter(|f| !functions.contains(f))
+            .map(|f| f.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(LoadError::MissingExports { missing });
+        }
+
+        let mut imports = Imports::default();
+        let mut import_names = Vec::new();
+        for (import, _) in ty.imports(engine) {
+            import_names.push(import.to_string());
+            let forbidden = |why: &str| LoadError::ForbiddenImport {
+                import: import.to_string(),
+                why: why.into(),
+            };
+            let Some((package, interface, version)) = interface_name(import) else {
+                return Err(forbidden("it is not a versioned interface"));
+            };
+            if package == PACKAGE {
+                if version != VERSION {
+                    return Err(forbidden(&format!(
+                        "this runner provides {PACKAGE}@{VERSION}; rebuild the playbook against it"
+                    )));
+                }
+                match interface {
+                    "types" | "log" | "journal" => {}
+                    "fs" => imports.fs = true,
+                    _ => return Err(forbidden("no such salve capability")),
+                }
+            } else if package == "wasi:filesystem" {
+                return Err(forbidden(
+                    "a playbook reaches files only through salve:playbook/fs, under its grant",
+                ));
+            } else if package == "wasi:sockets" || package == "wasi:http" {
+                return Err(forbidden("a playbook has no network access of its own"));
+            } else {
+                let allowed = WASI_ALLOWED
+                    .iter()
+                    .any(|(p, ifaces)| *p == package && ifaces.contains(&interface) && version.starts_with("0.2."));
+                if !allowed {
+                    return Err(forbidden("it is not part of the minimal WASI a language runtime needs"));
+                }
+            }
+        }
+
+        let playbook = Playbook {
+            name: name.to_string(),
+            digest,
+            component,
+            imports,
+            import_names,
+            pres: Mutex::default(),
+        };
+        // Type-check imports and exports now, with every imported capability
+        // linked for real, so a mismatch is refused before anything runs.
+        let pre = playbook.pre(sandbox, Capabilities { fs: imports.fs })?;
+        check_export_types(engine, &pre, &instance)?;
+        Ok(playbook)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SHA-256 of the component's bytes, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn imports(&self) -> Imports {
+        self.imports
+    }
+
+    /// Every interface the component imports, by name.
+    pub fn import_names(&self) -> &[String] {
+        &self.import_names
+    }
+
+    fn pre(&self, sandbox: &Sandbox, caps: Capabilities) -> Result<RemediationPre<HostState>, LoadError> {
+        let mut pres = self.pres.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pre) = pres.get(&caps) {
+            return Ok(pre.clone());
+        }
+        let linker = self.linker(sandbox, caps)?;
+        let instance_pre = linker.instantiate_pre(&self.component).map_err(|e| {
+            let detail = format!("{e:#}");
+            let import = detail.split('`').nth(1).unwrap_or("an import").to_string();
+            LoadError::ImportTypes { import, detail }
+        })?;
+        let pre = RemediationPre::new(instance_pre).map_err(|e| LoadError::ExportTypes(format!("{e:#}")))?;
+        pres.insert(caps, pre.clone());
+        Ok(pre)
+    }
+
+    /// The linker for this component under a grant with `caps`: WASI for the
+    /// runtime, `log` and `journal`, and each imported capability either for
+    /// real (granted) or as the denying stub (not granted).
+    fn linker(&self, sandbox: &Sandbox, caps: Capabilities) -> Result<Linker<HostState>, LoadError> {
+        use bindings::salve::playbook::{fs, journal, log};
+        use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
+        let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let mut linker = Linker::new(&sandbox.engine);
+        let l = &mut linker;
+        (|| -> wasmtime::Result<()> {
+            use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+            use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+            use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+            io::error::add_to_linker::<HostState, Table>(l, |s| &mut s.table)?;
+            io::poll::add_to_linker::<HostState, Table>(l, |s| &mut s.table)?;
+            io::streams::add_to_linker::<HostState, Table>(l, |s| &mut s.table)?;
+            cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+            clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+            clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+            random::random::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
+            random::insecure::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
+            random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
+            log::add_to_linker::<HostState, LogHost>(l, HostState::log)?;
+            journal::add_to_linker::<HostState, JournalHost>(l, HostState::journal)?;
+            if self.imports.fs && caps.fs {
+                fs::add_to_linker::<HostState, Fs>(l, HostState::fs)?;
+            }
+            Ok(())
+        })()
+        .map_err(engine_err)?;
+        if self.imports.fs && !caps.fs {
+            let import = format!("{PACKAGE}/fs@{VERSION}");
+            denied::link(&mut linker, &sandbox.engine, &self.component, &import, "fs")
+                .map_err(|detail| LoadError::ImportTypes { import, detail })?;
+        }
+        Ok(linker)
+    }
+}
+
+/// Checks the four exports against the contract's types. wasmtime checks
+/// them only at instantiation; a playbook must be refused before anything
+/// runs. (`ComponentFunc::typecheck` is what `bindgen!` itself calls.)
+fn check_export_types(
+    engine: &Engine,
+    pre: &RemediationPre<HostState>,
+    instance: &wasmtime::component::types::ComponentInstance,
+) -> Result<(), LoadError> {
+    use bindings::{Change, Context, Error};
+    let instance_type = pre.instance_pre().instance_type();
+    for (name, export) in instance.exports(engine) {
+        let ComponentItem::ComponentFunc(func) = export.ty else {
+            continue;
+        };
+        let checked = match name {
+            "plan" => func.typecheck::<(Context,), (Result<Vec<Change>, Error>,)>(&instance_type),
+            "apply" | "verify" => func.typecheck::<(Context,), (Result<(), Error>,)>(&instance_type),
+            "rollback" => func.typecheck::<(Context, Vec<Vec<u8>>), (Result<(), Error>,)>(&instance_type),
+            _ => continue,
+        };
+        checked.map_err(|e| LoadError::ExportTypes(format!("`{name}`: {e:#}")))?;
+    }
+    Ok(())
+}
+
+/// Host data for `wasi:io`: the resource table.
+struct Table;
+
+impl wasmtime::component::HasData for Table {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// The phase a store runs, for messages.
+pub(crate) fn phase_deadline(grant: &Grant, phase: Phase) -> Duration {
+    let limits = grant.limits();
+    match phase {
+        Phase::Plan => limits.plan,
+        Phase::Apply => limits.apply,
+        Phase::Verify => limits.verify,
+        Phase::Rollback => limits.rollback,
+    }
+}
