@@ -489,6 +489,51 @@ mod tests {
         assert_eq!(resolve(&mounts, "ro", Access::Ro).unwrap().path(), Path::new("."));
     }
 
+    #[tokio::test]
+    async fn renames_across_mounts_are_denied_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = GrantSpec {
+            fs: ["one", "two"]
+                .iter()
+                .map(|name| {
+                    std::fs::create_dir_all(dir.path().join(name)).unwrap();
+                    FsEntry {
+                        name: name.to_string(),
+                        path: dir.path().join(name),
+                        access: Access::Rw,
+                    }
+                })
+                .collect(),
+            ..Default::default()
+        };
+        std::fs::write(dir.path().join("one/file"), b"x").unwrap();
+        let grant = Grant::open(&spec).unwrap();
+        let audit = crate::audit::AuditLog::open(&dir.path().join("data")).unwrap();
+        let calls = Calls {
+            audit: audit.clone(),
+            job: "job".into(),
+            phase: crate::audit::Phase::Apply,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let mut view = FsView {
+            mounts: grant.mounts(),
+            calls: &calls,
+        };
+
+        let result = view.rename("one/file".into(), "two/file".into()).await.unwrap();
+
+        assert!(matches!(result, Err(GuestError::Denied(reason)) if reason.contains("across mounts")));
+        assert!(dir.path().join("one/file").exists() && !dir.path().join("two/file").exists());
+        audit.sync_blocking().unwrap();
+        let log = std::fs::read_to_string(dir.path().join("data/audit.jsonl")).unwrap();
+        assert!(
+            log.contains(
+                r#""function":"rename","args":{"destination":"two/file","source":"one/file"},"outcome":{"denied""#
+            ),
+            "{log}"
+        );
+    }
+
     #[test]
     fn atomic_replace_keeps_permissions_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. The integration tests build the playbooks for
+# wasm32-wasip2 themselves; this installs the target first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_wasm_target
+
+echo "==> cargo test (the runner, with every playbook built for wasm32-wasip2)"
+cargo test --all-targets
+echo "==> cargo test in playbooks/ (host-side unit tests of the playbooks)"
+cargo test --quiet --manifest-path playbooks/Cargo.toml -p rotate-logs

@@ -1,0 +1,150 @@
+//! The audit chain: a tampered log is caught by `salve audit verify`, which
+//! names the first bad record and exits 5.
+
+use crate::common::Site;
+use sha2::Digest;
+use std::path::Path;
+use std::process::Command;
+
+/// A site whose log holds a few jobs' worth of records.
+async fn site_with_history() -> Site {
+    let site = Site::new();
+    site.write("granted/a.txt", "alpha\n");
+    let grant = "[[fs]]\nname = \"logs\"\npath = \"{root}/granted\"\naccess = \"rw\"\n";
+    for playbook in ["noop", "verify-fails", "noop"] {
+        site.run(playbook, grant, &[]).await;
+    }
+    site.runner().audit().sync_blocking().unwrap();
+    site
+}
+
+fn lines(site: &Site) -> Vec<String> {
+    std::fs::read_to_string(site.data().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Writes `content` as a copy of the log (with the head anchor beside it)
+/// and runs `salve audit verify` on it.
+fn verify(site: &Site, content: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("audit.jsonl"), content).unwrap();
+    std::fs::copy(site.data().join("audit.head"), dir.path().join("audit.head")).unwrap();
+    verify_file(&dir.path().join("audit.jsonl"))
+}
+
+fn verify_file(path: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["audit", "verify"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
+}
+
+fn joined(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[tokio::test]
+async fn an_intact_log_verifies() {
+    let site = site_with_history().await;
+    let (code, text) = verify_file(&site.data().join("audit.jsonl"));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("{} records, chain intact", lines(&site).len())),
+        "{text}"
+    );
+    assert!(text.contains("end checked against audit.head"), "{text}");
+}
+
+#[tokio::test]
+async fn a_changed_byte_is_named() {
+    let site = site_with_history().await;
+    let mut lines = lines(&site);
+    lines[4] = lines[4].replacen("\"kind\":\"", "\"kind\":\"x", 1);
+
+    let (code, text) = verify(&site, &joined(&lines));
+
+    assert_eq!(code, 5, "{text}");
+    assert!(text.contains("line 5: record 5 was changed"), "{text}");
+}
+
+#[tokio::test]
+async fn a_rewritten_record_with_a_recomputed_hash_breaks_the_next_link() {
+    let site = site_with_history().await;
+    let mut lines = lines(&site);
+    let forged = lines[4].replacen("\"kind\":\"", "\"kind\":\"x", 1);
+    let body = format!("{}}}", &forged[..forged.len() - 75]);
+    let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+    lines[4] = format!("{},\"hash\":\"{hash}\"}}", &body[..body.len() - 1]);
+
+    let (code, text) = verify(&site, &joined(&lines));
+
+    assert_eq!(code, 5, "{text}");
+    assert!(
+        text.contains("line 6: record 6 does not chain to the record before it"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_record_is_named() {
+    let site = site_with_history().await;
+    let mut lines = lines(&site);
+    lines.remove(6);
+
+    let (code, text) = verify(&site, &joined(&lines));
+
+    assert_eq!(code, 5, "{text}");
+    assert!(
+        text.contains("line 7: record 8 is where record 7 belongs: records 7..7 were removed"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn swapped_records_are_named() {
+    let site = site_with_history().await;
+    let mut lines = lines(&site);
+    lines.swap(9, 10);
+
+    let (code, text) = verify(&site, &joined(&lines));
+
+    assert_eq!(code, 5, "{text}");
+    assert!(
+        text.contains("line 10: record 11 is where record 10 belongs: records were reordered"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_log_truncated_mid_record_is_named() {
+    let site = site_with_history().await;
+    let content = joined(&lines(&site));
+
+    let (code, text) = verify(&site, &content[..content.len() - 40]);
+
+    assert_eq!(code, 5, "{text}");
+    assert!(
+        text.contains("the last line is incomplete: the log was truncated"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_log_cut_at_a_record_boundary_is_named_against_its_anchor() {
+    let site = site_with_history().await;
+    let mut lines = lines(&site);
+    let total = lines.len();
+    lines.truncate(total - 3);
+
+    let (code, text) = verify(&site, &joined(&lines));
+
+    assert_eq!(code, 5, "{text}");
+    let expected = format!("records {}..{total} were cut off its end", total - 2);
+    assert!(text.contains(&expected), "{text}");
+}

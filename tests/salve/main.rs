@@ -1,0 +1,33 @@
+//! salve's integration tests: one binary, one module per area.
+//!
+//! Every playbook crate under playbooks/ must have a test named after it
+//! (see `tests_by_playbook`); a playbook without one does not compile.
+
+mod audit_chain;
+mod cli;
+mod common;
+mod concurrency;
+mod hostile;
+mod rotate_logs;
+
+include!(concat!(env!("OUT_DIR"), "/playbooks.rs"));
+
+/// The test named after each playbook.
+mod tests_by_playbook {
+    pub(crate) use crate::hostile::{
+        deep_recursion, escape_fs, infinite_loop, memory_bomb, no_rollback, noisy_output, noop, partial_then_trap,
+        plan_writes, rollback_fails, verify_fails, wasi_fs, wrong_signature,
+    };
+    pub(crate) use crate::rotate_logs::rotate_logs;
+}
+
+macro_rules! has_a_test {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use crate::tests_by_playbook::$name;
+    };
+}
+
+mod every_playbook_has_a_test {
+    foreach_playbook!(has_a_test);
+}
