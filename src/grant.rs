@@ -16,12 +16,14 @@
 //! timeout = "30s"          # each phase, unless set per phase below
 //! apply_timeout = "2m"     # also plan_timeout, verify_timeout, rollback_timeout
 //! memory = "64MiB"         # linear memory of the playbook
+//! writes = "1GiB"          # bytes the job may write, all calls together
 //! ```
 //!
 //! # Errors
 //! Every problem is a [`GrantError`] that names the entry and says what to
 //! change. Unknown fields and duplicate keys are errors.
 
+use crate::artifact::manifest::{Manifest, path_matches};
 use cap_std::ambient_authority;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -34,6 +36,8 @@ pub const DEFAULT_PHASE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_PHASE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default linear-memory cap of a playbook.
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
+/// Default of the bytes one job may write, all mutating calls together.
+pub const DEFAULT_WRITES: u64 = 1 << 30;
 /// Smallest memory cap a grant may set (a Rust playbook needs about 1 MiB
 /// to start).
 pub const MIN_MEMORY: u64 = 2 << 20;
@@ -46,25 +50,22 @@ pub enum GrantError {
     #[error("the grant is not valid TOML for salve: {0}")]
     Parse(String),
     #[error("fs entry {index}: name {name:?} {reason}")]
-    FsName {
-        index: usize,
-        name: String,
-        reason: &'static str,
-    },
+    FsName { index: usize, name: String, reason: &'static str },
     #[error("fs entries {first} and {second} are both named {name:?}; give each directory its own name")]
     DuplicateName { name: String, first: usize, second: usize },
     #[error("fs entry {name:?}: path {path} {reason}")]
-    FsPath {
-        name: String,
-        path: PathBuf,
-        reason: String,
-    },
+    FsPath { name: String, path: PathBuf, reason: String },
     #[error("limits.{field} = {value:?}: {reason}")]
-    Limit {
-        field: &'static str,
-        value: String,
-        reason: String,
-    },
+    Limit { field: &'static str, value: String, reason: String },
+    #[error(
+        "fs entries {first:?} and {second:?} overlap (at {path}): one directory inside another would let the \
+         narrower access be bypassed; grant disjoint directories"
+    )]
+    Overlap { first: String, second: String, path: PathBuf },
+    #[error("the grant gives fs {name:?}, which the playbook does not declare (it declares {declared:?})")]
+    Undeclared { name: String, declared: Vec<String> },
+    #[error("the grant asks for {what} = {asked}, but the playbook declares at most {declared}")]
+    AboveDeclaration { what: String, asked: String, declared: String },
 }
 
 /// Read-only or read-write.
@@ -104,7 +105,7 @@ pub struct FsEntry {
 }
 
 /// Limits as written; every field optional.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +120,8 @@ pub struct LimitsSpec {
     pub rollback_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<String>,
 }
 
 /// Limits in effect for one task.
@@ -133,6 +136,9 @@ pub struct Limits {
     #[serde(with = "duration_ms")]
     pub rollback: Duration,
     pub memory: u64,
+    /// Bytes the job may write in all (written, appended, or added by
+    /// extending a file).
+    pub writes: u64,
 }
 
 mod duration_ms {
@@ -149,6 +155,7 @@ impl Default for Limits {
             verify: DEFAULT_PHASE_TIMEOUT,
             rollback: DEFAULT_PHASE_TIMEOUT,
             memory: DEFAULT_MEMORY,
+            writes: DEFAULT_WRITES,
         }
     }
 }
@@ -156,10 +163,8 @@ impl Default for Limits {
 impl GrantSpec {
     /// Reads and parses a grant file.
     pub fn load(path: &Path) -> Result<GrantSpec, GrantError> {
-        let text = std::fs::read_to_string(path).map_err(|source| GrantError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| GrantError::Read { path: path.to_path_buf(), source })?;
         GrantSpec::parse(&text)
     }
 
@@ -168,54 +173,90 @@ impl GrantSpec {
         toml::from_str(text).map_err(|e| GrantError::Parse(e.to_string().trim_end().to_string()))
     }
 
-    /// The limits this spec sets, checked against their bounds.
+    /// The limits this spec sets, checked against their bounds; unset
+    /// fields take the defaults.
     pub fn limits(&self) -> Result<Limits, GrantError> {
+        self.limits_within(None)
+    }
+
+    /// The limits this spec sets, none above `ceiling` (a playbook's
+    /// declared limits); unset fields take the ceiling's.
+    pub fn limits_within(&self, ceiling: Option<&Limits>) -> Result<Limits, GrantError> {
         let spec = &self.limits;
-        let timeout = |field, value: &Option<String>, default| match value {
-            None => Ok(default),
-            Some(text) => parse_timeout(field, text),
+        let fallback = ceiling.copied().unwrap_or_default();
+        let above = |field: &'static str, asked: String, declared: String| GrantError::AboveDeclaration {
+            what: format!("limits.{field}"),
+            asked,
+            declared,
         };
-        let base = timeout("timeout", &spec.timeout, DEFAULT_PHASE_TIMEOUT)?;
-        Ok(Limits {
-            plan: timeout("plan_timeout", &spec.plan_timeout, base)?,
-            apply: timeout("apply_timeout", &spec.apply_timeout, base)?,
-            verify: timeout("verify_timeout", &spec.verify_timeout, base)?,
-            rollback: timeout("rollback_timeout", &spec.rollback_timeout, base)?,
-            memory: match &spec.memory {
-                None => DEFAULT_MEMORY,
-                Some(text) => {
-                    let bytes = parse_size(text).ok_or_else(|| GrantError::Limit {
+        let base = spec.timeout.as_deref().map(|t| parse_timeout("timeout", t)).transpose()?;
+        let phase = |field: &'static str, value: &Option<String>, max: Duration| -> Result<Duration, GrantError> {
+            let asked = match value.as_deref() {
+                Some(text) => Some(parse_timeout(field, text)?),
+                None => base,
+            };
+            match asked {
+                None => Ok(max),
+                Some(asked) if ceiling.is_some() && asked > max => Err(above(
+                    field,
+                    humantime::format_duration(asked).to_string(),
+                    humantime::format_duration(max).to_string(),
+                )),
+                Some(asked) => Ok(asked),
+            }
+        };
+        let memory = match &spec.memory {
+            None => fallback.memory,
+            Some(text) => {
+                let bytes = parse_size(text).ok_or_else(|| GrantError::Limit {
+                    field: "memory",
+                    value: text.clone(),
+                    reason: "not a size; write it like \"64MiB\", \"512KiB\" or \"1GiB\"".into(),
+                })?;
+                if bytes < MIN_MEMORY {
+                    return Err(GrantError::Limit {
                         field: "memory",
                         value: text.clone(),
-                        reason: "not a size; write it like \"64MiB\", \"512KiB\" or \"1GiB\"".into(),
-                    })?;
-                    if bytes < MIN_MEMORY {
-                        return Err(GrantError::Limit {
-                            field: "memory",
-                            value: text.clone(),
-                            reason: format!("below the minimum of {} MiB", MIN_MEMORY >> 20),
-                        });
-                    }
-                    bytes
+                        reason: format!("below the minimum of {} MiB", MIN_MEMORY >> 20),
+                    });
                 }
-            },
+                if ceiling.is_some() && bytes > fallback.memory {
+                    return Err(above("memory", format!("{bytes} bytes"), format!("{} bytes", fallback.memory)));
+                }
+                bytes
+            }
+        };
+        let writes = match &spec.writes {
+            None => fallback.writes,
+            Some(text) => {
+                let bytes = parse_size(text).ok_or_else(|| GrantError::Limit {
+                    field: "writes",
+                    value: text.clone(),
+                    reason: "not a size; write it like \"100MiB\" or \"1GiB\"".into(),
+                })?;
+                if ceiling.is_some() && bytes > fallback.writes {
+                    return Err(above("writes", format!("{bytes} bytes"), format!("{} bytes", fallback.writes)));
+                }
+                bytes
+            }
+        };
+        Ok(Limits {
+            plan: phase("plan_timeout", &spec.plan_timeout, fallback.plan)?,
+            apply: phase("apply_timeout", &spec.apply_timeout, fallback.apply)?,
+            verify: phase("verify_timeout", &spec.verify_timeout, fallback.verify)?,
+            rollback: phase("rollback_timeout", &spec.rollback_timeout, fallback.rollback)?,
+            memory,
+            writes,
         })
     }
 }
 
 fn parse_timeout(field: &'static str, text: &str) -> Result<Duration, GrantError> {
-    let err = |reason: String| GrantError::Limit {
-        field,
-        value: text.to_string(),
-        reason,
-    };
+    let err = |reason: String| GrantError::Limit { field, value: text.to_string(), reason };
     let duration =
         humantime::parse_duration(text).map_err(|e| err(format!("{e}; write it like \"30s\", \"500ms\" or \"2m\"")))?;
     if duration.is_zero() || duration > MAX_PHASE_TIMEOUT {
-        return Err(err(format!(
-            "must be above zero and at most {}",
-            humantime::format_duration(MAX_PHASE_TIMEOUT)
-        )));
+        return Err(err(format!("must be above zero and at most {}", humantime::format_duration(MAX_PHASE_TIMEOUT))));
     }
     Ok(duration)
 }
@@ -265,26 +306,40 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Opens every directory the spec names. The only place ambient
-    /// authority is used on a playbook's behalf.
+    /// Opens every directory the spec names, with nothing to check it
+    /// against: for unsigned components only (see `--dangerous-unsigned`).
     pub fn open(spec: &GrantSpec) -> Result<Grant, GrantError> {
-        let limits = spec.limits()?;
+        Grant::open_checked(spec, None)
+    }
+
+    /// Opens every directory the spec names, refusing anything beyond what
+    /// the playbook's manifest declares: an undeclared mount, a directory
+    /// outside the declared patterns, `rw` where `ro` is declared, a limit
+    /// above the declared one.
+    pub fn open_within(spec: &GrantSpec, manifest: &Manifest) -> Result<Grant, GrantError> {
+        Grant::open_checked(spec, Some(manifest))
+    }
+
+    /// The only place ambient authority is used on a playbook's behalf.
+    fn open_checked(spec: &GrantSpec, manifest: Option<&Manifest>) -> Result<Grant, GrantError> {
+        let declared_limits = match manifest {
+            Some(m) => Some(m.limits().map_err(|e| GrantError::Limit {
+                field: "(declared)",
+                value: String::new(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        let limits = spec.limits_within(declared_limits.as_ref())?;
         let mut mounts: Vec<Mount> = Vec::with_capacity(spec.fs.len());
         for (index, entry) in spec.fs.iter().enumerate() {
             let index = index + 1;
             check_mount_name(index, &entry.name)?;
             if let Some(first) = mounts.iter().position(|m| m.name == entry.name) {
-                return Err(GrantError::DuplicateName {
-                    name: entry.name.clone(),
-                    first: first + 1,
-                    second: index,
-                });
+                return Err(GrantError::DuplicateName { name: entry.name.clone(), first: first + 1, second: index });
             }
-            let path_err = |reason: String| GrantError::FsPath {
-                name: entry.name.clone(),
-                path: entry.path.clone(),
-                reason,
-            };
+            let path_err =
+                |reason: String| GrantError::FsPath { name: entry.name.clone(), path: entry.path.clone(), reason };
             if !entry.path.is_absolute() {
                 return Err(path_err("is relative; give the absolute path of the directory".into()));
             }
@@ -292,14 +347,36 @@ impl Grant {
             if !path.is_dir() {
                 return Err(path_err("is not a directory".into()));
             }
+            if let Some(manifest) = manifest {
+                let Some(declared) = manifest.fs(&entry.name) else {
+                    let declared = manifest.capabilities.fs.iter().map(|d| d.name.clone()).collect();
+                    return Err(GrantError::Undeclared { name: entry.name.clone(), declared });
+                };
+                if !declared.paths.iter().any(|pattern| path_matches(pattern, &path)) {
+                    return Err(GrantError::AboveDeclaration {
+                        what: format!("fs {:?} path {}", entry.name, path.display()),
+                        asked: path.display().to_string(),
+                        declared: format!("{:?}", declared.paths),
+                    });
+                }
+                if entry.access == Access::Rw && declared.access == Access::Ro {
+                    return Err(GrantError::AboveDeclaration {
+                        what: format!("fs {:?} access", entry.name),
+                        asked: "rw".into(),
+                        declared: "ro".into(),
+                    });
+                }
+            }
             let dir = cap_std::fs::Dir::open_ambient_dir(&path, ambient_authority())
                 .map_err(|e| path_err(format!("cannot be opened: {e}")))?;
-            mounts.push(Mount {
-                name: entry.name.clone(),
-                path,
-                access: entry.access,
-                dir: Arc::new(dir),
-            });
+            if let Some(other) = mounts.iter().find(|m| m.path.starts_with(&path) || path.starts_with(&m.path)) {
+                return Err(GrantError::Overlap {
+                    first: other.name.clone(),
+                    second: entry.name.clone(),
+                    path: path.clone(),
+                });
+            }
+            mounts.push(Mount { name: entry.name.clone(), path, access: entry.access, dir: Arc::new(dir) });
         }
         Ok(Grant { mounts, limits })
     }
@@ -307,18 +384,8 @@ impl Grant {
     /// The same grant with every directory downgraded to read-only, for
     /// `plan`.
     pub fn read_only(&self) -> Grant {
-        let mounts = self
-            .mounts
-            .iter()
-            .map(|m| Mount {
-                access: Access::Ro,
-                ..m.clone()
-            })
-            .collect();
-        Grant {
-            mounts,
-            limits: self.limits,
-        }
+        let mounts = self.mounts.iter().map(|m| Mount { access: Access::Ro, ..m.clone() }).collect();
+        Grant { mounts, limits: self.limits }
     }
 
     pub fn mounts(&self) -> &[Mount] {
@@ -330,9 +397,7 @@ impl Grant {
     }
 
     pub fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            fs: !self.mounts.is_empty(),
-        }
+        Capabilities { fs: !self.mounts.is_empty() }
     }
 
     /// What the audit log records about this grant.
@@ -351,20 +416,13 @@ fn check_mount_name(index: usize, name: &str) -> Result<(), GrantError> {
         Some("is empty")
     } else if name.len() > 64 {
         Some("is longer than 64 characters")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         Some("may hold only letters, digits, '-' and '_' (it is the first component of the playbook's paths)")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(GrantError::FsName {
-            index,
-            name: name.to_string(),
-            reason,
-        }),
+        Some(reason) => Err(GrantError::FsName { index, name: name.to_string(), reason }),
         None => Ok(()),
     }
 }
@@ -401,12 +459,7 @@ mod tests {
         assert_eq!(limits.apply, Duration::from_secs(60));
         assert_eq!(limits.verify, Duration::from_secs(5));
         assert_eq!(limits.memory, 32 << 20);
-        for bad in [
-            "timeout = \"0s\"",
-            "timeout = \"2h\"",
-            "timeout = \"soon\"",
-            "memory = \"1KiB\"",
-        ] {
+        for bad in ["timeout = \"0s\"", "timeout = \"2h\"", "timeout = \"soon\"", "memory = \"1KiB\""] {
             let spec = GrantSpec::parse(&format!("[limits]\n{bad}\n")).unwrap();
             assert!(matches!(spec.limits(), Err(GrantError::Limit { .. })), "{bad}");
         }
@@ -417,48 +470,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
-        let entry = |name: &str, path: &Path| FsEntry {
-            name: name.into(),
-            path: path.into(),
-            access: Access::Ro,
-        };
-        let open = |entries: Vec<FsEntry>| {
-            Grant::open(&GrantSpec {
-                fs: entries,
-                ..Default::default()
-            })
-        };
+        let entry = |name: &str, path: &Path| FsEntry { name: name.into(), path: path.into(), access: Access::Ro };
+        let open = |entries: Vec<FsEntry>| Grant::open(&GrantSpec { fs: entries, ..Default::default() });
 
-        assert!(matches!(
-            open(vec![entry("a/b", dir.path())]),
-            Err(GrantError::FsName { .. })
-        ));
-        assert!(matches!(
-            open(vec![entry("", dir.path())]),
-            Err(GrantError::FsName { .. })
-        ));
-        assert!(matches!(
-            open(vec![entry("a", Path::new("relative"))]),
-            Err(GrantError::FsPath { .. })
-        ));
+        assert!(matches!(open(vec![entry("a/b", dir.path())]), Err(GrantError::FsName { .. })));
+        assert!(matches!(open(vec![entry("", dir.path())]), Err(GrantError::FsName { .. })));
+        assert!(matches!(open(vec![entry("a", Path::new("relative"))]), Err(GrantError::FsPath { .. })));
         assert!(matches!(open(vec![entry("a", &file)]), Err(GrantError::FsPath { .. })));
-        assert!(matches!(
-            open(vec![entry("a", &dir.path().join("missing"))]),
-            Err(GrantError::FsPath { .. })
-        ));
+        assert!(matches!(open(vec![entry("a", &dir.path().join("missing"))]), Err(GrantError::FsPath { .. })));
         assert!(matches!(
             open(vec![entry("a", dir.path()), entry("a", dir.path())]),
-            Err(GrantError::DuplicateName {
-                first: 1,
-                second: 2,
-                ..
-            })
+            Err(GrantError::DuplicateName { first: 1, second: 2, .. })
         ));
-        let grant = open(vec![FsEntry {
-            access: Access::Rw,
-            ..entry("a", dir.path())
-        }])
-        .unwrap();
+        let grant = open(vec![FsEntry { access: Access::Rw, ..entry("a", dir.path()) }]).unwrap();
         assert_eq!(grant.read_only().mounts()[0].access, Access::Ro);
     }
 }

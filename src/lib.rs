@@ -23,8 +23,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod artifact;
 pub mod audit;
 pub mod grant;
 pub mod host;
+pub mod keys;
 pub mod run;
 pub mod sandbox;
+pub mod trust;

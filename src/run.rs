@@ -14,7 +14,8 @@
 use crate::audit::{AuditError, AuditLog, Event, Head, Phase};
 use crate::grant::Grant;
 use crate::host::journal::{Journal, JournalError};
-use crate::host::{AuditUnavailable, Calls};
+use crate::host::{AuditUnavailable, Calls, HostCallTimedOut, InFlight, WriteBudget};
+use crate::keys::{PrivateKey, Role};
 use crate::sandbox::bindings::{Change, Context, Error as GuestError};
 use crate::sandbox::{MemoryLimitExceeded, PhaseSetup, PhaseTimeout, Playbook, Sandbox, TableLimitExceeded};
 use serde::Serialize;
@@ -24,6 +25,9 @@ use std::time::{Duration, Instant};
 
 /// Longest cause message kept.
 const MAX_CAUSE_BYTES: usize = 1024;
+/// How long the runner waits for host operations still running (their
+/// caller timed out) before it gives up on rolling back.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -38,6 +42,8 @@ pub enum RunError {
     Journal(#[from] JournalError),
     #[error("cannot create the journal directory {path}: {source}")]
     JournalDir { path: PathBuf, source: std::io::Error },
+    #[error("key {id} has role {role}; audit seals need a runner key")]
+    NotARunnerKey { id: String, role: Role },
 }
 
 /// What a job is asked to act on.
@@ -71,22 +77,49 @@ impl JobContext {
 }
 
 /// What went wrong in a phase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CauseKind {
     /// The playbook returned an error.
     Error,
     /// The playbook trapped (a panic, an `unreachable`, a host refusal to go on).
     Trap,
+    /// The phase ran past its deadline.
     Timeout,
+    /// A mutating host call did not finish within the host-call timeout.
+    HostCallTimeout,
     MemoryLimit,
     StackOverflow,
     /// A host call could not be audited, so it was refused.
     AuditUnavailable,
     /// The journal could not be read back for rollback.
     Journal,
+    /// A host operation was still running, so rollback was not attempted.
+    Unsettled,
     /// The playbook could not be instantiated.
     Instantiate,
+}
+
+impl CauseKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CauseKind::Error => "error",
+            CauseKind::Trap => "trap",
+            CauseKind::Timeout => "timeout",
+            CauseKind::HostCallTimeout => "host-call-timeout",
+            CauseKind::MemoryLimit => "memory-limit",
+            CauseKind::StackOverflow => "stack-overflow",
+            CauseKind::AuditUnavailable => "audit-unavailable",
+            CauseKind::Journal => "journal",
+            CauseKind::Unsettled => "unsettled",
+            CauseKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+impl Serialize for CauseKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 /// Why a phase failed.
@@ -120,6 +153,9 @@ impl Cause {
         }
         if let Some(table) = error.downcast_ref::<TableLimitExceeded>() {
             return Cause::new(phase, CauseKind::MemoryLimit, table.to_string());
+        }
+        if let Some(timed_out) = error.downcast_ref::<HostCallTimedOut>() {
+            return Cause::new(phase, CauseKind::HostCallTimeout, timed_out.to_string());
         }
         if let Some(audit) = error.downcast_ref::<AuditUnavailable>() {
             return Cause::new(phase, CauseKind::AuditUnavailable, audit.to_string());
@@ -218,6 +254,14 @@ pub struct Runner {
     sandbox: Sandbox,
     audit: AuditLog,
     journal_dir: PathBuf,
+    seal_key: Option<Arc<PrivateKey>>,
+}
+
+/// What the phases of one job share.
+struct JobShared {
+    job: Arc<str>,
+    inflight: Arc<InFlight>,
+    budget: Arc<WriteBudget>,
 }
 
 impl Runner {
@@ -225,15 +269,27 @@ impl Runner {
     /// `data_dir/journal`.
     pub fn new(sandbox: Sandbox, audit: AuditLog, data_dir: &Path) -> Result<Runner, RunError> {
         let journal_dir = data_dir.join("journal");
-        std::fs::create_dir_all(&journal_dir).map_err(|source| RunError::JournalDir {
-            path: journal_dir.clone(),
-            source,
-        })?;
-        Ok(Runner {
-            sandbox,
-            audit,
-            journal_dir,
-        })
+        std::fs::create_dir_all(&journal_dir)
+            .map_err(|source| RunError::JournalDir { path: journal_dir.clone(), source })?;
+        Ok(Runner { sandbox, audit, journal_dir, seal_key: None })
+    }
+
+    /// Seals every job with `key` (role runner): a signed record over the
+    /// chain at the job's end.
+    pub fn with_seal_key(mut self, key: Arc<PrivateKey>) -> Result<Runner, RunError> {
+        if key.role != Role::Runner {
+            return Err(RunError::NotARunnerKey { id: key.id.clone(), role: key.role });
+        }
+        self.seal_key = Some(key);
+        Ok(self)
+    }
+
+    async fn finish(&self, job: &str, event: &Event<'_>) -> Result<(), RunError> {
+        self.audit.append_durable(Some(job), event).await?;
+        if let Some(key) = &self.seal_key {
+            self.audit.seal(job, key).await?;
+        }
+        Ok(())
     }
 
     pub fn sandbox(&self) -> &Sandbox {
@@ -247,10 +303,7 @@ impl Runner {
     fn check_limits(&self, grant: &Grant) -> Result<(), RunError> {
         let ceiling = self.sandbox.config().memory_ceiling;
         if grant.limits().memory > ceiling {
-            return Err(RunError::MemoryCeiling {
-                asked: grant.limits().memory,
-                ceiling,
-            });
+            return Err(RunError::MemoryCeiling { asked: grant.limits().memory, ceiling });
         }
         Ok(())
     }
@@ -266,48 +319,43 @@ impl Runner {
                 target: &job.target,
                 parameters: &job.parameters,
                 grant: &grant.summary(),
+                signers: playbook.signers(),
             },
         )?;
         Ok(())
     }
 
-    /// Runs `apply` and `verify`, and `rollback` if either fails.
+    /// Runs `apply` and `verify` (read-only), and `rollback` if either
+    /// fails.
     pub async fn run(&self, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<Report, RunError> {
         self.check_limits(grant)?;
         self.record_job("run", playbook, grant, job)?;
         let journal = Journal::create(&self.journal_dir, &job.id)?;
         let journal_path = journal.path().to_path_buf();
+        let shared = JobShared {
+            job: Arc::from(job.id.as_str()),
+            inflight: Arc::default(),
+            budget: Arc::new(WriteBudget::new(grant.limits().writes)),
+        };
 
-        let failure = match self.phase(playbook, grant, job, Call::Apply, Some(journal)).await {
-            Ok(_) => self.phase(playbook, grant, job, Call::Verify, None).await.err(),
+        let failure = match self.phase(playbook, grant, job, &shared, Call::Apply, Some(journal)).await {
+            // verify checks; it must not change anything rollback could not undo.
+            Ok(_) => self.phase(playbook, &grant.read_only(), job, &shared, Call::Verify, None).await.err(),
             Err(cause) => Some(cause),
         };
         let outcome = match failure {
             None => Outcome::Succeeded,
-            Some(cause) => match Journal::read(&journal_path) {
-                Err(e) => Outcome::RollbackFailed {
-                    cause,
-                    rollback_cause: Cause::new(Phase::Rollback, CauseKind::Journal, e.to_string()),
-                },
-                Ok(entries) => match self.phase(playbook, grant, job, Call::Rollback(entries), None).await {
-                    Ok(_) => Outcome::RolledBack { cause },
-                    Err(rollback_cause) => Outcome::RollbackFailed { cause, rollback_cause },
-                },
-            },
+            Some(cause) => self.roll_back(playbook, grant, job, &shared, &journal_path, cause).await,
         };
 
         let cause = outcome.cause().map(ToString::to_string);
         let rollback_cause = outcome.rollback_cause().map(ToString::to_string);
-        self.audit
-            .append_durable(
-                Some(&job.id),
-                &Event::Outcome {
-                    outcome: outcome.name(),
-                    cause: cause.as_deref(),
-                    rollback_cause: rollback_cause.as_deref(),
-                },
-            )
-            .await?;
+        let event = Event::Outcome {
+            outcome: outcome.name(),
+            cause: cause.as_deref(),
+            rollback_cause: rollback_cause.as_deref(),
+        };
+        self.finish(&job.id, &event).await?;
         match &outcome {
             Outcome::RollbackFailed { cause, rollback_cause } => {
                 tracing::error!(
@@ -326,11 +374,41 @@ impl Runner {
                 }
             }
         }
-        Ok(Report {
-            job_id: job.id.clone(),
-            outcome,
-            audit_head: self.audit.head(),
-        })
+        Ok(Report { job_id: job.id.clone(), outcome, audit_head: self.audit.head() })
+    }
+
+    /// Waits for host operations still running, then calls `rollback` with
+    /// the journal as it is on disk.
+    async fn roll_back(
+        &self,
+        playbook: &Playbook,
+        grant: &Grant,
+        job: &JobContext,
+        shared: &JobShared,
+        journal_path: &Path,
+        cause: Cause,
+    ) -> Outcome {
+        if !shared.inflight.settled(SETTLE_GRACE).await {
+            let message = format!(
+                "a host operation was still running {} after it timed out; the target's state is unknown, so \
+                 rollback was not attempted",
+                humantime::format_duration(SETTLE_GRACE)
+            );
+            return Outcome::RollbackFailed {
+                cause,
+                rollback_cause: Cause::new(Phase::Rollback, CauseKind::Unsettled, message),
+            };
+        }
+        match Journal::read(journal_path) {
+            Err(e) => Outcome::RollbackFailed {
+                cause,
+                rollback_cause: Cause::new(Phase::Rollback, CauseKind::Journal, e.to_string()),
+            },
+            Ok(entries) => match self.phase(playbook, grant, job, shared, Call::Rollback(entries), None).await {
+                Ok(_) => Outcome::RolledBack { cause },
+                Err(rollback_cause) => Outcome::RollbackFailed { cause, rollback_cause },
+            },
+        }
     }
 
     /// Runs `plan` only, with every directory downgraded to read-only.
@@ -338,27 +416,16 @@ impl Runner {
         self.check_limits(grant)?;
         let grant = grant.read_only();
         self.record_job("plan", playbook, &grant, job)?;
-        let changes = self
-            .phase(playbook, &grant, job, Call::Plan, None)
-            .await
-            .map(|c| c.unwrap_or_default());
+        let shared = JobShared {
+            job: Arc::from(job.id.as_str()),
+            inflight: Arc::default(),
+            budget: Arc::new(WriteBudget::new(0)),
+        };
+        let changes = self.phase(playbook, &grant, job, &shared, Call::Plan, None).await.map(|c| c.unwrap_or_default());
         let cause = changes.as_ref().err().map(ToString::to_string);
         let outcome = if changes.is_ok() { "planned" } else { "plan-failed" };
-        self.audit
-            .append_durable(
-                Some(&job.id),
-                &Event::Outcome {
-                    outcome,
-                    cause: cause.as_deref(),
-                    rollback_cause: None,
-                },
-            )
-            .await?;
-        Ok(PlanReport {
-            job_id: job.id.clone(),
-            changes,
-            audit_head: self.audit.head(),
-        })
+        self.finish(&job.id, &Event::Outcome { outcome, cause: cause.as_deref(), rollback_cause: None }).await?;
+        Ok(PlanReport { job_id: job.id.clone(), changes, audit_head: self.audit.head() })
     }
 
     /// Runs one phase in a fresh instance and audits it. Returns the changes
@@ -368,6 +435,7 @@ impl Runner {
         playbook: &Playbook,
         grant: &Grant,
         job: &JobContext,
+        shared: &JobShared,
         call: Call,
         journal: Option<Journal>,
     ) -> Result<Option<Vec<Change>>, Cause> {
@@ -375,30 +443,19 @@ impl Runner {
         let started = Instant::now();
         let calls = Calls {
             audit: self.audit.clone(),
-            job: Arc::from(job.id.as_str()),
+            job: Arc::clone(&shared.job),
             phase,
             timeout: self.sandbox.config().host_call_timeout,
+            inflight: Arc::clone(&shared.inflight),
+            budget: Arc::clone(&shared.budget),
         };
         let audit_failed = |e: AuditError| Cause::new(phase, CauseKind::AuditUnavailable, e.to_string());
         self.audit
-            .append(
-                Some(&job.id),
-                &Event::Phase {
-                    phase,
-                    status: "started",
-                    detail: None,
-                    duration_us: None,
-                },
-            )
+            .append(Some(&job.id), &Event::Phase { phase, status: "started", detail: None, duration_us: None })
             .map_err(audit_failed)?;
 
         let deadline = crate::sandbox::phase_deadline(grant, phase);
-        let setup = PhaseSetup {
-            grant,
-            calls: calls.clone(),
-            journal,
-            deadline,
-        };
+        let setup = PhaseSetup { grant, calls: calls.clone(), journal, deadline };
         let result = match self.sandbox.instantiate(playbook, setup).await {
             Err(e) => {
                 let mut cause = Cause::from_trap(phase, &e);
@@ -419,10 +476,9 @@ impl Runner {
                         Call::Plan => guest.call_plan(&mut *store, &ctx).await.map(|r| r.map(Some)),
                         Call::Apply => guest.call_apply(&mut *store, &ctx).await.map(|r| r.map(|()| None)),
                         Call::Verify => guest.call_verify(&mut *store, &ctx).await.map(|r| r.map(|()| None)),
-                        Call::Rollback(entries) => guest
-                            .call_rollback(&mut *store, &ctx, entries)
-                            .await
-                            .map(|r| r.map(|()| None)),
+                        Call::Rollback(entries) => {
+                            guest.call_rollback(&mut *store, &ctx, entries).await.map(|r| r.map(|()| None))
+                        }
                     }
                 })
                 .await;
@@ -430,7 +486,10 @@ impl Runner {
                     Err(_) => Err(Cause::new(
                         phase,
                         CauseKind::Timeout,
-                        PhaseTimeout { limit: deadline }.to_string(),
+                        format!(
+                            "did not return within {} (its deadline, plus a host call's timeout)",
+                            humantime::format_duration(backstop)
+                        ),
                     )),
                     Ok(Err(trap)) => Err(Cause::from_trap(phase, &trap)),
                     Ok(Ok(Err(error))) => Err(Cause::new(phase, CauseKind::Error, describe(&error))),
@@ -443,12 +502,7 @@ impl Runner {
                     self.audit
                         .append(
                             Some(&job.id),
-                            &Event::Phase {
-                                phase,
-                                status: "log-suppressed",
-                                detail: Some(&detail),
-                                duration_us: None,
-                            },
+                            &Event::Phase { phase, status: "log-suppressed", detail: Some(&detail), duration_us: None },
                         )
                         .map_err(audit_failed)?;
                 }
@@ -458,20 +512,10 @@ impl Runner {
 
         let (status, detail) = match &result {
             Ok(_) => ("ok", None),
-            Err(cause) => (kind_name(&cause.kind), Some(cause.message.as_str())),
+            Err(cause) => (cause.kind.name(), Some(cause.message.as_str())),
         };
         let duration_us = Some(started.elapsed().as_micros() as u64);
-        self.audit
-            .append(
-                Some(&job.id),
-                &Event::Phase {
-                    phase,
-                    status,
-                    detail,
-                    duration_us,
-                },
-            )
-            .map_err(audit_failed)?;
+        self.audit.append(Some(&job.id), &Event::Phase { phase, status, detail, duration_us }).map_err(audit_failed)?;
         result
     }
 
@@ -484,29 +528,10 @@ impl Runner {
             let text = String::from_utf8_lossy(&captured.kept);
             self.audit.append(
                 Some(job),
-                &Event::Output {
-                    phase,
-                    stream,
-                    bytes: captured.total,
-                    truncated: captured.truncated(),
-                    text: &text,
-                },
+                &Event::Output { phase, stream, bytes: captured.total, truncated: captured.truncated(), text: &text },
             )?;
         }
         Ok(())
-    }
-}
-
-fn kind_name(kind: &CauseKind) -> &'static str {
-    match kind {
-        CauseKind::Error => "error",
-        CauseKind::Trap => "trap",
-        CauseKind::Timeout => "timeout",
-        CauseKind::MemoryLimit => "memory-limit",
-        CauseKind::StackOverflow => "stack-overflow",
-        CauseKind::AuditUnavailable => "audit-unavailable",
-        CauseKind::Journal => "journal",
-        CauseKind::Instantiate => "instantiate",
     }
 }
 

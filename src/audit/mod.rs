@@ -11,23 +11,31 @@
 //! each record commits to the whole chain before it, and records of jobs
 //! running at the same time interleave on one linear chain.
 //!
-//! `audit.head` holds the `seq` and `hash` of the last record made durable.
-//! It is what lets [`verify`] tell a log that was cut at a record boundary
-//! from one that simply ended there.
+//! `audit.head` (the anchor) holds the `seq`, `hash` and end offset of the
+//! last record made durable. It lets [`verify`] tell a log that was cut at a
+//! record boundary from one that simply ended there, and lets the writer
+//! tell records that were acknowledged from a tail a crash left behind.
+//!
+//! Each job ends with a `seal` record: the runner key's Ed25519 signature
+//! over the job id and the hash of the record before the seal. A seal
+//! cannot be forged without the runner key, so a log rewritten by someone
+//! who can write the data directory (and recompute every hash) no longer
+//! verifies against the trust store.
 //!
 //! # Durability
 //! [`AuditLog::append`] only buffers. [`AuditLog::sync`] makes everything up
-//! to a record durable (write, `fdatasync`, then `audit.head`), sharing one
-//! `fdatasync` between every caller waiting at the time (group commit).
-//! Callers that need a record on disk before they act (a mutating host
-//! call's intent, a journal entry, a job's outcome) use
-//! [`AuditLog::append_durable`].
+//! to a record durable (write, `fdatasync`, then the anchor), sharing one
+//! `fdatasync` between every caller waiting at the time (group commit). The
+//! `fdatasync` runs on its own task, so a caller that gives up waiting
+//! cannot leave the others waiting forever. Callers that need a record on
+//! disk before they act (a mutating host call's intent, a journal entry, a
+//! job's outcome) use [`AuditLog::append_durable`].
 //!
 //! # Errors
 //! When a write or `fdatasync` fails, the log is broken for good (a failed
 //! `fdatasync` cannot be retried safely): every later append fails with
 //! [`AuditError::Broken`], so every host call is refused and jobs fail
-//! closed.
+//! closed. A log whose end does not match its anchor is refused at open.
 //!
 //! # Security
 //! The file is opened `0600` in a `0700` directory and locked exclusively
@@ -39,12 +47,15 @@ pub mod verify;
 
 pub use record::{CallOutcome, Event, Phase};
 
+use crate::keys::PrivateKey;
+use ed25519_dalek::Signer as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 use tokio::sync::Notify;
@@ -61,6 +72,8 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const WRITE_THRESHOLD: usize = 64 * 1024;
 /// The suffix every line ends with: `,"hash":"<64 hex>"}`.
 const HASH_SUFFIX_LEN: usize = r#","hash":""}"#.len() + 64;
+/// What a seal signs, before the job id and the previous record's hash.
+const SEAL_CONTEXT: &[u8] = b"salve audit seal v1\n";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -68,15 +81,15 @@ pub enum AuditError {
     #[error("cannot open the audit log {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },
     #[error(
-        "the audit log {path} ends at record {last} but {HEAD_FILE} says record {head} was made durable: \
-         records were removed from its end. Run `salve audit verify` and investigate before running anything"
+        "the audit log {path} ends at byte {len}, but {HEAD_FILE} says record {seq} ending at byte {end} was made \
+         durable: records were cut off its end. Run `salve audit verify` and investigate before running anything"
     )]
-    Truncated { path: PathBuf, last: u64, head: u64 },
+    Truncated { path: PathBuf, len: u64, seq: u64, end: u64 },
     #[error(
-        "the audit log {path} does not end with a valid record ({reason}). Run `salve audit verify` and \
-         investigate before running anything"
+        "the audit log {path} does not match its anchor ({reason}). Run `salve audit verify` and investigate \
+         before running anything"
     )]
-    BadTail { path: PathBuf, reason: String },
+    BadAnchor { path: PathBuf, reason: String },
     #[error("cannot write the audit log: {0}. The log is closed; no further host call is allowed")]
     Broken(String),
 }
@@ -90,26 +103,42 @@ pub struct Head {
 
 impl Head {
     fn genesis() -> Head {
-        Head {
-            seq: 0,
-            hash: GENESIS.to_string(),
-        }
+        Head { seq: 0, hash: GENESIS.to_string() }
     }
+}
 
+/// A durable point of the chain: a record and the byte offset where it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub head: Head,
+    pub end: u64,
+}
+
+impl Anchor {
     fn encode(&self) -> String {
-        format!("salve-audit-head v1 seq={:020} hash={}\n", self.seq, self.hash)
+        format!("salve-audit-head v1 seq={:020} hash={} end={:020}\n", self.head.seq, self.head.hash, self.end)
     }
 
     /// Parses the content of `audit.head`.
-    pub fn decode(text: &str) -> Option<Head> {
-        let rest = text.trim_end().strip_prefix("salve-audit-head v1 seq=")?;
-        let (seq, hash) = rest.split_once(" hash=")?;
+    pub fn decode(text: &str) -> Option<Anchor> {
+        let rest = text.strip_suffix('\n')?.strip_prefix("salve-audit-head v1 seq=")?;
+        let (seq, rest) = rest.split_once(" hash=")?;
+        let (hash, end) = rest.split_once(" end=")?;
         let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-        Some(Head {
-            seq: seq.parse().ok()?,
-            hash: valid_hash.then(|| hash.to_string())?,
+        Some(Anchor {
+            head: Head { seq: seq.parse().ok()?, hash: valid_hash.then(|| hash.to_string())? },
+            end: end.parse().ok()?,
         })
     }
+}
+
+/// The message a seal signs.
+pub fn seal_message(job: &str, prev: &str) -> Vec<u8> {
+    let mut message = SEAL_CONTEXT.to_vec();
+    message.extend_from_slice(job.as_bytes());
+    message.push(b'\n');
+    message.extend_from_slice(prev.as_bytes());
+    message
 }
 
 /// The writer. Cheap to clone; every clone appends to the same chain.
@@ -123,17 +152,22 @@ struct Shared {
     file: File,
     head_file: File,
     state: Mutex<State>,
+    /// Serializes anchor writes, and holds the `seq` of the last one, so the
+    /// anchor never moves backwards.
+    anchored: Mutex<u64>,
     synced: Notify,
+    /// Number of `fdatasync` calls on the log, for the benchmarks.
+    syncs: AtomicU64,
 }
 
 struct State {
-    /// The last record appended (buffered or not).
-    last: Head,
+    /// The last record appended (buffered or not), and where it ends.
+    last: Anchor,
     /// Serialized records not yet written to the file.
     buf: Vec<u8>,
     /// Highest `seq` made durable.
     synced: u64,
-    /// Whether a caller is inside `fdatasync` right now.
+    /// Whether an `fdatasync` is in flight.
     syncing: bool,
     broken: Option<String>,
 }
@@ -154,32 +188,29 @@ fn as_display<S: serde::Serializer>(value: &impl std::fmt::Display, s: S) -> Res
     s.collect_str(value)
 }
 
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 impl AuditLog {
-    /// Opens (creating if needed) the log in `dir`, takes its lock, and
-    /// continues the chain from its last record.
+    /// Opens (creating if needed) the log in `dir`, takes its lock, checks
+    /// its end against the anchor, and continues the chain.
+    ///
+    /// Records after the anchor were never acknowledged as durable: those
+    /// that chain correctly are kept; from the first that does not (a write
+    /// a crash cut short), the rest is dropped, and the opening record says
+    /// how many bytes.
     ///
     /// # Errors
-    /// [`AuditError::Truncated`] or [`AuditError::BadTail`] when the log's end
-    /// does not match its head anchor: the runner refuses to run on a log
-    /// that may have been tampered with.
+    /// [`AuditError::Truncated`] or [`AuditError::BadAnchor`] when the log
+    /// does not reach, or does not match, its anchor: the runner refuses to
+    /// run on a log that may have been tampered with.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
         let path = dir.join(LOG_FILE);
-        let open_err = |source| AuditError::Open {
-            path: path.clone(),
-            source,
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(open_err)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(open_err)?;
+        let open_err = |source| AuditError::Open { path: path.clone(), source };
+        let bad = |reason: String| AuditError::BadAnchor { path: path.clone(), reason };
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(open_err)?;
+        let file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(&path).map_err(open_err)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -188,52 +219,48 @@ impl AuditLog {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
         }
+        let len = file.metadata().map_err(open_err)?.len();
+        let head_path = dir.join(HEAD_FILE);
+        let anchor = match std::fs::read_to_string(&head_path) {
+            Ok(text) => Anchor::decode(&text).ok_or_else(|| bad(format!("{HEAD_FILE} is unreadable")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && len == 0 => Anchor { head: Head::genesis(), end: 0 },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(bad(format!("{HEAD_FILE} is missing, but the log holds {len} bytes")));
+            }
+            Err(e) => return Err(open_err(e)),
+        };
         let head_file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(dir.join(HEAD_FILE))
+            .open(&head_path)
             .map_err(open_err)?;
+        head_file.write_all_at(anchor.encode().as_bytes(), 0).and_then(|()| head_file.sync_data()).map_err(open_err)?;
+        sync_dir(dir).map_err(open_err)?;
 
-        let (last, torn) = recover_tail(&mut file).map_err(|reason| match reason {
-            TailError::Io(source) => AuditError::Open {
-                path: path.clone(),
-                source,
-            },
-            TailError::Bad(reason) => AuditError::BadTail {
-                path: path.clone(),
-                reason,
-            },
-        })?;
-        let mut anchor = String::new();
-        (&head_file).read_to_string(&mut anchor).map_err(open_err)?;
-        if let Some(head) = Head::decode(&anchor) {
-            let matches = head.seq < last.seq || (head.seq == last.seq && head.hash == last.hash);
-            if head.seq > last.seq {
-                return Err(AuditError::Truncated {
-                    path,
-                    last: last.seq,
-                    head: head.seq,
-                });
-            } else if !matches {
-                return Err(AuditError::BadTail {
-                    path,
-                    reason: format!("record {} has a different hash than {HEAD_FILE} records", head.seq),
-                });
+        if len < anchor.end {
+            return Err(AuditError::Truncated { path, len, seq: anchor.head.seq, end: anchor.end });
+        }
+        if anchor.head.seq > 0 {
+            let anchored = record_ending_at(&file, anchor.end).map_err(open_err)?;
+            match anchored.map(|line| parse_record_head(&line)) {
+                Some(Ok(head)) if head == anchor.head => {}
+                _ => {
+                    return Err(bad(format!(
+                        "the record ending at byte {} is not record {}",
+                        anchor.end, anchor.head.seq
+                    )));
+                }
             }
-        } else if !anchor.is_empty() {
-            return Err(AuditError::BadTail {
-                path,
-                reason: format!("{HEAD_FILE} is unreadable"),
-            });
         }
-        if torn > 0 {
-            let len = file.metadata().map_err(open_err)?.len();
-            file.set_len(len - torn).map_err(open_err)?;
+        let (last, kept_end) = follow_chain(&file, anchor.clone(), len).map_err(open_err)?;
+        let dropped = len - kept_end;
+        if dropped > 0 {
+            file.set_len(kept_end).map_err(open_err)?;
+            file.sync_data().map_err(open_err)?;
         }
-        let synced = last.seq;
         let log = AuditLog {
             shared: Arc::new(Shared {
                 path,
@@ -242,11 +269,13 @@ impl AuditLog {
                 state: Mutex::new(State {
                     last,
                     buf: Vec::new(),
-                    synced,
+                    synced: anchor.head.seq,
                     syncing: false,
                     broken: None,
                 }),
+                anchored: Mutex::new(anchor.head.seq),
                 synced: Notify::new(),
+                syncs: AtomicU64::new(0),
             }),
         };
         log.append(
@@ -254,7 +283,7 @@ impl AuditLog {
             &Event::Opened {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION"),
-                dropped_torn_bytes: (torn > 0).then_some(torn),
+                dropped_torn_bytes: (dropped > 0).then_some(dropped),
             },
         )?;
         Ok(log)
@@ -267,30 +296,35 @@ impl AuditLog {
 
     /// The last record appended (not necessarily durable yet).
     pub fn head(&self) -> Head {
-        self.state().last.clone()
+        self.state().last.head.clone()
+    }
+
+    /// How many `fdatasync` calls the log has made: with group commit, fewer
+    /// than the durable appends.
+    pub fn sync_count(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves State consistent (every
-        // mutation is a single assignment after the fallible work), so a
-        // poisoned lock is still usable.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Every mutation of State is a single assignment after the fallible
+        // work, so a lock poisoned by a panic still guards consistent data.
+        self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends one record to the chain (buffered) and returns its `seq`.
     pub fn append(&self, job: Option<&str>, event: &Event<'_>) -> Result<u64, AuditError> {
         let mut state = self.state();
+        self.append_locked(&mut state, job, event)
+    }
+
+    fn append_locked(&self, state: &mut State, job: Option<&str>, event: &Event<'_>) -> Result<u64, AuditError> {
         if let Some(reason) = &state.broken {
             return Err(AuditError::Broken(reason.clone()));
         }
-        let seq = state.last.seq + 1;
-        let start = state.buf.len();
+        let seq = state.last.head.seq + 1;
         let envelope = Envelope {
             seq,
-            prev: &state.last.hash,
+            prev: &state.last.head.hash,
             ts: humantime::format_rfc3339_micros(SystemTime::now()),
             job,
             event,
@@ -298,14 +332,15 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&envelope).map_err(|e| AuditError::Broken(e.to_string()))?;
         let hash = hex::encode(Sha256::digest(&line));
         line.pop(); // the closing brace; the hash field goes last
+        let start = state.buf.len();
         state.buf.extend_from_slice(&line);
         state.buf.extend_from_slice(br#","hash":""#);
         state.buf.extend_from_slice(hash.as_bytes());
         state.buf.extend_from_slice(b"\"}\n");
-        debug_assert_eq!(state.buf.len() - start, line.len() + HASH_SUFFIX_LEN + 1);
-        state.last = Head { seq, hash };
+        let end = state.last.end + (state.buf.len() - start) as u64;
+        state.last = Anchor { head: Head { seq, hash }, end };
         if state.buf.len() >= WRITE_THRESHOLD {
-            self.write_out(&mut state)?;
+            self.write_out(state)?;
         }
         Ok(seq)
     }
@@ -317,57 +352,51 @@ impl AuditLog {
         Ok(seq)
     }
 
+    /// Seals a job: appends a record signed by the runner key over the job
+    /// id and the hash of the record before it, and makes it durable.
+    pub async fn seal(&self, job: &str, key: &PrivateKey) -> Result<u64, AuditError> {
+        let seq = {
+            let mut state = self.state();
+            let signature = hex::encode(key.signing.sign(&seal_message(job, &state.last.head.hash)).to_bytes());
+            let event = Event::Seal { key_id: &key.id, signature: &signature };
+            self.append_locked(&mut state, Some(job), &event)?
+        };
+        self.sync(seq).await?;
+        Ok(seq)
+    }
+
     /// Returns once every record up to `seq` is durable.
     pub async fn sync(&self, seq: u64) -> Result<(), AuditError> {
-        enum Next<'a> {
-            Done,
-            Sync(Head),
-            Wait(std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>),
-        }
         loop {
-            let next = {
+            let notified = {
                 let mut state = self.state();
                 if let Some(reason) = &state.broken {
                     return Err(AuditError::Broken(reason.clone()));
                 }
                 if state.synced >= seq {
-                    Next::Done
-                } else if state.syncing {
-                    // Registered before the lock is released, so the wake-up
-                    // of the sync in flight cannot be missed.
-                    let mut notified = Box::pin(self.shared.synced.notified());
-                    notified.as_mut().enable();
-                    Next::Wait(notified)
-                } else {
-                    state.syncing = true;
+                    return Ok(());
+                }
+                // Registered before the lock is released, so the wake-up of
+                // the sync in flight cannot be missed.
+                let mut notified = Box::pin(self.shared.synced.notified());
+                notified.as_mut().enable();
+                if !state.syncing {
                     self.write_out(&mut state)?;
-                    Next::Sync(state.last.clone())
-                }
-            };
-            match next {
-                Next::Done => return Ok(()),
-                Next::Wait(notified) => notified.await,
-                Next::Sync(target) => {
+                    state.syncing = true;
+                    let target = state.last.clone();
                     let shared = Arc::clone(&self.shared);
-                    let result = tokio::task::spawn_blocking(move || shared.make_durable(&target).map(|()| target))
-                        .await
-                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                    {
-                        let mut state = self.state();
-                        state.syncing = false;
-                        match result {
-                            Ok(target) => state.synced = state.synced.max(target.seq),
-                            Err(e) => state.broken = Some(format!("fdatasync failed: {e}")),
-                        }
-                    }
-                    self.shared.synced.notify_waiters();
+                    // Detached: it finishes (and wakes the waiters) even if
+                    // this caller stops waiting.
+                    tokio::task::spawn_blocking(move || shared.finish_sync(target));
                 }
-            }
+                notified
+            };
+            notified.await;
         }
     }
 
     /// Makes everything appended so far durable, blocking the thread. For
-    /// the end of a command, outside any async context.
+    /// the end of a command and for tests.
     pub fn sync_blocking(&self) -> Result<(), AuditError> {
         let mut state = self.state();
         if let Some(reason) = &state.broken {
@@ -375,13 +404,17 @@ impl AuditLog {
         }
         self.write_out(&mut state)?;
         let target = state.last.clone();
-        if let Err(e) = self.shared.make_durable(&target) {
-            let reason = format!("fdatasync failed: {e}");
-            state.broken = Some(reason.clone());
-            return Err(AuditError::Broken(reason));
+        match self.shared.make_durable(&target) {
+            Ok(()) => {
+                state.synced = state.synced.max(target.head.seq);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("fdatasync failed: {e}");
+                state.broken = Some(reason.clone());
+                Err(AuditError::Broken(reason))
+            }
         }
-        state.synced = target.seq;
-        Ok(())
     }
 
     /// Writes the buffer to the file (no `fdatasync`). Under the state lock,
@@ -401,10 +434,30 @@ impl AuditLog {
 }
 
 impl Shared {
-    fn make_durable(&self, head: &Head) -> std::io::Result<()> {
+    /// `fdatasync` the log, then move the anchor forward (never back).
+    fn make_durable(&self, target: &Anchor) -> std::io::Result<()> {
         self.file.sync_data()?;
-        self.head_file.write_all_at(head.encode().as_bytes(), 0)?;
-        self.head_file.sync_data()
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let mut anchored = self.anchored.lock().unwrap_or_else(|p| p.into_inner());
+        if target.head.seq > *anchored {
+            self.head_file.write_all_at(target.encode().as_bytes(), 0)?;
+            self.head_file.sync_data()?;
+            *anchored = target.head.seq;
+        }
+        Ok(())
+    }
+
+    /// The body of a group commit, on the blocking pool.
+    fn finish_sync(&self, target: Anchor) {
+        let result = self.make_durable(&target);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.syncing = false;
+        match result {
+            Ok(()) => state.synced = state.synced.max(target.head.seq),
+            Err(e) => state.broken = Some(format!("fdatasync failed: {e}")),
+        }
+        drop(state);
+        self.synced.notify_waiters();
     }
 }
 
@@ -421,61 +474,66 @@ impl Drop for Shared {
     }
 }
 
-enum TailError {
-    Io(std::io::Error),
-    Bad(String),
-}
-
-/// Finds the last complete record of the log and the number of bytes after
-/// it (a torn record, never acknowledged). Reads backwards from the end in
-/// chunks, so opening costs the same whatever the log's length.
-fn recover_tail(file: &mut File) -> Result<(Head, u64), TailError> {
-    let len = file.seek(SeekFrom::End(0)).map_err(TailError::Io)?;
-    if len == 0 {
-        return Ok((Head::genesis(), 0));
+/// The line (without its newline) that ends at byte `end`, if any.
+fn record_ending_at(file: &File, end: u64) -> std::io::Result<Option<Vec<u8>>> {
+    if end == 0 {
+        return Ok(None);
     }
-    let mut tail: Vec<u8> = Vec::new();
-    let mut start = len;
+    let mut tail = Vec::new();
+    let mut start = end;
     loop {
-        // The tail holds everything from `start`; look for the newline that
-        // ends the second-to-last line (or the start of the file).
-        let newlines: Vec<usize> = tail
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(i, _)| i)
-            .collect();
-        let last_nl = newlines.last().copied();
-        let torn = match last_nl {
-            Some(i) => (tail.len() - i - 1) as u64,
-            None => tail.len() as u64,
-        };
-        let line_start = match newlines.len() {
-            n if n >= 2 => Some(newlines[n - 2] + 1),
-            1 if start == 0 => Some(0),
-            _ => None,
-        };
-        if let (Some(line_start), Some(line_end)) = (line_start, last_nl) {
-            let head = parse_record_head(&tail[line_start..line_end]).map_err(TailError::Bad)?;
-            return Ok((head, torn));
-        }
-        if start == 0 {
-            // No complete line at all: the whole file is one torn record.
-            return Ok((Head::genesis(), len));
-        }
         let chunk = start.min(64 * 1024);
         start -= chunk;
         let mut piece = vec![0; chunk as usize];
-        file.read_exact_at(&mut piece, start).map_err(TailError::Io)?;
+        file.read_exact_at(&mut piece, start)?;
         piece.extend_from_slice(&tail);
         tail = piece;
+        if tail.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        let body = &tail[..tail.len() - 1];
+        if let Some(i) = body.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(body[i + 1..].to_vec()));
+        }
+        if start == 0 {
+            return Ok(Some(body.to_vec()));
+        }
     }
+}
+
+/// Follows the chain from `anchor` to the end of the file; returns the last
+/// record that chains correctly and the offset where it ends.
+fn follow_chain(file: &File, anchor: Anchor, len: u64) -> std::io::Result<(Anchor, u64)> {
+    let mut rest = vec![0; (len - anchor.end) as usize];
+    file.read_exact_at(&mut rest, anchor.end)?;
+    let mut last = anchor;
+    let mut offset = 0usize;
+    while let Some(newline) = rest[offset..].iter().position(|&b| b == b'\n') {
+        let line = &rest[offset..offset + newline];
+        let Ok(head) = parse_record_head(line) else { break };
+        let chains = parse_prev(line).is_some_and(|prev| prev == last.head.hash);
+        if head.seq != last.head.seq + 1 || !chains {
+            break;
+        }
+        offset += newline + 1;
+        last = Anchor { head, end: last.end + (newline + 1) as u64 };
+    }
+    let end = last.end;
+    Ok((last, end))
+}
+
+fn parse_prev(line: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Prev {
+        prev: String,
+    }
+    let (body, _) = split_hash(line)?;
+    serde_json::from_slice::<Prev>(&body).ok().map(|p| p.prev)
 }
 
 /// Checks one line's own hash and returns its `seq` and `hash`.
 pub(crate) fn parse_record_head(line: &[u8]) -> Result<Head, String> {
-    let split = split_hash(line).ok_or("the line does not end with a hash field")?;
-    let (body, hash) = split;
+    let (body, hash) = split_hash(line).ok_or("the line does not end with a hash field")?;
     if hex::encode(Sha256::digest(&body)) != hash {
         return Err("its hash does not match its content".into());
     }
@@ -484,10 +542,7 @@ pub(crate) fn parse_record_head(line: &[u8]) -> Result<Head, String> {
         seq: u64,
     }
     let Seq { seq } = serde_json::from_slice(&body).map_err(|e| format!("not a record: {e}"))?;
-    Ok(Head {
-        seq,
-        hash: hash.to_string(),
-    })
+    Ok(Head { seq, hash: hash.to_string() })
 }
 
 /// Splits a line into the bytes its hash covers and the hash it claims.
@@ -497,9 +552,7 @@ pub(crate) fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
     }
     let (rest, suffix) = line.split_at(line.len() - HASH_SUFFIX_LEN);
     let hash = suffix.strip_prefix(br#","hash":""#)?.strip_suffix(b"\"}")?;
-    let hash = std::str::from_utf8(hash)
-        .ok()
-        .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    let hash = std::str::from_utf8(hash).ok().filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
     let mut body = rest.to_vec();
     body.push(b'}');
     Some((body, hash))
@@ -508,13 +561,14 @@ pub(crate) fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn event() -> Event<'static> {
-        Event::Outcome {
-            outcome: "succeeded",
-            cause: None,
-            rollback_cause: None,
-        }
+        Event::Outcome { outcome: "succeeded", cause: None, rollback_cause: None }
+    }
+
+    fn verify(dir: &Path) -> Result<verify::Report, verify::VerifyError> {
+        verify::verify_log(&dir.join(LOG_FILE), verify::Anchor::Required(dir.join(HEAD_FILE)), None)
     }
 
     #[tokio::test]
@@ -529,49 +583,88 @@ mod tests {
 
         let log = AuditLog::open(dir.path()).unwrap();
         let next = log.append(None, &event()).unwrap();
-        assert_eq!(
-            next,
-            head.seq + 2,
-            "reopening appends an `opened` record, then continues"
-        );
+        assert_eq!(next, head.seq + 2, "reopening appends an `opened` record, then continues");
         log.sync_blocking().unwrap();
-        let report = verify::verify_log(&dir.path().join(LOG_FILE), verify::Anchor::Beside).unwrap();
-        assert_eq!(report.records, next);
+        assert_eq!(verify(dir.path()).unwrap().records, next);
     }
 
     #[tokio::test]
-    async fn a_torn_tail_is_dropped_and_recorded() {
+    async fn an_unacknowledged_tail_is_dropped_and_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(dir.path()).unwrap();
         log.append_durable(None, &event()).await.unwrap();
         drop(log);
         let path = dir.path().join(LOG_FILE);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(br#"{"seq":3,"prev":"ab"#).unwrap();
+        file.write_all(b"\0\0\0\0\n{\"seq\":3,\"prev\":\"ab").unwrap(); // zero-filled page, then a torn record
 
         let log = AuditLog::open(dir.path()).unwrap();
         log.sync_blocking().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.lines().last().unwrap().contains(r#""dropped_torn_bytes":19"#),
-            "{text}"
-        );
-        verify::verify_log(&path, verify::Anchor::Beside).unwrap();
+        assert!(text.lines().last().unwrap().contains(r#""dropped_torn_bytes":24"#), "{text}");
+        verify(dir.path()).unwrap();
     }
 
     #[tokio::test]
-    async fn a_log_cut_below_its_head_is_refused() {
+    async fn a_log_cut_below_its_anchor_or_without_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(dir.path()).unwrap();
         log.append_durable(None, &event()).await.unwrap();
         drop(log);
         let path = dir.path().join(LOG_FILE);
         let text = std::fs::read_to_string(&path).unwrap();
-        let first_line = text.lines().next().unwrap();
-        std::fs::write(&path, format!("{first_line}\n")).unwrap();
-        match AuditLog::open(dir.path()) {
-            Err(AuditError::Truncated { last: 1, head: 2, .. }) => {}
-            other => panic!("expected Truncated, got {:?}", other.err()),
+        std::fs::write(&path, format!("{}\n", text.lines().next().unwrap())).unwrap();
+        assert!(matches!(AuditLog::open(dir.path()), Err(AuditError::Truncated { seq: 2, .. })));
+
+        std::fs::write(&path, &text).unwrap();
+        std::fs::remove_file(dir.path().join(HEAD_FILE)).unwrap();
+        assert!(matches!(AuditLog::open(dir.path()), Err(AuditError::BadAnchor { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_anchored_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.append_durable(None, &event()).await.unwrap();
+        drop(log);
+        let path = dir.path().join(LOG_FILE);
+        let text = std::fs::read_to_string(&path).unwrap().replace("succeeded", "sUcceeded");
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(AuditLog::open(dir.path()), Err(AuditError::BadAnchor { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_durable_appends_share_fdatasyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let before = log.sync_count();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append_durable(Some("job"), &event()).await.unwrap() })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let syncs = log.sync_count() - before;
+        assert!(syncs < 64, "64 durable appends took {syncs} fdatasyncs");
+        assert_eq!(verify(dir.path()).unwrap().records, 65);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_stops_waiting_does_not_stall_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for _ in 0..20 {
+            let seq = log.append(None, &event()).unwrap();
+            // Start a sync and abandon it at once, mid-flight.
+            let _ = tokio::time::timeout(Duration::ZERO, log.sync(seq)).await;
+            let next = log.append(None, &event()).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), log.sync(next))
+                .await
+                .expect("a later sync completes")
+                .unwrap();
         }
     }
 
@@ -582,21 +675,22 @@ mod tests {
         log.sync_blocking().unwrap();
         // Swap the writer's file for one opened read-only: every write fails
         // the way a full or failing disk would.
-        let read_only = File::open(dir.path().join(LOG_FILE)).unwrap();
-        let head_file = File::open(dir.path().join(HEAD_FILE)).unwrap();
+        let last = log.state().last.clone();
         let broken = AuditLog {
             shared: Arc::new(Shared {
                 path: dir.path().join(LOG_FILE),
-                file: read_only,
-                head_file,
+                file: File::open(dir.path().join(LOG_FILE)).unwrap(),
+                head_file: File::open(dir.path().join(HEAD_FILE)).unwrap(),
                 state: Mutex::new(State {
-                    last: log.head(),
+                    synced: last.head.seq,
+                    last: last.clone(),
                     buf: Vec::new(),
-                    synced: log.head().seq,
                     syncing: false,
                     broken: None,
                 }),
+                anchored: Mutex::new(last.head.seq),
                 synced: Notify::new(),
+                syncs: AtomicU64::new(0),
             }),
         };
         let seq = broken.append(None, &event()).unwrap();
@@ -605,12 +699,9 @@ mod tests {
     }
 
     #[test]
-    fn head_anchor_round_trips() {
-        let head = Head {
-            seq: 42,
-            hash: "ab".repeat(32),
-        };
-        assert_eq!(Head::decode(&head.encode()), Some(head));
-        assert_eq!(Head::decode("salve-audit-head v1 seq=1 hash=xyz"), None);
+    fn anchors_round_trip() {
+        let anchor = Anchor { head: Head { seq: 42, hash: "ab".repeat(32) }, end: 9000 };
+        assert_eq!(Anchor::decode(&anchor.encode()), Some(anchor));
+        assert_eq!(Anchor::decode("salve-audit-head v1 seq=1 hash=xyz end=3\n"), None);
     }
 }

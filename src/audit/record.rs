@@ -74,6 +74,8 @@ pub enum Event<'a> {
         target: &'a str,
         parameters: &'a [(String, String)],
         grant: &'a Value,
+        /// Key ids of the artifact's signers; empty when unsigned.
+        signers: &'a [String],
     },
     /// A job was refused before anything ran (a bad grant, a component that
     /// failed its load-time checks).
@@ -88,11 +90,7 @@ pub enum Event<'a> {
         duration_us: Option<u64>,
     },
     /// A mutating host call is about to take effect. Durable before it does.
-    Intent {
-        interface: &'a str,
-        function: &'a str,
-        args: &'a Value,
-    },
+    Intent { interface: &'a str, function: &'a str, args: &'a Value },
     /// A host call ended (or was refused before it started).
     Call {
         interface: &'a str,
@@ -118,13 +116,15 @@ pub enum Event<'a> {
     },
     /// What the playbook wrote to stdout or stderr in a phase (a bounded
     /// prefix; `bytes` is the total).
-    Output {
-        phase: Phase,
-        stream: &'a str,
-        bytes: u64,
-        truncated: bool,
-        text: &'a str,
-    },
+    Output { phase: Phase, stream: &'a str, bytes: u64, truncated: bool, text: &'a str },
+    /// The runner key's signature over the job id and the hash of the record
+    /// before this one (see [`crate::audit::seal_message`]).
+    Seal { key_id: &'a str, signature: &'a str },
+    /// A signed artifact older than one that already ran was allowed to run
+    /// by an explicit override.
+    DowngradeAllowed { playbook: &'a str, highest: &'a str },
+    /// An unsigned component ran, by an explicit, dangerous override.
+    DangerousUnsigned { playbook: &'a str, digest: &'a str },
     /// How the job ended.
     Outcome {
         outcome: &'a str,

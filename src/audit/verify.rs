@@ -1,24 +1,37 @@
 //! Offline verification of an audit log: walks the chain and names the
-//! first record that was changed, removed, reordered or cut off.
+//! first record that was changed, removed, reordered or cut off; checks the
+//! end of the log against its anchor, and every seal against the runner
+//! keys of a trust store.
 //!
 //! # Errors
 //! [`VerifyError::Bad`] carries the first bad record, its line and what is
 //! wrong with it; [`VerifyError::Io`] means the log could not be read.
 
-use super::{GENESIS, HEAD_FILE, Head, split_hash};
+use super::{Anchor as HeadAnchor, GENESIS, HEAD_FILE, Head, seal_message, split_hash};
+use crate::keys::Role;
+use crate::trust::TrustStore;
+use ed25519_dalek::Signature;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-/// Where the durable head anchor is, if anywhere.
+/// Where the durable head anchor is.
 #[derive(Debug, Clone)]
 pub enum Anchor {
     /// No anchor: a log cut at a record boundary cannot be told from a
     /// complete one.
     None,
-    /// `audit.head` beside the log, if it exists.
-    Beside,
-    /// An anchor file elsewhere (a copy kept by the auditor).
-    File(PathBuf),
+    /// This anchor file, if it exists (a log copied out of its data
+    /// directory may travel without one).
+    IfPresent(PathBuf),
+    /// This anchor file, which must exist (a data directory's log).
+    Required(PathBuf),
+}
+
+impl Anchor {
+    /// The anchor beside a log file, if present.
+    pub fn beside(log: &Path) -> Anchor {
+        Anchor::IfPresent(log.with_file_name(HEAD_FILE))
+    }
 }
 
 /// What a log that verifies holds.
@@ -28,12 +41,14 @@ pub struct Report {
     pub head: Head,
     /// The anchor the end of the log was checked against, if any.
     pub anchor: Option<Head>,
+    /// Seals checked against the trust store (0 without one).
+    pub seals: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
     #[error("{path}: {bad}")]
     Bad { path: PathBuf, bad: BadRecord },
 }
@@ -70,51 +85,38 @@ pub enum Problem {
     CutOff { last: u64, head: u64 },
     #[error("record {seq} is not the record {HEAD_FILE} says was made durable: the log was rewritten from there")]
     NotTheAnchoredRecord { seq: u64 },
+    #[error("{HEAD_FILE} is missing or unreadable: the end of the log cannot be checked (was it deleted?)")]
+    MissingAnchor,
+    #[error("the seal in record {seq} does not verify: {reason}")]
+    BadSeal { seq: u64, reason: String },
 }
 
-/// Verifies the log at `path`.
-pub fn verify_log(path: &Path, anchor: Anchor) -> Result<Report, VerifyError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| VerifyError::Io { path, source }
-    };
-    let anchor_path = match anchor {
+/// Verifies the log at `path`; with a trust store, every seal too.
+pub fn verify_log(path: &Path, anchor: Anchor, trust: Option<&TrustStore>) -> Result<Report, VerifyError> {
+    let io = |path: &Path, reason: String| VerifyError::Io { path: path.to_path_buf(), reason };
+    let anchor_path = match &anchor {
         Anchor::None => None,
-        Anchor::Beside => Some(path.with_file_name(HEAD_FILE)).filter(|p| p.exists()),
-        Anchor::File(p) => Some(p),
+        Anchor::IfPresent(p) => Some(p).filter(|p| p.exists()),
+        Anchor::Required(p) => Some(p),
     };
-    let anchor = match &anchor_path {
+    let bad = |line, problem| VerifyError::Bad { path: path.to_path_buf(), bad: BadRecord { line, problem } };
+    let anchor = match anchor_path {
         None => None,
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(io(p))?;
-            match Head::decode(&text) {
-                Some(head) => Some(head),
-                None if text.is_empty() => None,
-                None => {
-                    return Err(VerifyError::Io {
-                        path: p.clone(),
-                        source: std::io::Error::other("not a salve audit head anchor"),
-                    });
-                }
-            }
+            let text = std::fs::read_to_string(p).map_err(|_| bad(0, Problem::MissingAnchor))?;
+            Some(HeadAnchor::decode(&text).ok_or_else(|| bad(0, Problem::MissingAnchor))?.head)
         }
     };
-    let bad = |line, problem| VerifyError::Bad {
-        path: path.to_path_buf(),
-        bad: BadRecord { line, problem },
-    };
 
-    let file = std::fs::File::open(path).map_err(io(path))?;
+    let file = std::fs::File::open(path).map_err(|e| io(path, e.to_string()))?;
     let mut reader = std::io::BufReader::new(file);
-    let mut head = Head {
-        seq: 0,
-        hash: GENESIS.to_string(),
-    };
+    let mut head = Head { seq: 0, hash: GENESIS.to_string() };
+    let mut seals = 0;
     let mut line_no = 0;
     let mut line = Vec::new();
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(io(path))? == 0 {
+        if reader.read_until(b'\n', &mut line).map_err(|e| io(path, e.to_string()))? == 0 {
             break;
         }
         line_no += 1;
@@ -128,19 +130,13 @@ pub fn verify_log(path: &Path, anchor: Anchor) -> Result<Report, VerifyError> {
         let expected = head.seq + 1;
         if record.seq != expected {
             let problem = if record.seq < expected || comes_later(&mut reader, expected) {
-                Problem::Reordered {
-                    expected,
-                    found: record.seq,
-                }
+                Problem::Reordered { expected, found: record.seq }
             } else {
-                Problem::Removed {
-                    expected,
-                    found: record.seq,
-                }
+                Problem::Removed { expected, found: record.seq }
             };
             return Err(bad(line_no, problem));
         }
-        if record.prev != head.hash {
+        if record.body["prev"] != head.hash.as_str() {
             return Err(bad(line_no, Problem::BrokenLink { seq: record.seq }));
         }
         if let Some(anchor) = &anchor
@@ -149,55 +145,61 @@ pub fn verify_log(path: &Path, anchor: Anchor) -> Result<Report, VerifyError> {
         {
             return Err(bad(line_no, Problem::NotTheAnchoredRecord { seq: record.seq }));
         }
-        head = Head {
-            seq: record.seq,
-            hash: record.hash,
-        };
+        if let Some(trust) = trust
+            && record.body["kind"] == "seal"
+        {
+            check_seal(trust, &record.body)
+                .map_err(|reason| bad(line_no, Problem::BadSeal { seq: record.seq, reason }))?;
+            seals += 1;
+        }
+        head = Head { seq: record.seq, hash: record.hash };
     }
     if let Some(anchor) = &anchor
         && anchor.seq > head.seq
     {
-        return Err(bad(
-            line_no,
-            Problem::CutOff {
-                last: head.seq,
-                head: anchor.seq,
-            },
-        ));
+        return Err(bad(line_no, Problem::CutOff { last: head.seq, head: anchor.seq }));
     }
-    Ok(Report {
-        records: head.seq,
-        head,
-        anchor,
-    })
+    Ok(Report { records: head.seq, head, anchor, seals })
+}
+
+/// Checks a seal's signature with the runner key it names.
+fn check_seal(trust: &TrustStore, body: &serde_json::Value) -> Result<(), String> {
+    let field = |name: &str| body[name].as_str().ok_or_else(|| format!("it has no {name}"));
+    let (job, prev, key_id) = (field("job")?, field("prev")?, field("key_id")?);
+    let signature = hex::decode(field("signature")?).map_err(|_| "its signature is not hex".to_string())?;
+    let signature: [u8; 64] = signature.try_into().map_err(|_| "its signature is not 64 bytes".to_string())?;
+    if trust.is_revoked(key_id) {
+        return Err(format!("key {key_id} is revoked"));
+    }
+    let key = trust.key(key_id).ok_or_else(|| format!("key {key_id} is not in the trust store"))?;
+    if key.entry.role != Role::Runner {
+        return Err(format!("key {key_id} has role {}, not runner", key.entry.role));
+    }
+    key.public
+        .verify_strict(&seal_message(job, prev), &Signature::from_bytes(&signature))
+        .map_err(|_| "the signature does not match the record it seals".to_string())
 }
 
 struct Record {
     seq: u64,
-    prev: String,
     hash: String,
     hash_ok: bool,
+    body: serde_json::Value,
 }
 
 impl Record {
     fn parse(line: &[u8]) -> Result<Record, String> {
-        #[derive(serde::Deserialize)]
-        struct Envelope {
-            seq: u64,
-            prev: String,
+        let (body_bytes, hash) = split_hash(line).ok_or("it does not end with a hash field")?;
+        let body: serde_json::Value = serde_json::from_slice(&body_bytes).map_err(|e| e.to_string())?;
+        let seq = body["seq"].as_u64().ok_or("it has no seq")?;
+        if !body["prev"].is_string() {
+            return Err("it has no prev".into());
         }
-        let (body, hash) = split_hash(line).ok_or("it does not end with a hash field")?;
-        let Envelope { seq, prev } = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         let hash_ok = {
             use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&body)) == hash
+            hex::encode(sha2::Sha256::digest(&body_bytes)) == hash
         };
-        Ok(Record {
-            seq,
-            prev,
-            hash: hash.to_string(),
-            hash_ok,
-        })
+        Ok(Record { seq, hash: hash.to_string(), hash_ok, body })
     }
 }
 

@@ -1,7 +1,10 @@
 //! Command-line parsing, dispatch and exit codes. One file per command.
 
+mod artifact;
 mod audit;
+mod author;
 mod run;
+mod setup;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -26,6 +29,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a data directory with a runner key, a dev author key and a trust store.
+    Init(setup::InitArgs),
+    /// Write a new key pair with one role.
+    Keygen(setup::KeygenArgs),
+    /// Create a playbook crate that builds.
+    New(author::NewArgs),
+    /// Build a playbook crate for wasm32-wasip2.
+    Build(author::BuildArgs),
+    /// Sign a component with its manifest, or co-sign an artifact.
+    Sign(author::SignArgs),
+    /// Check an artifact as the runner would before running it.
+    Verify(artifact::VerifyArgs),
+    /// Show what an artifact is, declares, imports, and who signed it.
+    Inspect(artifact::InspectArgs),
     /// Run a playbook: apply, verify, and rollback if either fails.
     Run(run::RunArgs),
     /// Ask a playbook what it would change, with every directory read-only.
@@ -55,9 +72,7 @@ impl DataDir {
         }
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             Some(home) => Ok(PathBuf::from(home).join(".local/share/salve")),
-            None => Err(refused(anyhow::anyhow!(
-                "no data directory: pass --data-dir or set SALVE_DATA_DIR"
-            ))),
+            None => Err(refused(anyhow::anyhow!("no data directory: pass --data-dir or set SALVE_DATA_DIR"))),
         }
     }
 }
@@ -108,6 +123,13 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Init(args) => setup::init(args),
+            Command::Keygen(args) => setup::keygen(args),
+            Command::New(args) => author::new(args),
+            Command::Build(args) => author::build(args),
+            Command::Sign(args) => author::sign(args),
+            Command::Verify(args) => artifact::verify(args),
+            Command::Inspect(args) => artifact::inspect(args),
             Command::Run(args) => run::run(args).await,
             Command::Plan(args) => run::plan(args).await,
             Command::Audit { command } => audit::main(command),

@@ -1,21 +1,30 @@
 //! `salve run` and `salve plan`.
 
+use super::artifact::load_trust;
 use super::{DataDir, Exit, refused};
 use anyhow::Context as _;
+use salve::artifact::catalog::Admission;
+use salve::artifact::{Catalog, VersionFloor};
 use salve::audit::{AuditLog, Event};
 use salve::grant::{Grant, GrantSpec};
+use salve::keys::PrivateKey;
 use salve::run::{JobContext, Outcome, RunError, Runner};
-use salve::sandbox::{LoadError, Sandbox, SandboxConfig};
+use salve::sandbox::{LoadError, Playbook, Sandbox, SandboxConfig};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The only environment an unsigned component may ever run in.
+const UNSIGNED_ENVIRONMENT: &str = "dev";
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The playbook component (.wasm)
-    component: PathBuf,
+    /// The signed playbook artifact (.wasm)
+    artifact: PathBuf,
     /// The grant: which directories the playbook may use, and its limits
     #[arg(long, value_name = "FILE")]
     grant: PathBuf,
-    /// A job parameter, handed to the playbook (repeatable)
+    /// A job parameter, checked against the manifest's schema (repeatable)
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
     /// The environment the target is in
@@ -24,6 +33,20 @@ pub struct RunArgs {
     /// The system being remediated
     #[arg(long, default_value = "localhost")]
     target: String,
+    /// The trust store [default: DATA_DIR/trust.toml]
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// The key that seals each job in the audit log [default:
+    /// DATA_DIR/keys/runner.key, if present]
+    #[arg(long, value_name = "KEY")]
+    runner_key: Option<PathBuf>,
+    /// Run a version older than one that already ran here (audited)
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Run an UNSIGNED component, with no manifest to bound its grant.
+    /// Only in environment dev; audited
+    #[arg(long)]
+    dangerous_unsigned: bool,
     #[command(flatten)]
     data_dir: DataDir,
     /// Print one JSON object instead of text
@@ -41,9 +64,7 @@ fn parse_params(params: &[String]) -> anyhow::Result<Vec<(String, String)>> {
             return Err(refused(anyhow::anyhow!("--param {param:?} has an empty key")));
         }
         if parsed.iter().any(|(k, _)| k == key) {
-            return Err(refused(anyhow::anyhow!(
-                "--param {key} is given twice; give each parameter once"
-            )));
+            return Err(refused(anyhow::anyhow!("--param {key} is given twice; give each parameter once")));
         }
         parsed.push((key.to_string(), value.to_string()));
     }
@@ -54,9 +75,11 @@ fn parse_params(params: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 /// audited (when the log could be opened) and nothing runs.
 struct Prepared {
     runner: Runner,
-    playbook: salve::sandbox::Playbook,
+    playbook: Arc<Playbook>,
     grant: Grant,
     job: JobContext,
+    /// Where `run` records that this version ran (rollback protection).
+    floor: VersionFloor,
 }
 
 async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
@@ -64,39 +87,71 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let data_dir = args.data_dir.resolve()?;
     let audit = AuditLog::open(&data_dir).context("the audit log is unavailable, so nothing may run")?;
     let job = JobContext::new(&args.environment, &args.target, params);
-    let name = args.component.display().to_string();
+    let name = args.artifact.display().to_string();
     let refuse = |reason: anyhow::Error| -> anyhow::Error {
         let text = format!("{reason:#}");
-        let event = Event::Refused {
-            playbook: &name,
-            reason: &text,
-        };
+        let event = Event::Refused { playbook: &name, reason: &text };
         if let Err(e) = audit.append(Some(&job.id), &event).and_then(|_| audit.sync_blocking()) {
             return anyhow::anyhow!("{text} (and the refusal could not be audited: {e})");
         }
         refused(reason)
     };
 
-    let grant = GrantSpec::load(&args.grant)
-        .and_then(|spec| Grant::open(&spec))
-        .with_context(|| format!("grant {}", args.grant.display()))
+    let spec =
+        GrantSpec::load(&args.grant).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
+    let bytes = std::fs::read(&args.artifact)
+        .with_context(|| format!("cannot read the playbook {}", args.artifact.display()))
         .map_err(refuse)?;
-    let bytes = std::fs::read(&args.component)
-        .with_context(|| format!("cannot read the playbook {}", args.component.display()))
-        .map_err(refuse)?;
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
-    let playbook = match sandbox.load(&name, &bytes) {
-        Ok(playbook) => playbook,
-        Err(e @ LoadError::Engine(_)) => return Err(e.into()),
-        Err(e) => return Err(refuse(anyhow::Error::new(e).context(format!("playbook {name}")))),
+    let config = SandboxConfig { cache_dir: Some(data_dir.join("cache")), ..SandboxConfig::default() };
+    let sandbox = Sandbox::new(config)?;
+
+    let (playbook, grant) = if args.dangerous_unsigned {
+        if args.environment != UNSIGNED_ENVIRONMENT {
+            return Err(refuse(anyhow::anyhow!(
+                "--dangerous-unsigned is refused for environment {:?}: unsigned components run in {UNSIGNED_ENVIRONMENT} only",
+                args.environment
+            )));
+        }
+        let playbook = match sandbox.load(&name, &bytes) {
+            Ok(playbook) => playbook,
+            Err(e @ LoadError::Engine(_)) => return Err(e.into()),
+            Err(e) => return Err(refuse(anyhow::Error::new(e).context(format!("playbook {name}")))),
+        };
+        audit.append(Some(&job.id), &Event::DangerousUnsigned { playbook: &name, digest: playbook.digest() })?;
+        tracing::warn!(playbook = %name, "running an UNSIGNED component (--dangerous-unsigned)");
+        let grant = Grant::open(&spec).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
+        (Arc::new(playbook), grant)
+    } else {
+        let trust = load_trust(args.trust.as_deref(), &args.data_dir).map_err(refuse)?;
+        let catalog = Catalog::new(sandbox.clone());
+        let playbook = catalog
+            .load(&bytes, &trust, &args.environment, SystemTime::now())
+            .with_context(|| format!("playbook {name}"))
+            .map_err(refuse)?;
+        let manifest = playbook.manifest().expect("a verified artifact has a manifest");
+        let floor = VersionFloor::new(&data_dir);
+        match floor.admit(&manifest.name, &manifest.version, args.allow_downgrade).map_err(|e| refuse(e.into()))? {
+            Admission::Current => {}
+            Admission::Downgrade { highest } => {
+                let highest = highest.to_string();
+                audit
+                    .append(Some(&job.id), &Event::DowngradeAllowed { playbook: playbook.name(), highest: &highest })?;
+            }
+        }
+        let grant = Grant::open_within(&spec, manifest)
+            .with_context(|| format!("grant {}", args.grant.display()))
+            .map_err(refuse)?;
+        manifest.check_parameters(&job.parameters).map_err(|e| refuse(e.into()))?;
+        (playbook, grant)
     };
-    let runner = Runner::new(sandbox, audit, &data_dir)?;
-    Ok(Prepared {
-        runner,
-        playbook,
-        grant,
-        job,
-    })
+
+    let mut runner = Runner::new(sandbox, audit, &data_dir)?;
+    let runner_key = args.runner_key.clone().or_else(|| Some(data_dir.join("keys/runner.key")).filter(|p| p.exists()));
+    if let Some(path) = runner_key {
+        let key = PrivateKey::load(&path).map_err(refused)?;
+        runner = runner.with_seal_key(Arc::new(key)).map_err(refused)?;
+    }
+    Ok(Prepared { runner, playbook, grant, job, floor: VersionFloor::new(&data_dir) })
 }
 
 fn run_error(error: RunError) -> anyhow::Error {
@@ -107,12 +162,10 @@ fn run_error(error: RunError) -> anyhow::Error {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
-    let Prepared {
-        runner,
-        playbook,
-        grant,
-        job,
-    } = prepare(&args).await?;
+    let Prepared { runner, playbook, grant, job, floor } = prepare(&args).await?;
+    if let Some(manifest) = playbook.manifest() {
+        floor.record(&manifest.name, &manifest.version)?;
+    }
     let report = runner.run(&playbook, &grant, &job).await.map_err(run_error)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -141,12 +194,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
 }
 
 pub async fn plan(args: RunArgs) -> anyhow::Result<Exit> {
-    let Prepared {
-        runner,
-        playbook,
-        grant,
-        job,
-    } = prepare(&args).await?;
+    let Prepared { runner, playbook, grant, job, .. } = prepare(&args).await?;
     let report = runner.plan(&playbook, &grant, &job).await.map_err(run_error)?;
     if args.json {
         let value = match &report.changes {
@@ -168,23 +216,12 @@ pub async fn plan(args: RunArgs) -> anyhow::Result<Exit> {
             Ok(changes) => {
                 println!("job {}: {} change(s)", report.job_id, changes.len());
                 for change in changes {
-                    let reversible = if change.reversible {
-                        "reversible"
-                    } else {
-                        "NOT reversible"
-                    };
-                    println!(
-                        "  {} {} ({reversible}): {}",
-                        change.action, change.target, change.detail
-                    );
+                    let reversible = if change.reversible { "reversible" } else { "NOT reversible" };
+                    println!("  {} {} ({reversible}): {}", change.action, change.target, change.detail);
                 }
             }
             Err(cause) => println!("job {}: plan failed: {cause}", report.job_id),
         }
     }
-    Ok(if report.changes.is_ok() {
-        Exit::Succeeded
-    } else {
-        Exit::PlanFailed
-    })
+    Ok(if report.changes.is_ok() { Exit::Succeeded } else { Exit::PlanFailed })
 }

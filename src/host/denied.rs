@@ -39,9 +39,7 @@ pub fn link(
             continue; // types need no definition
         };
         if !returns_denied_error(&func) {
-            return Err(format!(
-                "{import}#{function} does not return result<_, error>, so it cannot be denied"
-            ));
+            return Err(format!("{import}#{function} does not return result<_, error>, so it cannot be denied"));
         }
         let params: Arc<[String]> = func.params().map(|(name, _)| name.to_string()).collect();
         let function: Arc<str> = function.into();
@@ -55,10 +53,7 @@ pub fn link(
                     params.iter().cloned().zip(args.iter().map(summarize)).collect();
                 let refusal = CapError::Denied(reason.clone());
                 let _guest_view: Result<(), _> =
-                    store
-                        .data()
-                        .calls
-                        .refuse(capability, &function, &Value::Object(args), refusal)?;
+                    store.data().calls.refuse(capability, &function, &Value::Object(args), refusal)?;
                 let denied = Val::Variant("denied".into(), Some(Box::new(Val::String(reason))));
                 results[0] = Val::Result(Err(Some(Box::new(denied))));
                 Ok(())
@@ -77,9 +72,7 @@ fn returns_denied_error(func: &ComponentFunc) -> bool {
     let Some(Type::Variant(error)) = result.err() else {
         return false;
     };
-    error
-        .cases()
-        .any(|case| case.name == "denied" && matches!(case.ty, Some(Type::String)))
+    error.cases().any(|case| case.name == "denied" && matches!(case.ty, Some(Type::String)))
 }
 
 /// What the audit record says of one argument: scalars and (cut) strings as

@@ -67,19 +67,12 @@ struct Target {
 impl Target {
     /// The path to hand cap-std (`.` for the root).
     fn path(&self) -> &Path {
-        if self.rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &self.rel
-        }
+        if self.rel.as_os_str().is_empty() { Path::new(".") } else { &self.rel }
     }
 
     fn not_root(self, what: &str) -> Result<Target, CapError> {
         if self.rel.as_os_str().is_empty() {
-            return Err(CapError::Denied(format!(
-                "cannot {what} the root of mount {}",
-                self.mount
-            )));
+            return Err(CapError::Denied(format!("cannot {what} the root of mount {}", self.mount)));
         }
         Ok(self)
     }
@@ -88,18 +81,13 @@ impl Target {
 /// Checks a guest path against the grant, without touching the disk.
 fn resolve(mounts: &[Mount], path: &str, access: Access) -> Result<Target, CapError> {
     if path.len() > MAX_PATH_BYTES {
-        return Err(CapError::Invalid(format!(
-            "the path is {} bytes; the bound is {MAX_PATH_BYTES}",
-            path.len()
-        )));
+        return Err(CapError::Invalid(format!("the path is {} bytes; the bound is {MAX_PATH_BYTES}", path.len())));
     }
     if path.contains('\0') {
         return Err(CapError::Invalid("the path contains a NUL byte".into()));
     }
     if path.starts_with('/') {
-        return Err(CapError::Denied(
-            "absolute paths are refused; address files as MOUNT/relative/path".into(),
-        ));
+        return Err(CapError::Denied("absolute paths are refused; address files as MOUNT/relative/path".into()));
     }
     let mut components = path.split('/');
     let name = components.next().unwrap_or_default();
@@ -114,18 +102,12 @@ fn resolve(mounts: &[Mount], path: &str, access: Access) -> Result<Target, CapEr
     rel.extend(components);
     let mount = mounts.iter().find(|m| m.name == name).ok_or_else(|| {
         let granted: Vec<&str> = mounts.iter().map(|m| m.name.as_str()).collect();
-        CapError::Denied(format!(
-            "no directory named {name:?} is granted to this task (granted: {granted:?})"
-        ))
+        CapError::Denied(format!("no directory named {name:?} is granted to this task (granted: {granted:?})"))
     })?;
     if access == Access::Rw && mount.access == Access::Ro {
         return Err(CapError::Denied(format!("{name} is granted read-only")));
     }
-    Ok(Target {
-        mount: mount.name.clone(),
-        dir: Arc::clone(&mount.dir),
-        rel,
-    })
+    Ok(Target { mount: mount.name.clone(), dir: Arc::clone(&mount.dir), rel })
 }
 
 /// Maps an OS error to what the guest sees, without host paths in it.
@@ -150,8 +132,16 @@ fn io_error(error: std::io::Error) -> CapError {
 
 /// Opens a regular file with exactly one link; anything else is refused.
 /// Opens non-blocking, so a FIFO swapped in cannot hang the host.
-fn open_regular(target: &Target, options: &mut OpenOptions) -> Result<cap_std::fs::File, CapError> {
-    options.custom_flags(libc::O_NONBLOCK);
+fn open_regular(target: &Target, options: &mut OpenOptions, create: bool) -> Result<cap_std::fs::File, CapError> {
+    // Refuse devices, FIFOs and sockets before opening (opening one can have
+    // effects); then check again on the open file, which cannot be swapped.
+    match target.dir.metadata(target.path()) {
+        Ok(meta) if !meta.is_file() => return Err(CapError::Invalid("not a regular file".into())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
+        Err(e) => return Err(io_error(e)),
+    }
+    options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     let file = target.dir.open_with(target.path(), options).map_err(io_error)?;
     let meta = file.metadata().map_err(io_error)?;
     if !meta.is_file() {
@@ -187,23 +177,22 @@ fn audited(path: &str) -> &str {
 /// An existing file's permissions are kept.
 fn replace(target: &Target, data: &[u8]) -> Result<(), CapError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let file_name = target
-        .rel
-        .file_name()
-        .ok_or_else(|| CapError::Invalid("no file name".into()))?;
-    let parent_rel = target
-        .rel
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let file_name = target.rel.file_name().ok_or_else(|| CapError::Invalid("no file name".into()))?;
+    let parent_rel = target.rel.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let parent = target.dir.open_dir(parent_rel).map_err(io_error)?;
-    let mode = match parent.symlink_metadata(file_name) {
+    // Keep an existing file's permission bits (never setuid, setgid or
+    // sticky) and owner; refuse to replace anything but a regular file.
+    let existing = match parent.symlink_metadata(file_name) {
+        Ok(meta) if meta.is_file() => Some((meta.permissions().mode() & 0o777, meta.uid(), meta.gid())),
         Ok(meta) if meta.is_dir() => return Err(CapError::Invalid("it is a directory".into())),
-        Ok(meta) if meta.is_file() => meta.permissions().mode() & 0o7777,
-        Ok(_) => 0o644,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0o644,
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(CapError::Denied("the path is a symlink; write does not replace or follow symlinks".into()));
+        }
+        Ok(_) => return Err(CapError::Invalid("not a regular file".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_error(e)),
     };
+    let mode = existing.map_or(0o644, |(mode, _, _)| mode);
     let temp = format!(
         ".{}.salve-{}-{}.tmp",
         file_name.to_string_lossy(),
@@ -211,9 +200,17 @@ fn replace(target: &Target, data: &[u8]) -> Result<(), CapError> {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
     let written = (|| {
-        let mut file = parent
-            .open_with(&temp, OpenOptions::new().write(true).create_new(true).mode(mode))
-            .map_err(io_error)?;
+        let mut file =
+            parent.open_with(&temp, OpenOptions::new().write(true).create_new(true).mode(mode)).map_err(io_error)?;
+        if let Some((_, uid, gid)) = existing {
+            let current = file.metadata().map_err(io_error)?;
+            if (current.uid(), current.gid()) != (uid, gid) {
+                let std_file = file.try_clone().map_err(io_error)?.into_std();
+                std::os::unix::fs::fchown(&std_file, Some(uid), Some(gid)).map_err(|e| {
+                    CapError::Failed(format!("cannot keep the file's owner {uid}:{gid} ({e}); not replacing it"))
+                })?;
+            }
+        }
         file.write_all(data).map_err(io_error)?;
         file.sync_all().map_err(io_error)?;
         parent.rename(&temp, &parent, file_name).map_err(io_error)
@@ -238,12 +235,10 @@ impl Host for FsView<'_> {
         let args = json!({ "path": audited(&path), "offset": offset, "length": length });
         let prepared = self.resolve(&path, Access::Ro).and_then(|target| {
             if length > MAX_READ_BYTES {
-                return Err(CapError::Invalid(format!(
-                    "length {length} is past the bound of {MAX_READ_BYTES} bytes"
-                )));
+                return Err(CapError::Invalid(format!("length {length} is past the bound of {MAX_READ_BYTES} bytes")));
             }
             Ok(move || {
-                let mut file = open_regular(&target, OpenOptions::new().read(true))?;
+                let mut file = open_regular(&target, OpenOptions::new().read(true), false)?;
                 file.seek(SeekFrom::Start(offset)).map_err(io_error)?;
                 let mut data = Vec::new();
                 file.take(u64::from(length)).read_to_end(&mut data).map_err(io_error)?;
@@ -251,78 +246,54 @@ impl Host for FsView<'_> {
             })
         });
         self.calls
-            .perform(
-                INTERFACE,
-                "read",
-                args,
-                Effect::Read,
-                prepared,
-                |d: &Vec<u8>| json!({ "bytes": d.len() }),
-            )
+            .perform(INTERFACE, "read", args, Effect::Read, prepared, |d: &Vec<u8>| json!({ "bytes": d.len() }))
             .await
     }
 
     async fn write(&mut self, path: String, data: Vec<u8>) -> wasmtime::Result<Result<(), GuestError>> {
         let args = json!({ "path": audited(&path), "bytes": data.len(), "sha256": super::digest(&data) });
-        let prepared = self
-            .resolve(&path, Access::Rw)
-            .and_then(|t| t.not_root("write"))
-            .and_then(|target| {
-                if data.len() > MAX_WRITE_BYTES {
-                    return Err(CapError::Invalid(format!(
-                        "{} bytes is past the bound of {MAX_WRITE_BYTES}",
-                        data.len()
-                    )));
-                }
-                Ok(move || replace(&target, &data))
-            });
-        self.calls
-            .perform(INTERFACE, "write", args, Effect::Mutate, prepared, |_| Value::Null)
-            .await
+        let prepared = self.resolve(&path, Access::Rw).and_then(|t| t.not_root("write")).and_then(|target| {
+            if data.len() > MAX_WRITE_BYTES {
+                return Err(CapError::Invalid(format!("{} bytes is past the bound of {MAX_WRITE_BYTES}", data.len())));
+            }
+            self.calls.budget.spend(data.len() as u64)?;
+            Ok(move || replace(&target, &data))
+        });
+        self.calls.perform(INTERFACE, "write", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
 
     async fn append(&mut self, path: String, data: Vec<u8>) -> wasmtime::Result<Result<(), GuestError>> {
         let args = json!({ "path": audited(&path), "bytes": data.len(), "sha256": super::digest(&data) });
-        let prepared = self
-            .resolve(&path, Access::Rw)
-            .and_then(|t| t.not_root("append to"))
-            .and_then(|target| {
-                if data.len() > MAX_WRITE_BYTES {
-                    return Err(CapError::Invalid(format!(
-                        "{} bytes is past the bound of {MAX_WRITE_BYTES}",
-                        data.len()
-                    )));
-                }
-                Ok(move || {
-                    let mut file = open_regular(&target, OpenOptions::new().append(true).create(true))?;
-                    file.write_all(&data).map_err(io_error)
-                })
-            });
-        self.calls
-            .perform(INTERFACE, "append", args, Effect::Mutate, prepared, |_| Value::Null)
-            .await
+        let prepared = self.resolve(&path, Access::Rw).and_then(|t| t.not_root("append to")).and_then(|target| {
+            if data.len() > MAX_WRITE_BYTES {
+                return Err(CapError::Invalid(format!("{} bytes is past the bound of {MAX_WRITE_BYTES}", data.len())));
+            }
+            self.calls.budget.spend(data.len() as u64)?;
+            Ok(move || {
+                let mut file = open_regular(&target, OpenOptions::new().append(true).create(true), true)?;
+                file.write_all(&data).map_err(io_error)
+            })
+        });
+        self.calls.perform(INTERFACE, "append", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
 
     async fn truncate(&mut self, path: String, size: u64) -> wasmtime::Result<Result<(), GuestError>> {
         let args = json!({ "path": audited(&path), "size": size });
-        let prepared = self
-            .resolve(&path, Access::Rw)
-            .and_then(|t| t.not_root("truncate"))
-            .map(|target| {
-                move || {
-                    let file = open_regular(&target, OpenOptions::new().write(true))?;
-                    let current = file.metadata().map_err(io_error)?.len();
-                    if size > current.saturating_add(MAX_WRITE_BYTES as u64) {
-                        return Err(CapError::Invalid(format!(
-                            "extending the file from {current} to {size} bytes is past the bound of {MAX_WRITE_BYTES}"
-                        )));
-                    }
-                    file.set_len(size).map_err(io_error)
+        let budget = Arc::clone(&self.calls.budget);
+        let prepared = self.resolve(&path, Access::Rw).and_then(|t| t.not_root("truncate")).map(|target| {
+            move || {
+                let file = open_regular(&target, OpenOptions::new().write(true), false)?;
+                let current = file.metadata().map_err(io_error)?.len();
+                if size > current.saturating_add(MAX_WRITE_BYTES as u64) {
+                    return Err(CapError::Invalid(format!(
+                        "extending the file from {current} to {size} bytes is past the bound of {MAX_WRITE_BYTES}"
+                    )));
                 }
-            });
-        self.calls
-            .perform(INTERFACE, "truncate", args, Effect::Mutate, prepared, |_| Value::Null)
-            .await
+                budget.spend(size.saturating_sub(current))?;
+                file.set_len(size).map_err(io_error)
+            }
+        });
+        self.calls.perform(INTERFACE, "truncate", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
 
     async fn list_dir(&mut self, path: String) -> wasmtime::Result<Result<Vec<DirEntry>, GuestError>> {
@@ -338,10 +309,7 @@ impl Host for FsView<'_> {
                         )));
                     }
                     let kind = kind_of(entry.file_type().map_err(io_error)?);
-                    entries.push(DirEntry {
-                        name: entry.file_name().to_string_lossy().into_owned(),
-                        kind,
-                    });
+                    entries.push(DirEntry { name: entry.file_name().to_string_lossy().into_owned(), kind });
                 }
                 entries.sort_by(|a, b| a.name.cmp(&b.name));
                 Ok(entries)
@@ -369,31 +337,18 @@ impl Host for FsView<'_> {
                     .ok()
                     .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_nanos() as u64);
-                Ok(Metadata {
-                    kind: kind_of(meta.file_type()),
-                    size: meta.len(),
-                    modified_ns,
-                })
+                Ok(Metadata { kind: kind_of(meta.file_type()), size: meta.len(), modified_ns })
             }
         });
         self.calls
-            .perform(
-                INTERFACE,
-                "stat",
-                args,
-                Effect::Read,
-                prepared,
-                |m: &Metadata| json!({ "size": m.size }),
-            )
+            .perform(INTERFACE, "stat", args, Effect::Read, prepared, |m: &Metadata| json!({ "size": m.size }))
             .await
     }
 
     async fn rename(&mut self, source: String, destination: String) -> wasmtime::Result<Result<(), GuestError>> {
         let args = json!({ "source": audited(&source), "destination": audited(&destination) });
         let from = self.resolve(&source, Access::Rw).and_then(|t| t.not_root("rename"));
-        let to = self
-            .resolve(&destination, Access::Rw)
-            .and_then(|t| t.not_root("replace"));
+        let to = self.resolve(&destination, Access::Rw).and_then(|t| t.not_root("replace"));
         let prepared = from.and_then(|from| {
             let to = to?;
             if from.mount != to.mount {
@@ -404,9 +359,7 @@ impl Host for FsView<'_> {
             }
             Ok(move || from.dir.rename(&from.rel, &to.dir, &to.rel).map_err(io_error))
         });
-        self.calls
-            .perform(INTERFACE, "rename", args, Effect::Mutate, prepared, |_| Value::Null)
-            .await
+        self.calls.perform(INTERFACE, "rename", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
 
     async fn remove_file(&mut self, path: String) -> wasmtime::Result<Result<(), GuestError>> {
@@ -415,11 +368,7 @@ impl Host for FsView<'_> {
             .resolve(&path, Access::Rw)
             .and_then(|t| t.not_root("remove"))
             .map(|target| move || target.dir.remove_file(&target.rel).map_err(io_error));
-        self.calls
-            .perform(INTERFACE, "remove-file", args, Effect::Mutate, prepared, |_| {
-                Value::Null
-            })
-            .await
+        self.calls.perform(INTERFACE, "remove-file", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
 
     async fn create_dir(&mut self, path: String) -> wasmtime::Result<Result<(), GuestError>> {
@@ -428,9 +377,7 @@ impl Host for FsView<'_> {
             .resolve(&path, Access::Rw)
             .and_then(|t| t.not_root("create"))
             .map(|target| move || target.dir.create_dir(&target.rel).map_err(io_error));
-        self.calls
-            .perform(INTERFACE, "create-dir", args, Effect::Mutate, prepared, |_| Value::Null)
-            .await
+        self.calls.perform(INTERFACE, "create-dir", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
 }
 
@@ -442,16 +389,8 @@ mod tests {
     fn mounts(dir: &Path) -> Vec<Mount> {
         let spec = GrantSpec {
             fs: vec![
-                FsEntry {
-                    name: "logs".into(),
-                    path: dir.join("rw"),
-                    access: Access::Rw,
-                },
-                FsEntry {
-                    name: "ro".into(),
-                    path: dir.join("ro"),
-                    access: Access::Ro,
-                },
+                FsEntry { name: "logs".into(), path: dir.join("rw"), access: Access::Rw },
+                FsEntry { name: "ro".into(), path: dir.join("ro"), access: Access::Ro },
             ],
             ..Default::default()
         };
@@ -465,23 +404,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mounts = mounts(dir.path());
         let denied = |path: &str, access| matches!(resolve(&mounts, path, access), Err(CapError::Denied(_)));
-        for path in [
-            "/etc/passwd",
-            "logs/../x",
-            "../x",
-            "logs/./x",
-            "logs//x",
-            "logs/",
-            "elsewhere/x",
-            "..",
-        ] {
+        for path in ["/etc/passwd", "logs/../x", "../x", "logs/./x", "logs//x", "logs/", "elsewhere/x", ".."] {
             assert!(denied(path, Access::Ro), "{path} should be denied");
         }
         assert!(denied("ro/x", Access::Rw), "writes under a read-only mount");
-        assert!(matches!(
-            resolve(&mounts, "logs/a\0b", Access::Ro),
-            Err(CapError::Invalid(_))
-        ));
+        assert!(matches!(resolve(&mounts, "logs/a\0b", Access::Ro), Err(CapError::Invalid(_))));
         let long = format!("logs/{}", "a".repeat(MAX_PATH_BYTES));
         assert!(matches!(resolve(&mounts, &long, Access::Ro), Err(CapError::Invalid(_))));
         let target = resolve(&mounts, "logs/sub/app.log", Access::Rw).unwrap();
@@ -497,11 +424,7 @@ mod tests {
                 .iter()
                 .map(|name| {
                     std::fs::create_dir_all(dir.path().join(name)).unwrap();
-                    FsEntry {
-                        name: name.to_string(),
-                        path: dir.path().join(name),
-                        access: Access::Rw,
-                    }
+                    FsEntry { name: name.to_string(), path: dir.path().join(name), access: Access::Rw }
                 })
                 .collect(),
             ..Default::default()
@@ -514,11 +437,10 @@ mod tests {
             job: "job".into(),
             phase: crate::audit::Phase::Apply,
             timeout: std::time::Duration::from_secs(5),
+            inflight: Arc::default(),
+            budget: Arc::new(crate::host::WriteBudget::new(1 << 20)),
         };
-        let mut view = FsView {
-            mounts: grant.mounts(),
-            calls: &calls,
-        };
+        let mut view = FsView { mounts: grant.mounts(), calls: &calls };
 
         let result = view.rename("one/file".into(), "two/file".into()).await.unwrap();
 
@@ -556,20 +478,11 @@ mod tests {
         std::fs::write(&outside, b"secret").unwrap();
         std::fs::hard_link(&outside, dir.path().join("rw/link.txt")).unwrap();
         let target = resolve(&mounts, "logs/link.txt", Access::Ro).unwrap();
-        assert!(matches!(
-            open_regular(&target, OpenOptions::new().read(true)),
-            Err(CapError::Denied(_))
-        ));
+        assert!(matches!(open_regular(&target, OpenOptions::new().read(true), false), Err(CapError::Denied(_))));
 
-        let status = std::process::Command::new("mkfifo")
-            .arg(dir.path().join("rw/fifo"))
-            .status()
-            .unwrap();
+        let status = std::process::Command::new("mkfifo").arg(dir.path().join("rw/fifo")).status().unwrap();
         assert!(status.success());
         let target = resolve(&mounts, "logs/fifo", Access::Ro).unwrap();
-        assert!(matches!(
-            open_regular(&target, OpenOptions::new().read(true)),
-            Err(CapError::Invalid(_))
-        ));
+        assert!(matches!(open_regular(&target, OpenOptions::new().read(true), false), Err(CapError::Invalid(_))));
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! `record` appends one entry and returns only once it is on disk
 //! (`fdatasync`) and audited (durably), so every entry `apply` was told
-//! about reaches `rollback`, also after a trap or a crash of the runner.
-//! Rollback always reads the journal back from its file, whether the runner
-//! crashed or not: one code path.
+//! about reaches `rollback`, also after a trap, and is still on disk if the
+//! runner crashes (rolling such a job back at the next start is the job
+//! store's work). Rollback always reads the journal back from its file: one
+//! code path for every case.
 //!
 //! # Format
 //! `SALVEJ1\n`, then per entry: length (u32, little endian), SHA-256 of the
@@ -72,26 +73,14 @@ impl Journal {
     pub fn create(dir: &Path, job: &str) -> Result<Journal, JournalError> {
         let path = Journal::path_for(dir, job);
         let create = || -> std::io::Result<File> {
-            let mut file = OpenOptions::new()
-                .append(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
+            let mut file = OpenOptions::new().append(true).create_new(true).mode(0o600).open(&path)?;
             file.write_all(MAGIC)?;
             file.sync_all()?;
             File::open(dir)?.sync_all()?;
             Ok(file)
         };
-        let file = create().map_err(|source| JournalError::Create {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Journal {
-            path,
-            file: Arc::new(file),
-            entries: 0,
-            bytes: 0,
-        })
+        let file = create().map_err(|source| JournalError::Create { path: path.clone(), source })?;
+        Ok(Journal { path, file: Arc::new(file), entries: 0, bytes: 0 })
     }
 
     pub fn path(&self) -> &Path {
@@ -107,14 +96,10 @@ impl Journal {
             )));
         }
         if self.bytes + entry.len() as u64 > MAX_JOURNAL_BYTES {
-            return Err(CapError::Invalid(format!(
-                "the journal would exceed {MAX_JOURNAL_BYTES} bytes"
-            )));
+            return Err(CapError::Invalid(format!("the journal would exceed {MAX_JOURNAL_BYTES} bytes")));
         }
         if self.entries >= MAX_ENTRIES {
-            return Err(CapError::Invalid(format!(
-                "the journal already holds {MAX_ENTRIES} entries"
-            )));
+            return Err(CapError::Invalid(format!("the journal already holds {MAX_ENTRIES} entries")));
         }
         Ok(self.entries)
     }
@@ -124,13 +109,8 @@ impl Journal {
         let mut bytes = Vec::new();
         File::open(path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|source| JournalError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let mut rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| JournalError::NotAJournal { path: path.into() })?;
+            .map_err(|source| JournalError::Read { path: path.to_path_buf(), source })?;
+        let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(|| JournalError::NotAJournal { path: path.into() })?;
         let mut entries = Vec::new();
         while rest.len() >= FRAME_HEADER {
             let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
@@ -138,10 +118,7 @@ impl Journal {
                 break; // cut short by a crash: never acknowledged
             };
             if Sha256::digest(entry)[..] != rest[4..FRAME_HEADER] {
-                return Err(JournalError::Corrupt {
-                    path: path.into(),
-                    index: entries.len(),
-                });
+                return Err(JournalError::Corrupt { path: path.into(), index: entries.len() });
             }
             entries.push(entry.to_vec());
             rest = &rest[FRAME_HEADER + len..];
@@ -170,10 +147,7 @@ impl Host for JournalView<'_> {
         let args = serde_json::json!({ "bytes": entry.len(), "sha256": sha256 });
         let JournalView { journal, calls } = self;
         let Some(journal) = journal.as_deref_mut() else {
-            let refusal = CapError::Denied(format!(
-                "the journal can be written in apply only, not in {}",
-                calls.phase
-            ));
+            let refusal = CapError::Denied(format!("the journal can be written in apply only, not in {}", calls.phase));
             return calls.refuse("journal", "record", &args, refusal);
         };
         let index = match journal.admit(&entry) {
@@ -194,20 +168,23 @@ impl Host for JournalView<'_> {
                     .map_err(|e| CapError::Failed(format!("the journal could not be written: {e}")))
             })
             .await;
-        if let Err(error) = written {
-            // A journal that may hold a partial frame cannot be trusted for
-            // more entries; stop the guest.
-            return Err(wasmtime::Error::msg(format!("journal write failed: {error}")));
+        match written {
+            Some(Ok(())) => {}
+            // A journal that may hold a partial frame cannot take more
+            // entries: stop the guest. Rollback reads back what landed.
+            Some(Err(error)) => return Err(wasmtime::Error::msg(format!("journal write failed: {error}"))),
+            None => {
+                return Err(super::HostCallTimedOut {
+                    interface: "journal",
+                    function: "record",
+                    timeout: calls.timeout,
+                }
+                .into());
+            }
         }
         journal.entries += 1;
         journal.bytes += len as u64;
-        calls
-            .record_durable(&Event::Journal {
-                index,
-                bytes: len as u64,
-                sha256: &sha256,
-            })
-            .await?;
+        calls.record_durable(&Event::Journal { index, bytes: len as u64, sha256: &sha256 }).await?;
         Ok(Ok(()))
     }
 }
@@ -240,9 +217,6 @@ mod tests {
         frame.extend_from_slice(&[0; 32]);
         frame.extend_from_slice(b"abc");
         (&*journal.file).write_all(&frame).unwrap();
-        assert!(matches!(
-            Journal::read(journal.path()),
-            Err(JournalError::Corrupt { index: 0, .. })
-        ));
+        assert!(matches!(Journal::read(journal.path()), Err(JournalError::Corrupt { index: 0, .. })));
     }
 }

@@ -63,13 +63,6 @@ impl Host for LogView<'_> {
             Level::Error => tracing::error!(job, message, "playbook"),
         }
         let phase = self.calls.phase;
-        self.calls
-            .record(&Event::Log {
-                phase,
-                level: name(level),
-                message,
-                truncated,
-            })
-            .map(drop)
+        self.calls.record(&Event::Log { phase, level: name(level), message, truncated }).map(drop)
     }
 }

@@ -10,7 +10,10 @@
 //! # Errors
 //! What the guest sees is a [`CapError`], turned into the WIT `error`. A
 //! call whose audit record cannot be written is not made: the guest traps
-//! with [`AuditUnavailable`] and the job fails closed.
+//! with [`AuditUnavailable`] and the job fails closed. A mutating call that
+//! outlives the host-call timeout traps the guest with
+//! [`HostCallTimedOut`]: its effect may still land, so the runner waits for
+//! it (see [`InFlight`]) before anything else touches the target.
 
 pub mod denied;
 pub mod fs;
@@ -21,9 +24,12 @@ use crate::audit::{AuditLog, CallOutcome, Event, Phase};
 use crate::sandbox::bindings::Error as GuestError;
 use serde_json::Value;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
-/// Longest a single host call may take before the guest gets `failed`.
+/// Longest a single host call may take before the guest gets `failed` (a
+/// read) or traps (a mutating call).
 pub const DEFAULT_HOST_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a host call did not do what the guest asked, as the guest will see it.
@@ -67,6 +73,16 @@ impl From<CapError> for GuestError {
 #[error("the audit log cannot be written ({0}); the host call was refused")]
 pub struct AuditUnavailable(pub String);
 
+/// A mutating host call did not finish within the host-call timeout. Traps
+/// the guest; the operation may still complete.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{interface}.{function} did not finish within {}; it may still take effect", humantime::format_duration(*.timeout))]
+pub struct HostCallTimedOut {
+    pub interface: &'static str,
+    pub function: &'static str,
+    pub timeout: Duration,
+}
+
 /// Whether a call changes anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
@@ -74,30 +90,98 @@ pub enum Effect {
     Mutate,
 }
 
+/// Host operations of one job still running on the blocking pool, including
+/// those whose caller gave up waiting (a timeout, a phase stopped at its
+/// deadline). Nothing may touch the target again until they are done.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Decrements [`InFlight`] when the operation ends, however it ends.
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    fn begin(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    /// Waits until no operation is running; `false` if some still are after
+    /// `within`.
+    pub async fn settled(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
+/// The bytes a job may still write, all mutating calls together.
+#[derive(Debug)]
+pub struct WriteBudget {
+    remaining: AtomicU64,
+    total: u64,
+}
+
+impl WriteBudget {
+    pub fn new(total: u64) -> WriteBudget {
+        WriteBudget { remaining: AtomicU64::new(total), total }
+    }
+
+    /// Takes `bytes` from the budget, or refuses without taking any.
+    pub fn spend(&self, bytes: u64) -> Result<(), CapError> {
+        self.remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes))
+            .map(drop)
+            .map_err(|left| {
+                CapError::Denied(format!(
+                    "the job's write budget is spent: {bytes} more bytes asked, {left} of {} left",
+                    self.total
+                ))
+            })
+    }
+}
+
 /// What every host call of one phase shares: the job, the phase, the audit
-/// log and the per-call timeout.
+/// log, the per-call timeout, and the job's in-flight operations and write
+/// budget.
 #[derive(Clone)]
 pub struct Calls {
     pub audit: AuditLog,
     pub job: Arc<str>,
     pub phase: Phase,
     pub timeout: Duration,
+    pub inflight: Arc<InFlight>,
+    pub budget: Arc<WriteBudget>,
 }
 
 impl Calls {
     /// Appends a record for this job (buffered).
     pub fn record(&self, event: &Event<'_>) -> wasmtime::Result<u64> {
-        self.audit
-            .append(Some(&self.job), event)
-            .map_err(|e| AuditUnavailable(e.to_string()).into())
+        self.audit.append(Some(&self.job), event).map_err(|e| AuditUnavailable(e.to_string()).into())
     }
 
     /// Appends a record for this job and waits until it is durable.
     pub async fn record_durable(&self, event: &Event<'_>) -> wasmtime::Result<u64> {
-        self.audit
-            .append_durable(Some(&self.job), event)
-            .await
-            .map_err(|e| AuditUnavailable(e.to_string()).into())
+        self.audit.append_durable(Some(&self.job), event).await.map_err(|e| AuditUnavailable(e.to_string()).into())
     }
 
     /// Performs one host call and audits it.
@@ -125,16 +209,20 @@ impl Calls {
         };
         let intent = match effect {
             Effect::Read => None,
-            Effect::Mutate => Some(
-                self.record_durable(&Event::Intent {
-                    interface,
-                    function,
-                    args: &args,
-                })
-                .await?,
-            ),
+            Effect::Mutate => Some(self.record_durable(&Event::Intent { interface, function, args: &args }).await?),
         };
-        let result = self.blocking(op).await;
+        let result = match self.blocking(op).await {
+            Some(result) => result,
+            None => {
+                let timed_out = HostCallTimedOut { interface, function, timeout: self.timeout };
+                let outcome = CallOutcome::Failed(timed_out.to_string());
+                self.record_call(interface, function, &args, &outcome, &Value::Null, started, intent)?;
+                return match effect {
+                    Effect::Mutate => Err(timed_out.into()),
+                    Effect::Read => Ok(Err(GuestError::Failed(timed_out.to_string()))),
+                };
+            }
+        };
         let (outcome, summary) = match &result {
             Ok(value) => (CallOutcome::Ok, summarize(value)),
             Err(error) => (error.outcome(), Value::Null),
@@ -152,15 +240,7 @@ impl Calls {
         args: &Value,
         refusal: CapError,
     ) -> wasmtime::Result<Result<T, GuestError>> {
-        self.record_call(
-            interface,
-            function,
-            args,
-            &refusal.outcome(),
-            &Value::Null,
-            Instant::now(),
-            None,
-        )?;
+        self.record_call(interface, function, args, &refusal.outcome(), &Value::Null, Instant::now(), None)?;
         Ok(Err(refusal.into()))
     }
 
@@ -176,32 +256,28 @@ impl Calls {
         intent: Option<u64>,
     ) -> wasmtime::Result<()> {
         let duration_us = started.elapsed().as_micros() as u64;
-        self.record(&Event::Call {
-            interface,
-            function,
-            args,
-            outcome,
-            result,
-            duration_us,
-            intent,
-        })
-        .map(drop)
+        self.record(&Event::Call { interface, function, args, outcome, result, duration_us, intent }).map(drop)
     }
 
-    /// Runs a blocking operation on the blocking pool, under the host-call
-    /// timeout. On timeout the guest gets `failed`; the operation may still
-    /// finish later, which is why a mutating call's intent is recorded first.
+    /// Runs a blocking operation on the blocking pool, counted in
+    /// [`InFlight`] until it ends. `None` when it outlives the host-call
+    /// timeout (it keeps running, and stays counted).
     pub async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce() -> Result<T, CapError> + Send + 'static,
-    ) -> Result<T, CapError> {
-        match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(op)).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(CapError::Failed(format!("the host operation panicked: {join}"))),
-            Err(_) => Err(CapError::Failed(format!(
-                "the host operation did not finish within {}",
-                humantime::format_duration(self.timeout)
-            ))),
+    ) -> Option<Result<T, CapError>> {
+        let guard = self.inflight.begin();
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op))
+                .unwrap_or_else(|_| Err(CapError::Failed("the host operation panicked".into())));
+            let _ = sender.send(result);
+            drop(guard);
+        });
+        match tokio::time::timeout(self.timeout, receiver).await {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(_)) => Some(Err(CapError::Failed("the host operation was lost".into()))),
+            Err(_) => None,
         }
     }
 }
@@ -223,4 +299,32 @@ pub fn bounded(text: &str, max: usize) -> (&str, bool) {
 pub fn digest(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_flight_operations_are_waited_for_even_when_their_caller_gave_up() {
+        let inflight = Arc::new(InFlight::default());
+        let guard = inflight.begin();
+        assert!(!inflight.settled(Duration::from_millis(20)).await);
+        let waiter = tokio::spawn({
+            let inflight = Arc::clone(&inflight);
+            async move { inflight.settled(Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(guard);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[test]
+    fn the_write_budget_refuses_without_spending() {
+        let budget = WriteBudget::new(100);
+        budget.spend(60).unwrap();
+        assert!(matches!(budget.spend(50), Err(CapError::Denied(m)) if m.contains("40 of 100 left")));
+        budget.spend(40).unwrap();
+        assert!(budget.spend(1).is_err());
+    }
 }

@@ -12,5 +12,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::salve::playbook::playbook::Guest as PlaybookExports;
-pub use salve::playbook::types::{Change, Context, Error};
+pub use self::salve::playbook::types::{Change, Context, Error};

@@ -47,11 +47,7 @@ impl MemoryCap {
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired as u64 > self.limit {
-            return Err(MemoryLimitExceeded {
-                limit: self.limit,
-                desired: desired as u64,
-            }
-            .into());
+            return Err(MemoryLimitExceeded { limit: self.limit, desired: desired as u64 }.into());
         }
         Ok(true)
     }

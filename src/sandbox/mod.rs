@@ -27,6 +27,7 @@ pub mod output;
 
 pub use limits::{MemoryCap, MemoryLimitExceeded, PhaseTimeout, TableLimitExceeded};
 
+use crate::artifact::{Manifest, VerifiedArtifact};
 use crate::audit::Phase;
 use crate::grant::{Capabilities, Grant, Mount};
 use crate::host::fs::{Fs, FsView};
@@ -46,6 +47,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// The package and version of the contract this runner provides.
 pub const PACKAGE: &str = "salve:playbook";
 pub const VERSION: &str = "0.1.0";
+/// Most WASI resources (streams, pollables) one playbook may hold at once.
+pub const MAX_RESOURCES: usize = 1000;
 /// The four exports every playbook must have.
 pub const REQUIRED_EXPORTS: [&str; 4] = ["plan", "apply", "verify", "rollback"];
 
@@ -90,6 +93,17 @@ pub struct SandboxConfig {
     pub output_limit: usize,
     /// Longest one host call may take.
     pub host_call_timeout: Duration,
+    /// Where compiled code is cached on disk (wasmtime's compilation cache,
+    /// keyed by the component's digest and the engine's configuration), so
+    /// a component is compiled once, not once per process. `None`: no disk
+    /// cache.
+    ///
+    /// Why not `Engine::precompile_component`: loading its output back is
+    /// `unsafe` (`Component::deserialize` trusts the bytes as native code),
+    /// and salve forbids `unsafe`. wasmtime's cache does the same work
+    /// behind a safe API. The directory is as sensitive as the runner's
+    /// binary: it is created `0700`.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -102,6 +116,7 @@ impl Default for SandboxConfig {
             max_instances: 1000,
             output_limit: 16 << 10,
             host_call_timeout: crate::host::DEFAULT_HOST_CALL_TIMEOUT,
+            cache_dir: None,
         }
     }
 }
@@ -129,6 +144,16 @@ pub enum LoadError {
     ForbiddenImport { import: String, why: String },
     #[error("the component imports `{import}` whose types differ from salve's: {detail}")]
     ImportTypes { import: String, detail: String },
+    #[error(
+        "the component imports salve:playbook/{interface}, which its manifest does not declare: \
+         declare it under [capabilities] or the playbook cannot be loaded"
+    )]
+    UndeclaredImport { interface: String },
+    #[error(
+        "the manifest declares {interface}, which the component does not import: remove the declaration, \
+         so the manifest says what the code can do"
+    )]
+    DeclaredNotImported { interface: String },
 }
 
 /// The process-wide sandbox: the engine and its epoch ticker.
@@ -153,6 +178,18 @@ impl Sandbox {
                 .max_memory_size(config.memory_ceiling as usize);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
+        if let Some(dir) = &config.cache_dir {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| LoadError::Engine(format!("cannot create the cache directory {}: {e}", dir.display())))?;
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+            wasm.cache(Some(cache));
+        }
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let weak = engine.weak();
         let tick = config.epoch_tick;
@@ -166,10 +203,7 @@ impl Sandbox {
                 }
             })
             .map_err(|e| LoadError::Engine(e.to_string()))?;
-        Ok(Sandbox {
-            engine,
-            config: Arc::new(config),
-        })
+        Ok(Sandbox { engine, config: Arc::new(config) })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -180,23 +214,60 @@ impl Sandbox {
         &self.config
     }
 
-    /// Compiles a component and checks it is a playbook this runner can run.
+    /// Compiles an unsigned component and checks it is a playbook this
+    /// runner can run. Only for `--dangerous-unsigned` and tests of the
+    /// sandbox itself: everything else goes through [`Sandbox::load_verified`].
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Playbook, LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
-        Playbook::check(self, name, crate::host::digest(bytes), component)
+        Playbook::check(self, name, crate::host::digest(bytes), component, None)
+    }
+
+    /// Compiles a verified artifact's component, checks it is a playbook,
+    /// and that its real imports are exactly what its manifest declares.
+    pub fn load_verified(&self, artifact: &VerifiedArtifact) -> Result<Playbook, LoadError> {
+        let manifest = artifact.manifest();
+        let name = format!("{}@{}", manifest.name, manifest.version);
+        let component = Component::new(&self.engine, artifact.component())
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let mut playbook =
+            Playbook::check(self, &name, artifact.digest().to_string(), component, Some(manifest.clone()))?;
+        playbook.signers = artifact.signers().to_vec();
+        Ok(playbook)
+    }
+
+    /// Compiles a component (running nothing) and lists its imports and
+    /// exports, whether or not it would pass the load-time checks.
+    pub fn interfaces(&self, bytes: &[u8]) -> Result<Interfaces, LoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let mut exports = Vec::new();
+        for (name, export) in ty.exports(&self.engine) {
+            match export.ty {
+                ComponentItem::ComponentInstance(instance) => {
+                    exports.extend(instance.exports(&self.engine).map(|(f, _)| format!("{name}#{f}")))
+                }
+                _ => exports.push(name.to_string()),
+            }
+        }
+        Ok(Interfaces { imports, exports })
     }
 
     /// Builds a store and instance for one phase.
     pub(crate) async fn instantiate(&self, playbook: &Playbook, setup: PhaseSetup<'_>) -> wasmtime::Result<Instance> {
-        let pre = playbook
-            .pre(self, setup.grant.capabilities())
-            .map_err(wasmtime::Error::msg)?;
+        let pre = playbook.pre(self, setup.grant.capabilities()).map_err(wasmtime::Error::msg)?;
         let stdout = Capture::new(self.config.output_limit);
         let stderr = Capture::new(self.config.output_limit);
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
         let state = HostState {
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                // WASI streams and pollables live in host memory, outside the
+                // memory cap; a playbook needs a handful.
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             limiter: MemoryCap::new(setup.grant.limits().memory),
             calls: setup.calls,
             mounts: setup.grant.mounts().into(),
@@ -208,20 +279,11 @@ impl Sandbox {
         let limit = setup.deadline;
         let deadline = Instant::now() + limit;
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(PhaseTimeout { limit }.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
+            if Instant::now() >= deadline { Err(PhaseTimeout { limit }.into()) } else { Ok(UpdateDeadline::Yield(1)) }
         });
         store.set_epoch_deadline(1);
         let exports = pre.instantiate_async(&mut store).await?;
-        Ok(Instance {
-            store,
-            exports,
-            stdout,
-            stderr,
-        })
+        Ok(Instance { store, exports, stdout, stderr })
     }
 }
 
@@ -254,34 +316,30 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl HostState {
     fn fs(&mut self) -> FsView<'_> {
-        FsView {
-            mounts: &self.mounts,
-            calls: &self.calls,
-        }
+        FsView { mounts: &self.mounts, calls: &self.calls }
     }
 
     fn journal(&mut self) -> JournalView<'_> {
-        JournalView {
-            journal: self.journal.as_mut(),
-            calls: &self.calls,
-        }
+        JournalView { journal: self.journal.as_mut(), calls: &self.calls }
     }
 
     fn log(&mut self) -> LogView<'_> {
-        LogView {
-            budget: &mut self.log,
-            calls: &self.calls,
-        }
+        LogView { budget: &mut self.log, calls: &self.calls }
     }
+}
+
+/// A component's imports and exports, by name (`interface#function` for
+/// the functions of exported interfaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interfaces {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
 }
 
 /// Which salve capabilities a component imports.
@@ -290,13 +348,32 @@ pub struct Imports {
     pub fs: bool,
 }
 
+impl Imports {
+    /// Checks that the component imports exactly the capabilities its
+    /// manifest declares: an undeclared import makes it unloadable, and a
+    /// declaration without an import would overstate what it can do.
+    pub fn check_declared(&self, manifest: &Manifest) -> Result<(), LoadError> {
+        let declared = manifest.declared_interfaces();
+        for (interface, imported) in [("fs", self.fs)] {
+            match (imported, declared.contains(&interface)) {
+                (true, false) => return Err(LoadError::UndeclaredImport { interface: interface.into() }),
+                (false, true) => return Err(LoadError::DeclaredNotImported { interface: interface.into() }),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A compiled component that passed the load-time checks.
 pub struct Playbook {
     name: String,
     digest: String,
+    manifest: Option<Manifest>,
+    /// Key ids of the artifact's signers, in order; empty when unsigned.
+    signers: Vec<String>,
     component: Component,
     imports: Imports,
-    import_names: Vec<String>,
     /// One pre-instantiation per set of granted capabilities, built on
     /// first use and kept for the life of the process.
     pres: Mutex<HashMap<Capabilities, RemediationPre<HostState>>>,
@@ -304,10 +381,7 @@ pub struct Playbook {
 
 impl std::fmt::Debug for Playbook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Playbook")
-            .field("name", &self.name)
-            .field("digest", &self.digest)
-            .finish()
+        f.debug_struct("Playbook").field("name", &self.name).field("digest", &self.digest).finish()
     }
 }
 
@@ -318,34 +392,30 @@ fn interface_name(import: &str) -> Option<(&str, &str, &str)> {
 }
 
 impl Playbook {
-    fn check(sandbox: &Sandbox, name: &str, digest: String, component: Component) -> Result<Playbook, LoadError> {
+    fn check(
+        sandbox: &Sandbox,
+        name: &str,
+        digest: String,
+        component: Component,
+        manifest: Option<Manifest>,
+    ) -> Result<Playbook, LoadError> {
         let engine = &sandbox.engine;
         let ty = component.component_type();
 
         let export = format!("{PACKAGE}/playbook@{VERSION}");
         let Some(ComponentItem::ComponentInstance(instance)) = ty.get_export(engine, &export).map(|e| e.ty) else {
-            return Err(LoadError::NotAPlaybook {
-                exports: ty.exports(engine).map(|(n, _)| n.to_string()).collect(),
-            });
+            return Err(LoadError::NotAPlaybook { exports: ty.exports(engine).map(|(n, _)| n.to_string()).collect() });
         };
         let functions: Vec<&str> = instance.exports(engine).map(|(n, _)| n).collect();
-        let missing: Vec<String> = REQUIRED_EXPORTS
-            .iter()
-            .filter(|f| !functions.contains(f))
-            .map(|f| f.to_string())
-            .collect();
+        let missing: Vec<String> =
+            REQUIRED_EXPORTS.iter().filter(|f| !functions.contains(f)).map(|f| f.to_string()).collect();
         if !missing.is_empty() {
             return Err(LoadError::MissingExports { missing });
         }
 
         let mut imports = Imports::default();
-        let mut import_names = Vec::new();
         for (import, _) in ty.imports(engine) {
-            import_names.push(import.to_string());
-            let forbidden = |why: &str| LoadError::ForbiddenImport {
-                import: import.to_string(),
-                why: why.into(),
-            };
+            let forbidden = |why: &str| LoadError::ForbiddenImport { import: import.to_string(), why: why.into() };
             let Some((package, interface, version)) = interface_name(import) else {
                 return Err(forbidden("it is not a versioned interface"));
             };
@@ -361,9 +431,7 @@ impl Playbook {
                     _ => return Err(forbidden("no such salve capability")),
                 }
             } else if package == "wasi:filesystem" {
-                return Err(forbidden(
-                    "a playbook reaches files only through salve:playbook/fs, under its grant",
-                ));
+                return Err(forbidden("a playbook reaches files only through salve:playbook/fs, under its grant"));
             } else if package == "wasi:sockets" || package == "wasi:http" {
                 return Err(forbidden("a playbook has no network access of its own"));
             } else {
@@ -376,12 +444,16 @@ impl Playbook {
             }
         }
 
+        if let Some(manifest) = &manifest {
+            imports.check_declared(manifest)?;
+        }
         let playbook = Playbook {
             name: name.to_string(),
             digest,
+            manifest,
+            signers: Vec::new(),
             component,
             imports,
-            import_names,
             pres: Mutex::default(),
         };
         // Type-check imports and exports now, with every imported capability
@@ -395,18 +467,24 @@ impl Playbook {
         &self.name
     }
 
-    /// SHA-256 of the component's bytes, hex.
+    /// SHA-256, hex, of the signed artifact (of the bare component when
+    /// unsigned).
     pub fn digest(&self) -> &str {
         &self.digest
     }
 
-    pub fn imports(&self) -> Imports {
-        self.imports
+    /// The signed manifest; `None` for an unsigned component.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
     }
 
-    /// Every interface the component imports, by name.
-    pub fn import_names(&self) -> &[String] {
-        &self.import_names
+    /// Key ids of the artifact's signers; empty when unsigned.
+    pub fn signers(&self) -> &[String] {
+        &self.signers
+    }
+
+    pub fn imports(&self) -> Imports {
+        self.imports
     }
 
     fn pre(&self, sandbox: &Sandbox, caps: Capabilities) -> Result<RemediationPre<HostState>, LoadError> {

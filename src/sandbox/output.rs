@@ -41,12 +41,7 @@ impl Captured {
 
 impl Capture {
     pub fn new(limit: usize) -> Capture {
-        Capture {
-            inner: Arc::new(Mutex::new(Captured {
-                limit,
-                ..Captured::default()
-            })),
-        }
+        Capture { inner: Arc::new(Mutex::new(Captured { limit, ..Captured::default() })) }
     }
 
     /// What was captured so far.

@@ -3,6 +3,7 @@
 
 use crate::common::Site;
 use sha2::Digest;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -11,7 +12,7 @@ async fn site_with_history() -> Site {
     let site = Site::new();
     site.write("granted/a.txt", "alpha\n");
     let grant = "[[fs]]\nname = \"logs\"\npath = \"{root}/granted\"\naccess = \"rw\"\n";
-    for playbook in ["noop", "verify-fails", "noop"] {
+    for (playbook, grant) in [("noop", ""), ("verify-fails", grant), ("noop", "")] {
         site.run(playbook, grant, &[]).await;
     }
     site.runner().audit().sync_blocking().unwrap();
@@ -19,11 +20,7 @@ async fn site_with_history() -> Site {
 }
 
 fn lines(site: &Site) -> Vec<String> {
-    std::fs::read_to_string(site.data().join("audit.jsonl"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
+    std::fs::read_to_string(site.data().join("audit.jsonl")).unwrap().lines().map(String::from).collect()
 }
 
 /// Writes `content` as a copy of the log (with the head anchor beside it)
@@ -36,11 +33,7 @@ fn verify(site: &Site, content: &str) -> (i32, String) {
 }
 
 fn verify_file(path: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
-        .args(["audit", "verify"])
-        .arg(path)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_salve")).args(["audit", "verify"]).arg(path).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap(), text)
 }
@@ -54,10 +47,7 @@ async fn an_intact_log_verifies() {
     let site = site_with_history().await;
     let (code, text) = verify_file(&site.data().join("audit.jsonl"));
     assert_eq!(code, 0, "{text}");
-    assert!(
-        text.contains(&format!("{} records, chain intact", lines(&site).len())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("{} records, chain intact", lines(&site).len())), "{text}");
     assert!(text.contains("end checked against audit.head"), "{text}");
 }
 
@@ -85,10 +75,7 @@ async fn a_rewritten_record_with_a_recomputed_hash_breaks_the_next_link() {
     let (code, text) = verify(&site, &joined(&lines));
 
     assert_eq!(code, 5, "{text}");
-    assert!(
-        text.contains("line 6: record 6 does not chain to the record before it"),
-        "{text}"
-    );
+    assert!(text.contains("line 6: record 6 does not chain to the record before it"), "{text}");
 }
 
 #[tokio::test]
@@ -100,10 +87,7 @@ async fn a_deleted_record_is_named() {
     let (code, text) = verify(&site, &joined(&lines));
 
     assert_eq!(code, 5, "{text}");
-    assert!(
-        text.contains("line 7: record 8 is where record 7 belongs: records 7..7 were removed"),
-        "{text}"
-    );
+    assert!(text.contains("line 7: record 8 is where record 7 belongs: records 7..7 were removed"), "{text}");
 }
 
 #[tokio::test]
@@ -115,10 +99,7 @@ async fn swapped_records_are_named() {
     let (code, text) = verify(&site, &joined(&lines));
 
     assert_eq!(code, 5, "{text}");
-    assert!(
-        text.contains("line 10: record 11 is where record 10 belongs: records were reordered"),
-        "{text}"
-    );
+    assert!(text.contains("line 10: record 11 is where record 10 belongs: records were reordered"), "{text}");
 }
 
 #[tokio::test]
@@ -129,10 +110,7 @@ async fn a_log_truncated_mid_record_is_named() {
     let (code, text) = verify(&site, &content[..content.len() - 40]);
 
     assert_eq!(code, 5, "{text}");
-    assert!(
-        text.contains("the last line is incomplete: the log was truncated"),
-        "{text}"
-    );
+    assert!(text.contains("the last line is incomplete: the log was truncated"), "{text}");
 }
 
 #[tokio::test]
@@ -147,4 +125,60 @@ async fn a_log_cut_at_a_record_boundary_is_named_against_its_anchor() {
     assert_eq!(code, 5, "{text}");
     let expected = format!("records {}..{total} were cut off its end", total - 2);
     assert!(text.contains(&expected), "{text}");
+}
+
+#[tokio::test]
+async fn a_deleted_anchor_is_named() {
+    let site = site_with_history().await;
+    std::fs::remove_file(site.data().join("audit.head")).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(site.data())
+        .output()
+        .unwrap();
+
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.contains("audit.head is missing or unreadable"), "{text}");
+}
+
+#[tokio::test]
+async fn a_forged_seal_is_named_against_the_trust_store() {
+    let site = site_with_history().await;
+    let mut lines = lines(&site);
+    let seal = lines.iter().position(|l| l.contains(r#""kind":"seal""#)).unwrap();
+    // Re-sign the seal with a key that is not the runner's, and recompute
+    // the chain from there: every hash checks out, the seal does not.
+    let forger = salve::keys::PrivateKey::from_seed("forger", salve::keys::Role::Runner, [9; 32]);
+    let mut prev =
+        serde_json::from_str::<serde_json::Value>(&lines[seal]).unwrap()["prev"].as_str().unwrap().to_string();
+    for line in lines.iter_mut().skip(seal) {
+        let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        record.remove("hash");
+        record.insert("prev".into(), prev.clone().into());
+        if record["kind"] == "seal" && record["prev"] == prev.as_str() && record.get("signature").is_some() {
+            use ed25519_dalek::Signer;
+            let message = salve::audit::seal_message(record["job"].as_str().unwrap(), &prev);
+            record.insert("signature".into(), hex::encode(forger.signing.sign(&message).to_bytes()).into());
+        }
+        let body = serde_json::to_string(&record).unwrap();
+        prev = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+        *line = format!("{},\"hash\":\"{prev}\"}}", &body[..body.len() - 1]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("audit.jsonl"), joined(&lines)).unwrap();
+    let trust = site.write("trust.toml", toml::to_string(&crate::common::trust_file()).unwrap());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["audit", "verify"])
+        .arg(dir.path().join("audit.jsonl"))
+        .arg("--trust")
+        .arg(&trust)
+        .output()
+        .unwrap();
+
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.contains(&format!("line {}: the seal in record {} does not verify", seal + 1, seal + 1)), "{text}");
 }

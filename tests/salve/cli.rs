@@ -1,15 +1,10 @@
 //! The `salve` command as a user runs it: exit codes, `--json`, refusals.
 
-use crate::common::{Site, component_path};
+use crate::common::Site;
 use std::process::{Command, Output};
 
 fn salve(site: &Site, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_salve"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(site.data())
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_salve")).args(args).arg("--data-dir").arg(site.data()).output().unwrap()
 }
 
 fn text(out: &Output) -> String {
@@ -18,33 +13,32 @@ fn text(out: &Output) -> String {
 
 fn site_with_grant(grant: &str) -> (Site, String) {
     let site = Site::new();
+    site.init_data_dir();
     site.write("granted/a.txt", "alpha\n");
-    let path = site.write(
-        "grant.toml",
-        grant.replace("{root}", &site.root.path().display().to_string()),
-    );
+    let path = site.write("grant.toml", grant.replace("{root}", &site.root.path().display().to_string()));
     (site, path.display().to_string())
 }
 
 const GRANT: &str = "[[fs]]\nname = \"logs\"\npath = \"{root}/granted\"\naccess = \"rw\"\n";
 
 fn run(site: &Site, grant: &str, playbook: &str, extra: &[&str]) -> Output {
-    let component = component_path(playbook);
-    let mut args = vec!["run", component.to_str().unwrap(), "--grant", grant];
+    let artifact = site.artifact_file(playbook);
+    let mut args = vec!["run", artifact.to_str().unwrap(), "--grant", grant];
     args.extend_from_slice(extra);
     salve(site, &args)
 }
 
 #[test]
 fn exit_codes_say_how_the_job_ended() {
-    let (site, grant) = site_with_grant(GRANT);
-    for (playbook, code, said) in [
-        ("noop", 0, "succeeded"),
-        ("verify-fails", 3, "rolled-back"),
-        ("rollback-fails", 4, "ROLLBACK FAILED"),
-        ("no-rollback", 2, "does not export rollback"),
+    let (site, fs_grant) = site_with_grant(GRANT);
+    let no_fs = site.write("no-fs.toml", "[limits]\ntimeout = \"10s\"\n").display().to_string();
+    for (playbook, grant, code, said) in [
+        ("noop", &no_fs, 0, "succeeded"),
+        ("verify-fails", &fs_grant, 3, "rolled-back"),
+        ("rollback-fails", &no_fs, 4, "ROLLBACK FAILED"),
+        ("no-rollback", &no_fs, 2, "does not export rollback"),
     ] {
-        let out = run(&site, &grant, playbook, &[]);
+        let out = run(&site, grant, playbook, &[]);
         assert_eq!(out.status.code(), Some(code), "{playbook}: {}", text(&out));
         assert!(text(&out).contains(said), "{playbook}: {}", text(&out));
     }
@@ -66,13 +60,9 @@ fn json_prints_one_object_with_the_outcome_and_the_audit_head() {
 #[test]
 fn a_bad_grant_is_refused_with_what_to_change_and_the_refusal_is_audited() {
     let (site, grant) = site_with_grant("[[fs]]\nname = \"logs\"\npath = \"relative/dir\"\naccess = \"rw\"\n");
-    let out = run(&site, &grant, "noop", &[]);
+    let out = run(&site, &grant, "verify-fails", &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("is relative; give the absolute path of the directory"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("is relative; give the absolute path of the directory"), "{}", text(&out));
     let log = std::fs::read_to_string(site.data().join("audit.jsonl")).unwrap();
     assert!(log.contains(r#""kind":"refused""#), "{log}");
     assert!(!log.contains(r#""kind":"phase""#), "nothing ran");
@@ -90,44 +80,20 @@ fn malformed_parameters_are_refused() {
 fn plan_prints_the_changes_and_changes_nothing() {
     let (site, grant) = site_with_grant(GRANT.replace("granted", "logs").as_str());
     site.write("logs/big.log", "x".repeat(2000));
-    let component = component_path("rotate-logs");
-    let out = salve(
-        &site,
-        &[
-            "plan",
-            component.to_str().unwrap(),
-            "--grant",
-            &grant,
-            "--param",
-            "max_bytes=1000",
-        ],
-    );
+    let artifact = site.artifact_file("rotate-logs");
+    let out = salve(&site, &["plan", artifact.to_str().unwrap(), "--grant", &grant, "--param", "max_bytes=1000"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("rotate logs/big.log (reversible)"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(
-        std::fs::read(site.root.path().join("logs/big.log")).unwrap().len(),
-        2000
-    );
+    assert!(text(&out).contains("rotate logs/big.log (reversible)"), "{}", text(&out));
+    assert_eq!(std::fs::read(site.root.path().join("logs/big.log")).unwrap().len(), 2000);
 }
 
 #[test]
 fn help_documents_the_exit_codes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_salve")).arg("--help").output().unwrap();
     let help = text(&out);
-    for line in [
-        "0  succeeded",
-        "2  refused",
-        "3  rolled back",
-        "4  ROLLBACK FAILED",
-        "5  the audit log does not verify",
-    ] {
+    for line in
+        ["0  succeeded", "2  refused", "3  rolled back", "4  ROLLBACK FAILED", "5  the audit log does not verify"]
+    {
         assert!(help.contains(line), "{help}");
     }
 }

@@ -1,10 +1,13 @@
 //! What every test needs: the playbooks, built once; one shared sandbox; a
 //! site (a temporary root with a data directory and granted directories).
 
+use salve::artifact::Catalog;
 use salve::audit::AuditLog;
 use salve::grant::{Grant, GrantSpec};
+use salve::keys::{PrivateKey, Role};
 use salve::run::{JobContext, Report, Runner};
 use salve::sandbox::{Playbook, Sandbox, SandboxConfig};
+use salve::trust::{KeyEntry, TrustFile, TrustStore};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,25 +52,72 @@ pub fn component_bytes(name: &str) -> Vec<u8> {
     std::fs::read(component_path(name)).unwrap()
 }
 
+/// The `playbook.toml` next to a playbook crate.
+pub fn manifest_text(name: &str) -> String {
+    let real = repo().join("playbooks").join(name).join("playbook.toml");
+    let test = repo().join("playbooks/tests").join(name).join("playbook.toml");
+    std::fs::read_to_string(if real.exists() { real } else { test }).unwrap()
+}
+
+/// The test suite's author key (a fixed seed, so its id is stable).
+pub fn author_key() -> &'static PrivateKey {
+    static KEY: OnceLock<PrivateKey> = OnceLock::new();
+    KEY.get_or_init(|| PrivateKey::from_seed("test-author", Role::Author, [7; 32]))
+}
+
+/// The test suite's runner key, which seals every job.
+pub fn runner_key() -> Arc<PrivateKey> {
+    static KEY: OnceLock<Arc<PrivateKey>> = OnceLock::new();
+    Arc::clone(KEY.get_or_init(|| Arc::new(PrivateKey::from_seed("test-runner", Role::Runner, [8; 32]))))
+}
+
+/// A trust store entry for `key`, trusted for `environments` until 2099.
+pub fn trusted(key: &PrivateKey, environments: &[&str]) -> KeyEntry {
+    let environments = environments.iter().map(|e| e.to_string()).collect();
+    KeyEntry::new(&key.public(), environments, "2099-01-01T00:00:00Z".into())
+}
+
+/// The trust store the tests run with: the author key for `dev`, the
+/// runner key everywhere.
+pub fn trust_file() -> TrustFile {
+    TrustFile { keys: vec![trusted(author_key(), &["dev"]), trusted(&runner_key(), &["*"])], revoked: vec![] }
+}
+
+pub fn trust() -> &'static TrustStore {
+    static TRUST: OnceLock<TrustStore> = OnceLock::new();
+    TRUST.get_or_init(|| TrustStore::from_file(trust_file()).unwrap())
+}
+
+/// A playbook's signed artifact: its component and manifest, signed by the
+/// test author key (once per test process).
+pub fn artifact(name: &str) -> Vec<u8> {
+    static SIGNED: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+    let signed = SIGNED.get_or_init(Mutex::default);
+    if let Some(bytes) = signed.lock().unwrap().get(name) {
+        return bytes.clone();
+    }
+    let bytes = salve::artifact::sign(&component_bytes(name), Some(&manifest_text(name)), author_key()).unwrap();
+    signed.lock().unwrap().insert(name.to_string(), bytes.clone());
+    bytes
+}
+
 pub fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
     SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig::default()).unwrap())
 }
 
-/// A playbook, compiled and checked once per test process.
+pub fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| Catalog::new(sandbox().clone()))
+}
+
+/// A playbook's signed artifact, verified and compiled once per process.
+pub fn load(name: &str) -> Result<Arc<Playbook>, salve::artifact::ArtifactError> {
+    catalog().load(&artifact(name), trust(), "dev", std::time::SystemTime::now())
+}
+
 pub fn playbook(name: &str) -> Arc<Playbook> {
-    static LOADED: OnceLock<Mutex<HashMap<String, Arc<Playbook>>>> = OnceLock::new();
-    let loaded = LOADED.get_or_init(Mutex::default);
-    if let Some(p) = loaded.lock().unwrap().get(name) {
-        return Arc::clone(p);
-    }
-    let p = Arc::new(
-        sandbox()
-            .load(name, &component_bytes(name))
-            .unwrap_or_else(|e| panic!("{name}: {e}")),
-    );
-    loaded.lock().unwrap().insert(name.to_string(), Arc::clone(&p));
-    p
+    load(name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// A temporary root holding a data directory and whatever a test grants.
@@ -78,10 +128,7 @@ pub struct Site {
 
 impl Site {
     pub fn new() -> Site {
-        Site {
-            root: tempfile::tempdir().unwrap(),
-            runner: OnceLock::new(),
-        }
+        Site { root: tempfile::tempdir().unwrap(), runner: OnceLock::new() }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -98,22 +145,38 @@ impl Site {
     pub fn runner(&self) -> &Runner {
         self.runner.get_or_init(|| {
             let audit = AuditLog::open(&self.data()).unwrap();
-            Runner::new(sandbox().clone(), audit, &self.data()).unwrap()
+            Runner::new(sandbox().clone(), audit, &self.data()).unwrap().with_seal_key(runner_key()).unwrap()
         })
     }
 
-    /// A grant from TOML, where `{root}` stands for the site's root.
-    pub fn grant(&self, toml: &str) -> Grant {
+    /// A grant from TOML, where `{root}` stands for the site's root, opened
+    /// within the playbook's manifest.
+    pub fn grant_for(&self, playbook: &Playbook, toml: &str) -> Grant {
         let toml = toml.replace("{root}", &self.root.path().display().to_string());
-        Grant::open(&GrantSpec::parse(&toml).unwrap()).unwrap()
+        let spec = GrantSpec::parse(&toml).unwrap();
+        Grant::open_within(&spec, playbook.manifest().unwrap()).unwrap()
     }
 
-    pub async fn run(&self, playbook: &str, grant: &str, params: &[(&str, &str)]) -> Report {
+    pub async fn run(&self, name: &str, grant: &str, params: &[(&str, &str)]) -> Report {
         let job = job(params);
-        self.runner()
-            .run(&self::playbook(playbook), &self.grant(grant), &job)
-            .await
-            .unwrap()
+        let playbook = playbook(name);
+        self.runner().run(&playbook, &self.grant_for(&playbook, grant), &job).await.unwrap()
+    }
+
+    /// The data directory a `salve` process needs: the test trust store and
+    /// runner key. Returns the data directory.
+    pub fn init_data_dir(&self) -> PathBuf {
+        let data = self.data();
+        std::fs::create_dir_all(data.join("keys")).unwrap();
+        std::fs::write(data.join("trust.toml"), toml::to_string(&trust_file()).unwrap()).unwrap();
+        let key = PrivateKey::from_seed("runner", Role::Runner, [8; 32]);
+        key.write(&data.join("keys")).unwrap();
+        data
+    }
+
+    /// A playbook's signed artifact, as a file in the site.
+    pub fn artifact_file(&self, name: &str) -> PathBuf {
+        self.write(&format!("artifacts/{name}-signed.wasm"), artifact(name))
     }
 
     /// Every audit record so far.
@@ -170,12 +233,7 @@ pub fn phase_ends(records: &[Value]) -> Vec<(String, String)> {
     of_kind(records, "phase")
         .into_iter()
         .filter(|r| r["status"] != "started" && r["status"] != "log-suppressed")
-        .map(|r| {
-            (
-                r["phase"].as_str().unwrap().to_string(),
-                r["status"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|r| (r["phase"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
         .collect()
 }
 

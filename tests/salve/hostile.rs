@@ -1,7 +1,8 @@
 //! Each hostile playbook: its outcome, the audit records that prove it, and
 //! no side effect outside its grant.
 
-use crate::common::{Site, component_bytes, of_kind, phase_ends, phases, playbook, sandbox};
+use crate::common::{Site, load, of_kind, phase_ends, phases, playbook, sandbox};
+use salve::artifact::ArtifactError;
 use salve::run::{CauseKind, Outcome};
 use salve::sandbox::LoadError;
 
@@ -20,6 +21,20 @@ access = "ro"
 [limits]
 timeout = "10s"
 "#;
+
+/// `logs` only, for playbooks that declare just that mount.
+const LOGS: &str = r#"
+[[fs]]
+name = "logs"
+path = "{root}/granted"
+access = "rw"
+
+[limits]
+timeout = "10s"
+"#;
+
+/// No directory, for playbooks that declare no fs.
+const NO_FS: &str = "[limits]\ntimeout = \"10s\"\n";
 
 fn site() -> Site {
     let site = Site::new();
@@ -52,31 +67,19 @@ pub(crate) async fn escape_fs() {
     assert_eq!(site.snapshot(), before, "nothing changed, inside or outside the grant");
     let records = site.job_records(&report.job_id);
     let calls = of_kind(&records, "call");
-    assert_eq!(calls.len(), 24, "one audit record per attempt");
+    assert_eq!(calls.len(), 25, "one audit record per attempt");
     for call in &calls {
         assert!(call["outcome"]["denied"].is_string(), "not denied: {call}");
     }
     // Mutating calls that pass the lexical checks record their intent, then
     // are refused on disk (symlink or hard link): each intent's call is denied.
     for intent in of_kind(&records, "intent") {
-        let call = calls
-            .iter()
-            .find(|c| c["intent"] == intent["seq"])
-            .expect("a call for every intent");
+        let call = calls.iter().find(|c| c["intent"] == intent["seq"]).expect("a call for every intent");
         assert!(call["outcome"]["denied"].is_string(), "{call}");
     }
     let reasons: Vec<&str> = calls.iter().map(|c| c["outcome"]["denied"].as_str().unwrap()).collect();
-    for expected in [
-        "absolute paths",
-        "`..`",
-        "leaves the granted directory",
-        "hard links",
-        "read-only",
-    ] {
-        assert!(
-            reasons.iter().any(|r| r.contains(expected)),
-            "no refusal mentions {expected:?}: {reasons:#?}"
-        );
+    for expected in ["absolute paths", "`..`", "leaves the granted directory", "hard links", "read-only"] {
+        assert!(reasons.iter().any(|r| r.contains(expected)), "no refusal mentions {expected:?}: {reasons:#?}");
     }
 }
 
@@ -85,13 +88,13 @@ async fn escape_fs_without_an_fs_grant_meets_the_denying_stub() {
     let site = site();
     let before = site.snapshot();
 
-    let report = site.run("escape-fs", "[limits]\ntimeout = \"10s\"\n", &[]).await;
+    let report = site.run("escape-fs", NO_FS, &[]).await;
 
     assert_eq!(report.outcome, Outcome::Succeeded);
     assert_eq!(site.snapshot(), before);
     let records = site.job_records(&report.job_id);
     let calls = of_kind(&records, "call");
-    assert_eq!(calls.len(), 24);
+    assert_eq!(calls.len(), 25);
     for call in calls {
         assert_eq!(call["outcome"]["denied"], "fs is not granted to this task", "{call}");
         assert_eq!(call["interface"], "fs");
@@ -101,17 +104,17 @@ async fn escape_fs_without_an_fs_grant_meets_the_denying_stub() {
 #[tokio::test]
 pub(crate) async fn infinite_loop() {
     let site = site();
-    let grant = format!("{GRANT}apply_timeout = \"300ms\"\n");
+    let before = site.snapshot();
+    let grant = format!("{NO_FS}apply_timeout = \"300ms\"\n");
 
     let report = site.run("infinite-loop", &grant, &[]).await;
 
     assert_eq!(cause_kind(&report.outcome), CauseKind::Timeout);
+    assert_eq!(report.outcome.cause().unwrap().message, "ran past its deadline of 300ms", "the epoch deadline fired");
+    assert_eq!(site.snapshot(), before);
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }));
     let records = site.job_records(&report.job_id);
-    assert_eq!(
-        phase_ends(&records),
-        phases(&[("apply", "timeout"), ("rollback", "ok")])
-    );
+    assert_eq!(phase_ends(&records), phases(&[("apply", "timeout"), ("rollback", "ok")]));
     let logs = of_kind(&records, "log");
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0]["message"], "rollback after the deadline");
@@ -120,35 +123,30 @@ pub(crate) async fn infinite_loop() {
 #[tokio::test]
 pub(crate) async fn memory_bomb() {
     let site = site();
-    let grant = GRANT.replace("[limits]", "[limits]\nmemory = \"16MiB\"");
+    let before = site.snapshot();
+    let grant = NO_FS.replace("[limits]", "[limits]\nmemory = \"16MiB\"");
 
     let report = site.run("memory-bomb", &grant, &[]).await;
 
+    assert_eq!(site.snapshot(), before);
     assert_eq!(cause_kind(&report.outcome), CauseKind::MemoryLimit);
-    assert!(
-        report.outcome.cause().unwrap().message.contains("16777216"),
-        "{:?}",
-        report.outcome
-    );
+    assert!(report.outcome.cause().unwrap().message.contains("16777216"), "{:?}", report.outcome);
     let records = site.job_records(&report.job_id);
-    assert_eq!(
-        phase_ends(&records),
-        phases(&[("apply", "memory-limit"), ("rollback", "ok")])
-    );
+    assert_eq!(phase_ends(&records), phases(&[("apply", "memory-limit"), ("rollback", "ok")]));
 }
 
 #[tokio::test]
 pub(crate) async fn deep_recursion() {
     let site = site();
 
-    let report = site.run("deep-recursion", GRANT, &[]).await;
+    let before = site.snapshot();
 
+    let report = site.run("deep-recursion", NO_FS, &[]).await;
+
+    assert_eq!(site.snapshot(), before);
     assert_eq!(cause_kind(&report.outcome), CauseKind::StackOverflow);
     let records = site.job_records(&report.job_id);
-    assert_eq!(
-        phase_ends(&records),
-        phases(&[("apply", "stack-overflow"), ("rollback", "ok")])
-    );
+    assert_eq!(phase_ends(&records), phases(&[("apply", "stack-overflow"), ("rollback", "ok")]));
 }
 
 #[tokio::test]
@@ -156,13 +154,9 @@ pub(crate) async fn partial_then_trap() {
     let site = site();
     let before = site.snapshot();
 
-    let report = site.run("partial-then-trap", GRANT, &[]).await;
+    let report = site.run("partial-then-trap", LOGS, &[]).await;
 
-    assert!(
-        matches!(report.outcome, Outcome::RolledBack { .. }),
-        "{:?}",
-        report.outcome
-    );
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
     assert_eq!(cause_kind(&report.outcome), CauseKind::Trap);
     assert_eq!(site.snapshot(), before, "rollback restored both files byte for byte");
     let records = site.job_records(&report.job_id);
@@ -180,19 +174,9 @@ pub(crate) async fn partial_then_trap() {
         .collect();
     assert_eq!(
         order[..6],
-        [
-            "journal 0",
-            "intent logs/a.txt",
-            "write logs/a.txt",
-            "journal 1",
-            "intent logs/b.txt",
-            "write logs/b.txt"
-        ]
+        ["journal 0", "intent logs/a.txt", "write logs/a.txt", "journal 1", "intent logs/b.txt", "write logs/b.txt"]
     );
-    assert!(
-        !site.data().join(format!("journal/{}.journal", report.job_id)).exists(),
-        "journal removed after rollback"
-    );
+    assert!(!site.data().join(format!("journal/{}.journal", report.job_id)).exists(), "journal removed after rollback");
 }
 
 #[tokio::test]
@@ -200,25 +184,25 @@ pub(crate) async fn verify_fails() {
     let site = site();
     let before = site.snapshot();
 
-    let report = site.run("verify-fails", GRANT, &[]).await;
+    let report = site.run("verify-fails", LOGS, &[]).await;
 
     let cause = report.outcome.cause().unwrap();
     assert_eq!((cause.phase.name(), &cause.kind), ("verify", &CauseKind::Error));
     assert_eq!(cause.message, "failed: the service still does not answer");
     assert_eq!(site.snapshot(), before);
     let records = site.job_records(&report.job_id);
-    assert_eq!(
-        phase_ends(&records),
-        phases(&[("apply", "ok"), ("verify", "error"), ("rollback", "ok")])
-    );
+    assert_eq!(phase_ends(&records), phases(&[("apply", "ok"), ("verify", "error"), ("rollback", "ok")]));
 }
 
 #[tokio::test]
 pub(crate) async fn rollback_fails() {
     let site = site();
 
-    let report = site.run("rollback-fails", GRANT, &[]).await;
+    let before = site.snapshot();
 
+    let report = site.run("rollback-fails", NO_FS, &[]).await;
+
+    assert_eq!(site.snapshot(), before);
     let Outcome::RollbackFailed { cause, rollback_cause } = &report.outcome else {
         panic!("expected rollback-failed, got {:?}", report.outcome);
     };
@@ -229,18 +213,18 @@ pub(crate) async fn rollback_fails() {
     assert_eq!(outcome[0]["outcome"], "rollback-failed");
     assert_eq!(outcome[0]["rollback_cause"], "rollback: failed: cannot undo 1 step(s)");
     let journal = site.data().join(format!("journal/{}.journal", report.job_id));
-    assert!(
-        journal.exists(),
-        "the journal is kept for the person who must finish the job"
-    );
+    assert!(journal.exists(), "the journal is kept for the person who must finish the job");
 }
 
 #[tokio::test]
 pub(crate) async fn noisy_output() {
     let site = site();
 
-    let report = site.run("noisy-output", GRANT, &[]).await;
+    let before = site.snapshot();
 
+    let report = site.run("noisy-output", NO_FS, &[]).await;
+
+    assert_eq!(site.snapshot(), before);
     assert_eq!(report.outcome, Outcome::Succeeded);
     let records = site.job_records(&report.job_id);
     let outputs = of_kind(&records, "output");
@@ -250,11 +234,7 @@ pub(crate) async fn noisy_output() {
         assert_eq!(output["stream"], stream);
         assert_eq!(output["bytes"], total, "every byte counted");
         assert_eq!(output["truncated"], true);
-        assert_eq!(
-            output["text"].as_str().unwrap().len(),
-            limit,
-            "only a bounded prefix kept"
-        );
+        assert_eq!(output["text"].as_str().unwrap().len(), limit, "only a bounded prefix kept");
     }
 }
 
@@ -262,7 +242,7 @@ pub(crate) async fn noisy_output() {
 pub(crate) async fn noop() {
     let site = site();
 
-    let report = site.run("noop", GRANT, &[]).await;
+    let report = site.run("noop", NO_FS, &[]).await;
 
     assert_eq!(report.outcome, Outcome::Succeeded);
     let records = site.job_records(&report.job_id);
@@ -278,19 +258,13 @@ pub(crate) async fn plan_writes() {
 
     let report = site
         .runner()
-        .plan(&playbook("plan-writes"), &site.grant(GRANT), &job)
+        .plan(&playbook("plan-writes"), &site.grant_for(&playbook("plan-writes"), LOGS), &job)
         .await
         .unwrap();
 
     let changes = report.changes.unwrap();
-    assert_eq!(
-        changes[0].detail, "denied: logs is granted read-only",
-        "plan gets every directory read-only"
-    );
-    assert_eq!(
-        changes[1].detail,
-        "denied: the journal can be written in apply only, not in plan"
-    );
+    assert_eq!(changes[0].detail, "denied: logs is granted read-only", "plan gets every directory read-only");
+    assert_eq!(changes[1].detail, "denied: the journal can be written in apply only, not in plan");
     assert_eq!(site.snapshot(), before);
     let records = site.job_records(&report.job_id);
     assert_eq!(of_kind(&records, "job")[0]["grant"]["fs"][0]["access"], "ro");
@@ -299,24 +273,24 @@ pub(crate) async fn plan_writes() {
 
 #[test]
 pub(crate) fn no_rollback() {
-    match sandbox().load("no-rollback", &component_bytes("no-rollback")) {
-        Err(LoadError::MissingExports { missing }) => assert_eq!(missing, ["rollback"]),
+    match load("no-rollback") {
+        Err(ArtifactError::Load(LoadError::MissingExports { missing })) => assert_eq!(missing, ["rollback"]),
         other => panic!("expected MissingExports, got {other:?}"),
     }
 }
 
 #[test]
 pub(crate) fn wrong_signature() {
-    match sandbox().load("wrong-signature", &component_bytes("wrong-signature")) {
-        Err(LoadError::ExportTypes(detail)) => assert!(detail.starts_with("`apply`"), "{detail}"),
+    match load("wrong-signature") {
+        Err(ArtifactError::Load(LoadError::ExportTypes(detail))) => assert!(detail.starts_with("`apply`"), "{detail}"),
         other => panic!("expected ExportTypes, got {other:?}"),
     }
 }
 
 #[test]
 pub(crate) fn wasi_fs() {
-    match sandbox().load("wasi-fs", &component_bytes("wasi-fs")) {
-        Err(LoadError::ForbiddenImport { import, why }) => {
+    match load("wasi-fs") {
+        Err(ArtifactError::Load(LoadError::ForbiddenImport { import, why })) => {
             assert!(import.starts_with("wasi:filesystem/"), "{import}");
             assert!(why.contains("salve:playbook/fs"), "{why}");
         }
@@ -326,8 +300,5 @@ pub(crate) fn wasi_fs() {
 
 #[test]
 fn bytes_that_are_not_a_component_are_refused() {
-    assert!(matches!(
-        sandbox().load("junk", b"\0asm junk"),
-        Err(LoadError::NotAComponent(_))
-    ));
+    assert!(matches!(sandbox().load("junk", b"\0asm junk"), Err(LoadError::NotAComponent(_))));
 }

@@ -35,13 +35,7 @@ fn log_text(bytes: usize, seed: u64) -> Vec<u8> {
     let mut n = seed;
     while out.len() < bytes {
         n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        writeln!(
-            out,
-            "2026-11-23T12:00:{:02}Z INFO request id={n:016x} latency_ms={}",
-            n % 60,
-            n % 997
-        )
-        .unwrap();
+        writeln!(out, "2026-11-23T12:00:{:02}Z INFO request id={n:016x} latency_ms={}", n % 60, n % 997).unwrap();
     }
     out
 }
@@ -73,10 +67,7 @@ pub(crate) async fn rotate_logs() {
     assert_eq!(read("app.log"), b"", "truncated in place");
     assert_eq!(gunzip(&read("app.log.1.gz")), before[Path::new("logs/app.log")]);
     assert_eq!(gunzip(&read("app.log.2.gz")), b"generation one\n", "shifted up");
-    assert!(
-        !logs.join("app.log.3.gz").exists(),
-        "keep=2: the oldest generation is dropped"
-    );
+    assert!(!logs.join("app.log.3.gz").exists(), "keep=2: the oldest generation is dropped");
     assert_eq!(read("worker.log"), b"");
     assert_eq!(gunzip(&read("worker.log.1.gz")), before[Path::new("logs/worker.log")]);
     assert_eq!(read("small.log"), b"tiny\n", "under max_bytes: untouched");
@@ -91,11 +82,7 @@ pub(crate) async fn rotate_logs() {
     // app.log: remove .2, rename .1 -> .2, create .1, truncate; worker.log:
     // create .1, truncate.
     assert_eq!(of_kind(&records, "journal").len(), 6);
-    assert_eq!(
-        of_kind(&records, "intent").len(),
-        6,
-        "one durable intent per mutating call"
-    );
+    assert_eq!(of_kind(&records, "intent").len(), 6, "one durable intent per mutating call");
 }
 
 #[tokio::test]
@@ -110,19 +97,13 @@ async fn rotate_logs_rolls_back_a_partial_rotation() {
 
     let report = site.run("rotate-logs", GRANT, PARAMS).await;
 
-    let Outcome::RolledBack { cause } = &report.outcome else {
-        panic!("{:?}", report.outcome)
-    };
+    let Outcome::RolledBack { cause } = &report.outcome else { panic!("{:?}", report.outcome) };
     assert_eq!(cause.kind, CauseKind::Error);
     assert!(cause.message.contains("hard links"), "{cause}");
     assert_eq!(site.snapshot(), before, "every rotated file is back, byte for byte");
     let records = site.job_records(&report.job_id);
     assert_eq!(phase_ends(&records), phases(&[("apply", "error"), ("rollback", "ok")]));
-    assert_eq!(
-        of_kind(&records, "journal").len(),
-        6,
-        "both logs were rotated before the failure"
-    );
+    assert_eq!(of_kind(&records, "journal").len(), 6, "both logs were rotated before the failure");
 }
 
 #[tokio::test]
@@ -137,10 +118,7 @@ async fn rotate_logs_rolls_back_when_verify_fails() {
 
     let cause = report.outcome.cause().expect("rolled back");
     assert_eq!(cause.phase.name(), "verify");
-    assert!(
-        cause.message.contains("small.log.1.gz is not a valid gzip file"),
-        "{cause}"
-    );
+    assert!(cause.message.contains("small.log.1.gz is not a valid gzip file"), "{cause}");
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }));
     assert_eq!(site.snapshot(), before);
 }
@@ -162,14 +140,11 @@ async fn rotate_logs_plans_without_changing_anything() {
     let site = site_with_logs();
     let before = site.snapshot();
     let params: Vec<(String, String)> = PARAMS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let job = salve::run::JobContext {
-        parameters: params,
-        ..job(&[])
-    };
+    let job = salve::run::JobContext { parameters: params, ..job(&[]) };
 
     let report = site
         .runner()
-        .plan(&playbook("rotate-logs"), &site.grant(GRANT), &job)
+        .plan(&playbook("rotate-logs"), &site.grant_for(&playbook("rotate-logs"), GRANT), &job)
         .await
         .unwrap();
 

@@ -69,11 +69,7 @@ impl Settings {
     }
 
     fn oversized(&self) -> Result<Vec<(String, u64)>, Error> {
-        Ok(self
-            .logs()?
-            .into_iter()
-            .filter(|(_, size)| *size > self.max_bytes)
-            .collect())
+        Ok(self.logs()?.into_iter().filter(|(_, size)| *size > self.max_bytes).collect())
     }
 }
 
@@ -146,14 +142,8 @@ impl Step {
         };
         let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| bad());
         let step = match tag {
-            1 => Step::Removed {
-                path: text(take()?)?,
-                content: take()?,
-            },
-            2 => Step::Renamed {
-                from: text(take()?)?,
-                to: text(take()?)?,
-            },
+            1 => Step::Removed { path: text(take()?)?, content: take()? },
+            2 => Step::Renamed { from: text(take()?)?, to: text(take()?)? },
             3 => Step::Created { path: text(take()?)? },
             4 => Step::Truncated {
                 path: text(take()?)?,
@@ -243,22 +233,14 @@ fn rotate(settings: &Settings, name: &str) -> Result<(), Error> {
     let oldest = settings.generation(name, settings.keep);
     if exists(&oldest)? {
         let content = read_all(&oldest, CHUNK)?;
-        Step::Removed {
-            path: oldest.clone(),
-            content,
-        }
-        .record()?;
+        Step::Removed { path: oldest.clone(), content }.record()?;
         fs::remove_file(&oldest)?;
     }
     for n in (1..settings.keep).rev() {
         let from = settings.generation(name, n);
         if exists(&from)? {
             let to = settings.generation(name, n + 1);
-            Step::Renamed {
-                from: from.clone(),
-                to: to.clone(),
-            }
-            .record()?;
+            Step::Renamed { from: from.clone(), to: to.clone() }.record()?;
             fs::rename(&from, &to)?;
         }
     }
@@ -268,22 +250,12 @@ fn rotate(settings: &Settings, name: &str) -> Result<(), Error> {
         return Err(Error::failed(format!("{gz} appeared while rotating; stopping")));
     }
     let mut encoder = GzEncoder::new(Vec::new(), Compression::new(settings.level));
-    encoder
-        .write_all(&content)
-        .map_err(|e| Error::failed(format!("compressing {log}: {e}")))?;
-    let compressed = encoder
-        .finish()
-        .map_err(|e| Error::failed(format!("compressing {log}: {e}")))?;
+    encoder.write_all(&content).map_err(|e| Error::failed(format!("compressing {log}: {e}")))?;
+    let compressed = encoder.finish().map_err(|e| Error::failed(format!("compressing {log}: {e}")))?;
     Step::Created { path: gz.clone() }.record()?;
     append_all(&gz, &compressed)?;
 
-    Step::Truncated {
-        path: log.clone(),
-        gz,
-        len: content.len() as u64,
-        sha256: sha(&content),
-    }
-    .record()?;
+    Step::Truncated { path: log.clone(), gz, len: content.len() as u64, sha256: sha(&content) }.record()?;
     fs::truncate(&log, 0)
 }
 
@@ -319,10 +291,7 @@ impl Playbook for RotateLogs {
         let settings = Settings::from(&ctx)?;
         for (name, size) in settings.logs()? {
             if size > settings.max_bytes {
-                return Err(Error::failed(format!(
-                    "{name} is still {size} bytes (> {})",
-                    settings.max_bytes
-                )));
+                return Err(Error::failed(format!("{name} is still {size} bytes (> {})", settings.max_bytes)));
             }
             let gz = settings.generation(&name, 1);
             if exists(&gz)? {
@@ -334,10 +303,7 @@ impl Playbook for RotateLogs {
     }
 
     fn rollback(_ctx: Context, journal: Vec<Vec<u8>>) -> Result<(), Error> {
-        let steps = journal
-            .iter()
-            .map(|entry| Step::decode(entry))
-            .collect::<Result<Vec<_>, _>>()?;
+        let steps = journal.iter().map(|entry| Step::decode(entry)).collect::<Result<Vec<_>, _>>()?;
         for step in steps.iter().rev() {
             step.undo()?;
         }
@@ -354,23 +320,10 @@ mod tests {
     #[test]
     fn steps_round_trip_through_the_journal_encoding() {
         let steps = [
-            Step::Removed {
-                path: "logs/a.log.5.gz".into(),
-                content: vec![1, 2, 3],
-            },
-            Step::Renamed {
-                from: "logs/a.log.1.gz".into(),
-                to: "logs/a.log.2.gz".into(),
-            },
-            Step::Created {
-                path: "logs/a.log.1.gz".into(),
-            },
-            Step::Truncated {
-                path: "logs/a.log".into(),
-                gz: "logs/a.log.1.gz".into(),
-                len: 9,
-                sha256: [7; 32],
-            },
+            Step::Removed { path: "logs/a.log.5.gz".into(), content: vec![1, 2, 3] },
+            Step::Renamed { from: "logs/a.log.1.gz".into(), to: "logs/a.log.2.gz".into() },
+            Step::Created { path: "logs/a.log.1.gz".into() },
+            Step::Truncated { path: "logs/a.log".into(), gz: "logs/a.log.1.gz".into(), len: 9, sha256: [7; 32] },
         ];
         for step in steps {
             assert_eq!(Step::decode(&step.encode()).unwrap(), step);

@@ -40,10 +40,7 @@ pub use salve::playbook::{fs, journal, log};
 impl Context {
     /// The value of parameter `name`, if the job gave one.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.parameters
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.parameters.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// Parameter `name` parsed as `T`, or `default` when absent; `invalid`
@@ -51,9 +48,7 @@ impl Context {
     pub fn param_or<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, Error> {
         match self.param(name) {
             None => Ok(default),
-            Some(raw) => raw
-                .parse()
-                .map_err(|_| Error::Invalid(format!("parameter {name}={raw:?} is not valid"))),
+            Some(raw) => raw.parse().map_err(|_| Error::Invalid(format!("parameter {name}={raw:?} is not valid"))),
         }
     }
 }

@@ -21,16 +21,14 @@ fn attempts() -> Vec<(&'static str, Result<(), Error>)> {
         ("read unknown mount", fs::read("elsewhere/x", 0, 64).map(drop)),
         ("read .", fs::read("logs/./inside.txt", 0, 64).map(drop)),
         ("read empty component", fs::read("logs//inside.txt", 0, 64).map(drop)),
-        (
-            "read via dir symlink",
-            fs::read("logs/escape-dir/secret.txt", 0, 64).map(drop),
-        ),
+        ("read via dir symlink", fs::read("logs/escape-dir/secret.txt", 0, 64).map(drop)),
         ("read via file symlink", fs::read("logs/escape-file", 0, 64).map(drop)),
         ("read hard link", fs::read("logs/hardlink.txt", 0, 64).map(drop)),
         ("list via dir symlink", fs::list_dir("logs/escape-dir").map(drop)),
         ("stat via dir symlink", fs::stat("logs/escape-dir/secret.txt").map(drop)),
         ("write via dir symlink", fs::write("logs/escape-dir/planted.txt", b"x")),
-        ("write via file symlink", fs::append("logs/escape-file", b"x")),
+        ("write via file symlink", fs::write("logs/escape-file", b"x")),
+        ("append via file symlink", fs::append("logs/escape-file", b"x")),
         ("append hard link", fs::append("logs/hardlink.txt", b"x")),
         ("truncate hard link", fs::truncate("logs/hardlink.txt", 0)),
         ("write under ro", fs::write("ro/planted.txt", b"x")),
@@ -40,10 +38,7 @@ fn attempts() -> Vec<(&'static str, Result<(), Error>)> {
         ("mkdir under ro", fs::create_dir("ro/sub")),
         ("rename across mounts", fs::rename("logs/inside.txt", "ro/inside.txt")),
         ("rename out via ..", fs::rename("logs/inside.txt", "logs/../moved.txt")),
-        (
-            "rename into dir symlink",
-            fs::rename("logs/inside.txt", "logs/escape-dir/moved.txt"),
-        ),
+        ("rename into dir symlink", fs::rename("logs/inside.txt", "logs/escape-dir/moved.txt")),
         ("remove the mount root", fs::remove_file("logs")),
     ]
 }

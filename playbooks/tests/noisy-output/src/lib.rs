@@ -14,16 +14,12 @@ impl Playbook for NoisyOutput {
         let line = [b'x'; 1023];
         let mut out = std::io::stdout().lock();
         for _ in 0..8 * 1024 {
-            out.write_all(&line)
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(|e| Error::failed(e.to_string()))?;
+            out.write_all(&line).and_then(|()| out.write_all(b"\n")).map_err(|e| Error::failed(e.to_string()))?;
         }
         drop(out);
         let mut err = std::io::stderr().lock();
         for _ in 0..1024 {
-            err.write_all(&line)
-                .and_then(|()| err.write_all(b"\n"))
-                .map_err(|e| Error::failed(e.to_string()))?;
+            err.write_all(&line).and_then(|()| err.write_all(b"\n")).map_err(|e| Error::failed(e.to_string()))?;
         }
         Ok(())
     }

@@ -33,10 +33,7 @@ impl Playbook for PartialThenTrap {
     }
     fn rollback(_: Context, journal: Vec<Vec<u8>>) -> Result<(), Error> {
         // The journal must arrive complete and in the order it was written.
-        let paths: Vec<&[u8]> = journal
-            .iter()
-            .map(|e| e.split(|&b| b == 0).next().unwrap_or_default())
-            .collect();
+        let paths: Vec<&[u8]> = journal.iter().map(|e| e.split(|&b| b == 0).next().unwrap_or_default()).collect();
         if paths != [FILES[0].as_bytes(), FILES[1].as_bytes()] {
             return Err(Error::failed(format!(
                 "journal arrived as {} entries, out of order or incomplete",

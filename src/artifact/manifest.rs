@@ -1,0 +1,395 @@
+//! The playbook manifest (`playbook.toml`): what a playbook is, who owns
+//! it, how risky it is, and the most it may ever be granted. It is signed
+//! together with the component; a grant can only narrow it.
+//!
+//! ```toml
+//! name = "rotate-logs"
+//! version = "1.0.0"
+//! owner = "platform-team@example.com"
+//! purpose = "Compress oversized logs into rotated gzip generations"
+//! risk_class = "execution"          # read-only | advisory | execution
+//! reversibility = "reversible"      # reversible | compensating | irreversible
+//!
+//! [[capabilities.fs]]
+//! name = "logs"                     # the mount name the playbook uses
+//! paths = ["/var/log/**"]           # directories a grant may give it
+//! access = "rw"                     # the most a grant may give: ro | rw
+//!
+//! [[parameters]]
+//! name = "keep"
+//! type = "integer"                  # integer | string | boolean
+//! required = false
+//! min = 1
+//! max = 99
+//!
+//! [limits]                          # defaults, and the most a grant may set
+//! timeout = "30s"
+//! memory = "64MiB"
+//! ```
+//!
+//! # Errors
+//! Unknown fields, duplicate keys and every inconsistency are a
+//! [`ManifestError`] naming the field.
+
+use crate::grant::{Access, LimitsSpec};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    #[error("the manifest is not valid TOML for salve: {0}")]
+    Parse(String),
+    #[error("the manifest's {field} {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RiskClass {
+    ReadOnly,
+    Advisory,
+    Execution,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reversibility {
+    Reversible,
+    Compensating,
+    Irreversible,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: semver::Version,
+    pub owner: String,
+    pub purpose: String,
+    pub risk_class: RiskClass,
+    pub reversibility: Reversibility,
+    #[serde(default)]
+    pub capabilities: Declared,
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+/// The capabilities a playbook declares, with their maximum scopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Declared {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fs: Vec<FsDeclaration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsDeclaration {
+    pub name: String,
+    /// Absolute path patterns: `*` matches within one component, `**` any
+    /// number of components.
+    pub paths: Vec<String>,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    Integer,
+    String,
+    Boolean,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameter {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Strings: a regular expression the whole value must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Strings: the only values allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    /// Integers: the range allowed, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+}
+
+/// Why a job's parameters do not fit the schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parameter {name}: {reason}")]
+pub struct ParamError {
+    pub name: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+fn is_identifier(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Manifest {
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| ManifestError::Parse(e.to_string().trim_end().to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        if !is_identifier(&self.name) || self.name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("name", format!("{:?} must be lowercase letters, digits, '-' or '_'", self.name)));
+        }
+        for (field, value) in [("owner", &self.owner), ("purpose", &self.purpose)] {
+            if value.trim().is_empty() {
+                return Err(invalid(field, "is empty"));
+            }
+        }
+        for (i, fs) in self.capabilities.fs.iter().enumerate() {
+            let field = format!("capabilities.fs[{i}]");
+            if !is_identifier(&fs.name) {
+                return Err(invalid(field, format!("name {:?} may hold only letters, digits, '-' and '_'", fs.name)));
+            }
+            if self.capabilities.fs[..i].iter().any(|other| other.name == fs.name) {
+                return Err(invalid(field, format!("name {:?} is declared twice", fs.name)));
+            }
+            if fs.paths.is_empty() {
+                return Err(invalid(field, "lists no paths"));
+            }
+            for pattern in &fs.paths {
+                if !pattern.starts_with('/') || pattern.split('/').any(|c| c == "." || c == "..") {
+                    return Err(invalid(field, format!("path {pattern:?} must be absolute, without . or ..")));
+                }
+            }
+        }
+        for (i, param) in self.parameters.iter().enumerate() {
+            let field = format!("parameters[{i}] ({})", param.name);
+            if !is_identifier(&param.name) {
+                return Err(invalid(field, "has a name that is not letters, digits, '-' and '_'"));
+            }
+            if self.parameters[..i].iter().any(|other| other.name == param.name) {
+                return Err(invalid(field, "is declared twice"));
+            }
+            let string_only = param.pattern.is_some() || param.values.is_some();
+            let integer_only = param.min.is_some() || param.max.is_some();
+            if string_only && param.kind != ParamType::String {
+                return Err(invalid(field, "has pattern or values, which only a string takes"));
+            }
+            if integer_only && param.kind != ParamType::Integer {
+                return Err(invalid(field, "has min or max, which only an integer takes"));
+            }
+            if let (Some(min), Some(max)) = (param.min, param.max)
+                && min > max
+            {
+                return Err(invalid(field, format!("has min {min} above max {max}")));
+            }
+            if let Some(pattern) = &param.pattern {
+                anchored(pattern).map_err(|e| invalid(field, format!("pattern is not a regular expression: {e}")))?;
+            }
+        }
+        self.limits().map_err(|e| invalid("limits", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The manifest's limits, checked.
+    pub fn limits(&self) -> Result<crate::grant::Limits, crate::grant::GrantError> {
+        crate::grant::GrantSpec { fs: vec![], limits: self.limits.clone() }.limits()
+    }
+
+    /// The capability interfaces the manifest declares (beyond `log` and
+    /// `journal`, which every playbook has).
+    pub fn declared_interfaces(&self) -> Vec<&'static str> {
+        let mut declared = Vec::new();
+        if !self.capabilities.fs.is_empty() {
+            declared.push("fs");
+        }
+        declared
+    }
+
+    pub fn fs(&self, name: &str) -> Option<&FsDeclaration> {
+        self.capabilities.fs.iter().find(|fs| fs.name == name)
+    }
+
+    /// Checks a job's parameters against the schema: no unknown name, every
+    /// required one present, every value of its type and within its bounds.
+    pub fn check_parameters(&self, given: &[(String, String)]) -> Result<(), ParamError> {
+        let err = |name: &str, reason: String| ParamError { name: name.into(), reason };
+        for (name, value) in given {
+            let Some(spec) = self.parameters.iter().find(|p| &p.name == name) else {
+                let known: Vec<&str> = self.parameters.iter().map(|p| p.name.as_str()).collect();
+                return Err(err(name, format!("is not a parameter of {} (it takes {known:?})", self.name)));
+            };
+            spec.check(value).map_err(|reason| err(name, reason))?;
+        }
+        if let Some(missing) = self.parameters.iter().find(|p| p.required && !given.iter().any(|(n, _)| n == &p.name)) {
+            return Err(err(&missing.name, "is required".into()));
+        }
+        Ok(())
+    }
+}
+
+fn anchored(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+impl Parameter {
+    fn check(&self, value: &str) -> Result<(), String> {
+        match self.kind {
+            ParamType::Integer => {
+                let n: i64 = value.parse().map_err(|_| format!("{value:?} is not an integer"))?;
+                if self.min.is_some_and(|min| n < min) || self.max.is_some_and(|max| n > max) {
+                    let min = self.min.map_or("-inf".to_string(), |m| m.to_string());
+                    let max = self.max.map_or("+inf".to_string(), |m| m.to_string());
+                    return Err(format!("{n} is outside {min}..={max}"));
+                }
+            }
+            ParamType::Boolean => {
+                if value != "true" && value != "false" {
+                    return Err(format!("{value:?} is not true or false"));
+                }
+            }
+            ParamType::String => {
+                if let Some(values) = &self.values
+                    && !values.iter().any(|v| v == value)
+                {
+                    return Err(format!("{value:?} is not one of {values:?}"));
+                }
+                if let Some(pattern) = &self.pattern
+                    && !anchored(pattern).is_ok_and(|re| re.is_match(value))
+                {
+                    return Err(format!("{value:?} does not match the pattern {pattern:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether an absolute path matches a pattern: `*` matches within one
+/// component, `**` zero or more whole components, `?` one character.
+pub fn path_matches(pattern: &str, path: &Path) -> bool {
+    let Some(path) = path.to_str() else { return false };
+    let pattern: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    let path: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    components_match(&pattern, &path)
+}
+
+fn components_match(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|skip| components_match(rest, &path[skip..])),
+        Some((first, rest)) => path
+            .split_first()
+            .is_some_and(|(head, tail)| glob(first.as_bytes(), head.as_bytes()) && components_match(rest, tail)),
+    }
+}
+
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
+        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
+        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+name = "rotate-logs"
+version = "1.2.0"
+owner = "platform"
+purpose = "rotate"
+risk_class = "execution"
+reversibility = "reversible"
+
+[[capabilities.fs]]
+name = "logs"
+paths = ["/var/log/**", "/srv/*/logs"]
+access = "rw"
+
+[[parameters]]
+name = "keep"
+type = "integer"
+min = 1
+max = 99
+
+[[parameters]]
+name = "mode"
+type = "string"
+required = true
+values = ["fast", "slow"]
+
+[[parameters]]
+name = "suffix"
+type = "string"
+pattern = "[a-z]+"
+"#;
+
+    #[test]
+    fn a_manifest_parses_and_checks_parameters() {
+        let manifest = Manifest::parse(MANIFEST).unwrap();
+        assert_eq!(manifest.version, semver::Version::new(1, 2, 0));
+        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(manifest.check_parameters(&p(&[("mode", "fast"), ("keep", "3"), ("suffix", "log")])).is_ok());
+        for (bad, reason) in [
+            (p(&[("keep", "3")]), "is required"),
+            (p(&[("mode", "fast"), ("keep", "0")]), "outside 1..=99"),
+            (p(&[("mode", "fast"), ("keep", "x")]), "not an integer"),
+            (p(&[("mode", "medium")]), "is not one of"),
+            (p(&[("mode", "fast"), ("suffix", "log; rm -rf /")]), "does not match"),
+            (p(&[("mode", "fast"), ("other", "1")]), "is not a parameter"),
+        ] {
+            let error = manifest.check_parameters(&bad).unwrap_err();
+            assert!(error.reason.contains(reason), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_duplicate_keys_and_inconsistencies_are_refused() {
+        for (text, expected) in [
+            (format!("{MANIFEST}\nextra = 1\n"), "unknown field"),
+            (MANIFEST.replace("owner = \"platform\"", "owner = \"platform\"\nowner = \"x\""), "duplicate key"),
+            (MANIFEST.replace("risk_class = \"execution\"", "risk_class = \"yolo\""), "unknown variant"),
+            (MANIFEST.replace("version = \"1.2.0\"", "version = \"one\""), "version"),
+            (MANIFEST.replace("min = 1", "min = 100"), "above max"),
+            (MANIFEST.replace("\"/srv/*/logs\"", "\"srv/logs\""), "must be absolute"),
+            (MANIFEST.replace("pattern = \"[a-z]+\"", "pattern = \"[\""), "not a regular expression"),
+            (MANIFEST.replace("name = \"keep\"", "name = \"mode\""), "declared twice"),
+        ] {
+            let error = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "expected {expected:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn path_patterns_match_whole_components() {
+        let m = |pattern, path: &str| path_matches(pattern, Path::new(path));
+        assert!(m("/var/log/**", "/var/log"));
+        assert!(m("/var/log/**", "/var/log/app/nested"));
+        assert!(!m("/var/log/**", "/var/logs"));
+        assert!(!m("/var/log/**", "/etc"));
+        assert!(m("/srv/*/logs", "/srv/web/logs"));
+        assert!(!m("/srv/*/logs", "/srv/web/x/logs"));
+        assert!(m("/tmp/app-?", "/tmp/app-1"));
+        assert!(!m("/tmp/app-?", "/tmp/app-12"));
+    }
+}

@@ -1,0 +1,95 @@
+//! `salve init` and `salve keygen`: keys and a trust store.
+
+use super::{DataDir, Exit, refused};
+use anyhow::Context as _;
+use salve::keys::{PrivateKey, Role};
+use salve::trust::{KeyEntry, TrustFile};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// How long the keys `init` creates are trusted.
+const INIT_KEY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KeygenArgs {
+    /// What the key may do: author, agent, approver or runner
+    #[arg(long)]
+    role: Role,
+    /// A name for the key (its files are NAME.key and NAME.pub)
+    #[arg(long = "id", value_name = "NAME")]
+    name: String,
+    /// Directory to write the key files to
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+fn not_after(lifetime: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + lifetime).to_string()
+}
+
+/// Creates a data directory with a runner key, a development author key,
+/// and a trust store that trusts the author key for `dev` only.
+pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
+    let dir = args.data_dir.resolve()?;
+    let trust_path = dir.join("trust.toml");
+    if trust_path.exists() {
+        return Err(refused(anyhow::anyhow!(
+            "{} is already initialised ({} exists); nothing was changed",
+            dir.display(),
+            trust_path.display()
+        )));
+    }
+    let keys = dir.join("keys");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&keys)
+        .with_context(|| format!("cannot create {}", keys.display()))?;
+    let runner = PrivateKey::generate("runner", Role::Runner)?;
+    let author = PrivateKey::generate("dev-author", Role::Author)?;
+    runner.write(&keys)?;
+    author.write(&keys)?;
+    let until = not_after(INIT_KEY_LIFETIME);
+    let trust = TrustFile {
+        keys: vec![
+            KeyEntry::new(&author.public(), vec!["dev".into()], until.clone()),
+            KeyEntry::new(&runner.public(), vec!["*".into()], until),
+        ],
+        revoked: vec![],
+    };
+    let text = format!(
+        "# salve trust store: the keys this runner trusts, for which role and environments.\n\
+         # `salve init` trusts its development author key for `dev` only.\n{}",
+        toml::to_string(&trust)?
+    );
+    std::fs::write(&trust_path, text).with_context(|| format!("cannot write {}", trust_path.display()))?;
+    println!("initialised {}", dir.display());
+    println!("  runner key:     {} ({})", keys.join("runner.key").display(), runner.id);
+    println!("  author key:     {} ({}, trusted for dev)", keys.join("dev-author.key").display(), author.id);
+    println!("  trust store:    {}", trust_path.display());
+    println!(
+        "next: salve sign --key {} --manifest playbook.toml COMPONENT.wasm -o NAME-VERSION.wasm",
+        keys.join("dev-author.key").display()
+    );
+    Ok(Exit::Succeeded)
+}
+
+/// Writes a new key pair and prints the trust store entry for it.
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<Exit> {
+    let key = PrivateKey::generate(&args.name, args.role).map_err(refused)?;
+    let (private, public) = key.write(&args.out).map_err(refused)?;
+    println!("key {} ({}, role {})", key.id, key.name, key.role);
+    println!("  private: {} (mode 0600; keep it secret)", private.display());
+    println!("  public:  {}", public.display());
+    let entry = KeyEntry::new(&key.public(), vec!["dev".into()], not_after(INIT_KEY_LIFETIME));
+    println!("\nto trust it, add to trust.toml (and set its environments):\n");
+    println!("[[keys]]\n{}", toml::to_string(&entry)?);
+    Ok(Exit::Succeeded)
+}
