@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Quickstart: builds salve and the rotate-logs playbook, then, on a demo
-# directory it creates, shows a plan, a successful run, a failed run that is
-# rolled back to the exact bytes it started from, and the audit log verified.
+# Quickstart: builds salve and the rotate-logs playbook, sets up a data
+# directory (keys, trust store), signs the playbook, and on a demo directory
+# it creates shows a plan, a successful run, a failed run that is rolled back
+# to the exact bytes it started from, and the audit log verified.
 # Needs nothing but Rust (rustup); installs the wasm32-wasip2 target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,9 +13,11 @@ echo "==> building salve and the rotate-logs playbook"
 cargo build --release --quiet
 cargo build --release --quiet --target wasm32-wasip2 --manifest-path playbooks/Cargo.toml -p rotate-logs
 salve=target/release/salve
-playbook=playbooks/target/wasm32-wasip2/release/rotate_logs.wasm
+component=playbooks/target/wasm32-wasip2/release/rotate_logs.wasm
 
-demo=$(mktemp -d "${TMPDIR:-/tmp}/salve-demo.XXXXXX")
+# Under /tmp: rotate-logs' signed manifest declares /var/log, /srv/*/log
+# and /tmp as the directories a grant may give it.
+demo=$(mktemp -d /tmp/salve-demo.XXXXXX)
 data="$demo/data"
 mkdir -p "$demo/logs"
 for name in app worker; do
@@ -34,6 +37,16 @@ memory = "64MiB"
 TOML
 echo "==> demo directory: $demo"
 ls -l "$demo/logs"
+
+echo
+echo "==> salve init: a runner key, a dev author key, a trust store for dev"
+$salve init --data-dir "$data"
+
+echo
+echo "==> salve sign: component + manifest + signature, one artifact"
+playbook="$demo/rotate-logs-1.0.0.wasm"
+$salve sign --key "$data/keys/dev-author.key" --manifest playbooks/rotate-logs/playbook.toml "$component" -o "$playbook"
+$salve inspect "$playbook" --data-dir "$data"
 
 echo
 echo "==> salve plan (read-only: what would change)"
@@ -60,7 +73,7 @@ fi
 echo "the directory is byte-identical to before the failed run"
 
 echo
-echo "==> salve audit verify (every host call, phase and outcome, hash-chained)"
+echo "==> salve audit verify (every host call, phase and outcome, hash-chained; each job sealed)"
 $salve audit verify --data-dir "$data"
 echo
 echo "last records:"

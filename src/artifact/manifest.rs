@@ -103,6 +103,16 @@ pub enum ParamType {
     Boolean,
 }
 
+impl std::fmt::Display for ParamType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ParamType::Integer => "integer",
+            ParamType::String => "string",
+            ParamType::Boolean => "boolean",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Parameter {

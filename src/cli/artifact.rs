@@ -212,7 +212,7 @@ fn print_inspection(report: &Value, manifest: Option<&Manifest>) {
                     bounds.push(format!("one of {values:?}"));
                 }
                 let required = if p.required { "required" } else { "optional" };
-                println!("    {} ({:?}, {required}) {}", p.name, p.kind, bounds.join(" "));
+                println!("    {} ({}, {required}) {}", p.name, p.kind, bounds.join(" "));
             }
         }
         None => println!("an unsigned component: it carries no manifest and no signature"),

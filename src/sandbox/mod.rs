@@ -161,6 +161,7 @@ pub enum LoadError {
 pub struct Sandbox {
     engine: Engine,
     config: Arc<SandboxConfig>,
+    cache: Option<wasmtime::Cache>,
 }
 
 impl Sandbox {
@@ -178,18 +179,20 @@ impl Sandbox {
                 .max_memory_size(config.memory_ceiling as usize);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        if let Some(dir) = &config.cache_dir {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| LoadError::Engine(format!("cannot create the cache directory {}: {e}", dir.display())))?;
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            let cache = wasmtime::Cache::new(cache).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-            wasm.cache(Some(cache));
-        }
+        let cache =
+            if let Some(dir) = &config.cache_dir {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
+                    LoadError::Engine(format!("cannot create the cache directory {}: {e}", dir.display()))
+                })?;
+                let mut cache = wasmtime::CacheConfig::new();
+                cache.with_directory(dir);
+                let cache = wasmtime::Cache::new(cache).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+                wasm.cache(Some(cache.clone()));
+                Some(cache)
+            } else {
+                None
+            };
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let weak = engine.weak();
         let tick = config.epoch_tick;
@@ -203,7 +206,7 @@ impl Sandbox {
                 }
             })
             .map_err(|e| LoadError::Engine(e.to_string()))?;
-        Ok(Sandbox { engine, config: Arc::new(config) })
+        Ok(Sandbox { engine, config: Arc::new(config), cache })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -212,6 +215,12 @@ impl Sandbox {
 
     pub fn config(&self) -> &SandboxConfig {
         &self.config
+    }
+
+    /// Hits and misses of the on-disk compilation cache in this process
+    /// (`None` without a cache directory).
+    pub fn cache_stats(&self) -> Option<(usize, usize)> {
+        self.cache.as_ref().map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// Compiles an unsigned component and checks it is a playbook this
@@ -244,9 +253,12 @@ impl Sandbox {
         let mut exports = Vec::new();
         for (name, export) in ty.exports(&self.engine) {
             match export.ty {
-                ComponentItem::ComponentInstance(instance) => {
-                    exports.extend(instance.exports(&self.engine).map(|(f, _)| format!("{name}#{f}")))
-                }
+                ComponentItem::ComponentInstance(instance) => exports.extend(
+                    instance
+                        .exports(&self.engine)
+                        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+                        .map(|(f, _)| format!("{name}#{f}")),
+                ),
                 _ => exports.push(name.to_string()),
             }
         }

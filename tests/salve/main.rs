@@ -3,7 +3,9 @@
 //! Every playbook crate under playbooks/ must have a test named after it
 //! (see `tests_by_playbook`); a playbook without one does not compile.
 
+mod artifacts;
 mod audit_chain;
+mod authoring;
 mod cli;
 mod common;
 mod concurrency;
