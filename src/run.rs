@@ -284,10 +284,17 @@ impl Runner {
         Ok(self)
     }
 
+    /// Records the job's outcome and seals it; returns once both are
+    /// durable (one `fdatasync` for the two).
     async fn finish(&self, job: &str, event: &Event<'_>) -> Result<(), RunError> {
-        self.audit.append_durable(Some(job), event).await?;
-        if let Some(key) = &self.seal_key {
-            self.audit.seal(job, key).await?;
+        match &self.seal_key {
+            Some(key) => {
+                self.audit.append(Some(job), event)?;
+                self.audit.seal(job, key).await?;
+            }
+            None => {
+                self.audit.append_durable(Some(job), event).await?;
+            }
         }
         Ok(())
     }
@@ -330,7 +337,7 @@ impl Runner {
     pub async fn run(&self, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<Report, RunError> {
         self.check_limits(grant)?;
         self.record_job("run", playbook, grant, job)?;
-        let journal = Journal::create(&self.journal_dir, &job.id)?;
+        let journal = Journal::new(&self.journal_dir, &job.id);
         let journal_path = journal.path().to_path_buf();
         let shared = JobShared {
             job: Arc::from(job.id.as_str()),
@@ -369,8 +376,11 @@ impl Runner {
             _ => {
                 // The journal served its purpose; the audit log keeps the
                 // digest of every entry.
-                if let Err(e) = std::fs::remove_file(&journal_path) {
-                    tracing::warn!(journal = %journal_path.display(), "could not remove the journal: {e}");
+                match std::fs::remove_file(&journal_path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(journal = %journal_path.display(), "could not remove the journal: {e}");
+                    }
+                    _ => {}
                 }
             }
         }
@@ -448,6 +458,7 @@ impl Runner {
             timeout: self.sandbox.config().host_call_timeout,
             inflight: Arc::clone(&shared.inflight),
             budget: Arc::clone(&shared.budget),
+            inline_reads: self.sandbox.config().inline_reads,
         };
         let audit_failed = |e: AuditError| Cause::new(phase, CauseKind::AuditUnavailable, e.to_string());
         self.audit

@@ -439,6 +439,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(5),
             inflight: Arc::default(),
             budget: Arc::new(crate::host::WriteBudget::new(1 << 20)),
+            inline_reads: false,
         };
         let mut view = FsView { mounts: grant.mounts(), calls: &calls };
 

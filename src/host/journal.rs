@@ -44,8 +44,6 @@ const FRAME_HEADER: usize = 4 + 32;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JournalError {
-    #[error("cannot create the journal {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
     #[error("cannot read the journal {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("the journal {path} is not a salve journal")]
@@ -54,10 +52,11 @@ pub enum JournalError {
     Corrupt { path: PathBuf, index: usize },
 }
 
-/// The open journal of one job, for appending.
+/// The journal of one job, for appending. The file is created by the first
+/// entry: a job that records nothing costs no file and no `fsync`.
 pub struct Journal {
     path: PathBuf,
-    file: Arc<File>,
+    file: Option<Arc<File>>,
     entries: u32,
     bytes: u64,
 }
@@ -68,19 +67,21 @@ impl Journal {
         dir.join(format!("{job}.journal"))
     }
 
-    /// Creates the journal of a new job. Fails if one exists: a job id is
-    /// never reused.
-    pub fn create(dir: &Path, job: &str) -> Result<Journal, JournalError> {
-        let path = Journal::path_for(dir, job);
-        let create = || -> std::io::Result<File> {
-            let mut file = OpenOptions::new().append(true).create_new(true).mode(0o600).open(&path)?;
-            file.write_all(MAGIC)?;
-            file.sync_all()?;
+    /// The journal of a new job; nothing is written until its first entry.
+    pub fn new(dir: &Path, job: &str) -> Journal {
+        Journal { path: Journal::path_for(dir, job), file: None, entries: 0, bytes: 0 }
+    }
+
+    /// Creates the file (never reusing one: a job id is unique) and makes
+    /// its existence durable.
+    fn create(path: &Path) -> std::io::Result<File> {
+        let mut file = OpenOptions::new().append(true).create_new(true).mode(0o600).open(path)?;
+        file.write_all(MAGIC)?;
+        file.sync_all()?;
+        if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
-            Ok(file)
-        };
-        let file = create().map_err(|source| JournalError::Create { path: path.clone(), source })?;
-        Ok(Journal { path, file: Arc::new(file), entries: 0, bytes: 0 })
+        }
+        Ok(file)
     }
 
     pub fn path(&self) -> &Path {
@@ -104,12 +105,15 @@ impl Journal {
         Ok(self.entries)
     }
 
-    /// Reads every complete entry, in order.
+    /// Reads every complete entry, in order; none if the job never recorded
+    /// one.
     pub fn read(path: &Path) -> Result<Vec<Vec<u8>>, JournalError> {
         let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|source| JournalError::Read { path: path.to_path_buf(), source })?;
+        match File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(JournalError::Read { path: path.to_path_buf(), source }),
+        }
         let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(|| JournalError::NotAJournal { path: path.into() })?;
         let mut entries = Vec::new();
         while rest.len() >= FRAME_HEADER {
@@ -154,10 +158,17 @@ impl Host for JournalView<'_> {
             Ok(index) => index,
             Err(refusal) => return calls.refuse("journal", "record", &args, refusal),
         };
-        let file = Arc::clone(&journal.file);
+        let file = journal.file.clone();
+        let path = journal.path.clone();
         let len = entry.len();
         let written = calls
             .blocking(move || {
+                let file = match file {
+                    Some(file) => file,
+                    None => Arc::new(Journal::create(&path).map_err(|e| {
+                        CapError::Failed(format!("the journal could not be created: {e}"))
+                    })?),
+                };
                 let mut frame = Vec::with_capacity(FRAME_HEADER + len);
                 frame.extend_from_slice(&(len as u32).to_le_bytes());
                 frame.extend_from_slice(&Sha256::digest(&entry));
@@ -165,11 +176,12 @@ impl Host for JournalView<'_> {
                 (&*file)
                     .write_all(&frame)
                     .and_then(|()| file.sync_data())
-                    .map_err(|e| CapError::Failed(format!("the journal could not be written: {e}")))
+                    .map_err(|e| CapError::Failed(format!("the journal could not be written: {e}")))?;
+                Ok(file)
             })
             .await;
         match written {
-            Some(Ok(())) => {}
+            Some(Ok(file)) => journal.file = Some(file),
             // A journal that may hold a partial frame cannot take more
             // entries: stop the guest. Rollback reads back what landed.
             Some(Err(error)) => return Err(wasmtime::Error::msg(format!("journal write failed: {error}"))),
@@ -196,27 +208,29 @@ mod tests {
     #[test]
     fn entries_read_back_in_order_and_a_torn_frame_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::create(dir.path(), "job").unwrap();
+        let journal = Journal::new(dir.path(), "job");
+        assert_eq!(Journal::read(journal.path()).unwrap(), Vec::<Vec<u8>>::new(), "no entry, no file");
+        let mut file = Journal::create(journal.path()).unwrap();
         for entry in [&b"first"[..], b"", b"third"] {
             let mut frame = (entry.len() as u32).to_le_bytes().to_vec();
             frame.extend_from_slice(&Sha256::digest(entry));
             frame.extend_from_slice(entry);
-            (&*journal.file).write_all(&frame).unwrap();
+            file.write_all(&frame).unwrap();
         }
-        (&*journal.file).write_all(&[9, 0, 0, 0, 1, 2]).unwrap(); // torn
+        file.write_all(&[9, 0, 0, 0, 1, 2]).unwrap(); // torn
         let entries = Journal::read(journal.path()).unwrap();
         assert_eq!(entries, vec![b"first".to_vec(), vec![], b"third".to_vec()]);
-        assert!(Journal::create(dir.path(), "job").is_err(), "a job id is never reused");
+        assert!(Journal::create(journal.path()).is_err(), "a job id is never reused");
     }
 
     #[test]
     fn a_corrupt_entry_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::create(dir.path(), "job").unwrap();
+        let journal = Journal::new(dir.path(), "job");
         let mut frame = 3u32.to_le_bytes().to_vec();
         frame.extend_from_slice(&[0; 32]);
         frame.extend_from_slice(b"abc");
-        (&*journal.file).write_all(&frame).unwrap();
+        Journal::create(journal.path()).unwrap().write_all(&frame).unwrap();
         assert!(matches!(Journal::read(journal.path()), Err(JournalError::Corrupt { index: 0, .. })));
     }
 }

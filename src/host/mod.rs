@@ -171,6 +171,9 @@ pub struct Calls {
     pub timeout: Duration,
     pub inflight: Arc<InFlight>,
     pub budget: Arc<WriteBudget>,
+    /// Run reads on the calling thread instead of the blocking pool (see
+    /// [`crate::sandbox::SandboxConfig::inline_reads`]).
+    pub inline_reads: bool,
 }
 
 impl Calls {
@@ -211,7 +214,8 @@ impl Calls {
             Effect::Read => None,
             Effect::Mutate => Some(self.record_durable(&Event::Intent { interface, function, args: &args }).await?),
         };
-        let result = match self.blocking(op).await {
+        let ran = if effect == Effect::Read && self.inline_reads { Some(op()) } else { self.blocking(op).await };
+        let result = match ran {
             Some(result) => result,
             None => {
                 let timed_out = HostCallTimedOut { interface, function, timeout: self.timeout };

@@ -93,6 +93,13 @@ pub struct SandboxConfig {
     pub output_limit: usize,
     /// Longest one host call may take.
     pub host_call_timeout: Duration,
+    /// Run read-only host calls (`fs` stat, list, read) on the calling
+    /// thread rather than on the blocking pool. A local `stat` then costs a
+    /// syscall instead of a thread hand-off (about 2 µs instead of 15), but
+    /// a read that hangs (a dead network mount) holds a runtime thread and
+    /// cannot be timed out. Mutating calls always run on the blocking pool,
+    /// where they are timed out and waited for before rollback.
+    pub inline_reads: bool,
     /// Where compiled code is cached on disk (wasmtime's compilation cache,
     /// keyed by the component's digest and the engine's configuration), so
     /// a component is compiled once, not once per process. `None`: no disk
@@ -116,6 +123,7 @@ impl Default for SandboxConfig {
             max_instances: 1000,
             output_limit: 16 << 10,
             host_call_timeout: crate::host::DEFAULT_HOST_CALL_TIMEOUT,
+            inline_reads: true,
             cache_dir: None,
         }
     }
