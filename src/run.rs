@@ -339,6 +339,7 @@ impl Runner {
         self.record_job("run", playbook, grant, job)?;
         let journal = Journal::new(&self.journal_dir, &job.id);
         let journal_path = journal.path().to_path_buf();
+        let journal_created = journal.created();
         let shared = JobShared {
             job: Arc::from(job.id.as_str()),
             inflight: Arc::default(),
@@ -373,16 +374,14 @@ impl Runner {
                     "ROLLBACK FAILED: the target may be half-changed; a person must restore it from the journal"
                 );
             }
-            _ => {
+            _ if journal_created.load(std::sync::atomic::Ordering::Acquire) => {
                 // The journal served its purpose; the audit log keeps the
                 // digest of every entry.
-                match std::fs::remove_file(&journal_path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        tracing::warn!(journal = %journal_path.display(), "could not remove the journal: {e}");
-                    }
-                    _ => {}
+                if let Err(e) = std::fs::remove_file(&journal_path) {
+                    tracing::warn!(journal = %journal_path.display(), "could not remove the journal: {e}");
                 }
             }
+            _ => {}
         }
         Ok(Report { job_id: job.id.clone(), outcome, audit_head: self.audit.head() })
     }

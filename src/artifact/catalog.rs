@@ -45,11 +45,30 @@ impl Catalog {
         now: SystemTime,
     ) -> Result<Arc<Playbook>, ArtifactError> {
         let key = digest(bytes);
-        if let Some((verified, playbook)) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            verified.recheck(trust, environment, now)?;
-            return Ok(Arc::clone(playbook));
+        if let Some(found) = self.get(&key, trust, environment, now) {
+            return found;
         }
         let verified = verify(bytes, trust, environment, now)?;
+        self.insert(key, verified)
+    }
+
+    /// A playbook loaded before, by its artifact digest, its signers checked
+    /// against the trust store again: what a runner does for each job that
+    /// names an artifact it already holds. `None` if this process has not
+    /// loaded it.
+    pub fn get(
+        &self,
+        digest: &str,
+        trust: &TrustStore,
+        environment: &str,
+        now: SystemTime,
+    ) -> Option<Result<Arc<Playbook>, ArtifactError>> {
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let (verified, playbook) = loaded.get(digest)?;
+        Some(verified.recheck(trust, environment, now).map(|()| Arc::clone(playbook)))
+    }
+
+    fn insert(&self, key: String, verified: VerifiedArtifact) -> Result<Arc<Playbook>, ArtifactError> {
         let playbook = Arc::new(self.sandbox.load_verified(&verified)?);
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (verified, Arc::clone(&playbook)));
         Ok(playbook)

@@ -366,9 +366,20 @@ impl AuditLog {
     }
 
     /// Returns once every record up to `seq` is durable.
+    ///
+    /// The first caller to find no `fdatasync` in flight leads: it syncs
+    /// everything appended so far, for itself and for every caller that
+    /// arrives meanwhile (they wait to be woken). On a multi-threaded
+    /// runtime the leader syncs on its own thread (`block_in_place`, no
+    /// hand-off to another thread); otherwise on the blocking pool, in a
+    /// task that finishes even if the leader stops waiting.
     pub async fn sync(&self, seq: u64) -> Result<(), AuditError> {
+        enum Step<'a> {
+            Wait(std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>),
+            Lead(Anchor),
+        }
         loop {
-            let notified = {
+            let step = {
                 let mut state = self.state();
                 if let Some(reason) = &state.broken {
                     return Err(AuditError::Broken(reason.clone()));
@@ -376,22 +387,33 @@ impl AuditLog {
                 if state.synced >= seq {
                     return Ok(());
                 }
-                // Registered before the lock is released, so the wake-up of
-                // the sync in flight cannot be missed.
-                let mut notified = Box::pin(self.shared.synced.notified());
-                notified.as_mut().enable();
-                if !state.syncing {
+                if state.syncing {
+                    // Registered before the lock is released, so the wake-up
+                    // of the sync in flight cannot be missed.
+                    let mut notified = Box::pin(self.shared.synced.notified());
+                    notified.as_mut().enable();
+                    Step::Wait(notified)
+                } else {
                     self.write_out(&mut state)?;
                     state.syncing = true;
-                    let target = state.last.clone();
-                    let shared = Arc::clone(&self.shared);
-                    // Detached: it finishes (and wakes the waiters) even if
-                    // this caller stops waiting.
-                    tokio::task::spawn_blocking(move || shared.finish_sync(target));
+                    Step::Lead(state.last.clone())
                 }
-                notified
             };
-            notified.await;
+            match step {
+                Step::Wait(notified) => notified.await,
+                Step::Lead(target) => {
+                    let shared = Arc::clone(&self.shared);
+                    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+                    if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+                        tokio::task::block_in_place(move || shared.finish_sync(target));
+                    } else {
+                        let mut notified = Box::pin(self.shared.synced.notified());
+                        notified.as_mut().enable();
+                        tokio::task::spawn_blocking(move || shared.finish_sync(target));
+                        notified.await;
+                    }
+                }
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 mod artifact;
 mod audit;
 mod author;
+mod bench;
 mod run;
 mod setup;
 
@@ -47,6 +48,8 @@ enum Command {
     Run(run::RunArgs),
     /// Ask a playbook what it would change, with every directory read-only.
     Plan(run::RunArgs),
+    /// Measure what salve costs on this machine; print a table, write JSON.
+    Bench(bench::BenchArgs),
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -131,6 +134,7 @@ pub fn main() -> ExitCode {
             Command::Verify(args) => artifact::verify(args),
             Command::Inspect(args) => artifact::inspect(args),
             Command::Run(args) => run::run(args).await,
+            Command::Bench(args) => bench::bench(args).await,
             Command::Plan(args) => run::plan(args).await,
             Command::Audit { command } => audit::main(command),
         }

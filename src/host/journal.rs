@@ -59,6 +59,9 @@ pub struct Journal {
     file: Option<Arc<File>>,
     entries: u32,
     bytes: u64,
+    /// Set once the file exists; shared so the runner knows after the phase
+    /// that owned the journal has ended.
+    created: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Journal {
@@ -69,7 +72,13 @@ impl Journal {
 
     /// The journal of a new job; nothing is written until its first entry.
     pub fn new(dir: &Path, job: &str) -> Journal {
-        Journal { path: Journal::path_for(dir, job), file: None, entries: 0, bytes: 0 }
+        Journal { path: Journal::path_for(dir, job), file: None, entries: 0, bytes: 0, created: Arc::default() }
+    }
+
+    /// Whether the file was created (by a first entry); stays valid after
+    /// the journal itself is gone.
+    pub fn created(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.created)
     }
 
     /// Creates the file (never reusing one: a job id is unique) and makes
@@ -165,9 +174,10 @@ impl Host for JournalView<'_> {
             .blocking(move || {
                 let file = match file {
                     Some(file) => file,
-                    None => Arc::new(Journal::create(&path).map_err(|e| {
-                        CapError::Failed(format!("the journal could not be created: {e}"))
-                    })?),
+                    None => Arc::new(
+                        Journal::create(&path)
+                            .map_err(|e| CapError::Failed(format!("the journal could not be created: {e}")))?,
+                    ),
                 };
                 let mut frame = Vec::with_capacity(FRAME_HEADER + len);
                 frame.extend_from_slice(&(len as u32).to_le_bytes());
@@ -181,7 +191,10 @@ impl Host for JournalView<'_> {
             })
             .await;
         match written {
-            Some(Ok(file)) => journal.file = Some(file),
+            Some(Ok(file)) => {
+                journal.file = Some(file);
+                journal.created.store(true, std::sync::atomic::Ordering::Release);
+            }
             // A journal that may hold a partial frame cannot take more
             // entries: stop the guest. Rollback reads back what landed.
             Some(Err(error)) => return Err(wasmtime::Error::msg(format!("journal write failed: {error}"))),

@@ -302,3 +302,23 @@ pub(crate) fn wasi_fs() {
 fn bytes_that_are_not_a_component_are_refused() {
     assert!(matches!(sandbox().load("junk", b"\0asm junk"), Err(LoadError::NotAComponent(_))));
 }
+
+/// The benchmark's playbook: N audited host calls, read-only or mutating.
+#[tokio::test]
+pub(crate) async fn bench_calls() {
+    let site = Site::new();
+    site.write("work/probe.txt", "probe");
+    let grant = "[[fs]]\nname = \"work\"\npath = \"{root}/work\"\naccess = \"rw\"\n";
+
+    let report = site.run("bench-calls", grant, &[("calls", "5"), ("mode", "stat")]).await;
+    assert_eq!(report.outcome, Outcome::Succeeded);
+    let records = site.job_records(&report.job_id);
+    assert_eq!(of_kind(&records, "call").iter().filter(|c| c["function"] == "stat" && c["outcome"] == "ok").count(), 5);
+    assert!(of_kind(&records, "intent").is_empty(), "reads have no intent");
+
+    let report = site.run("bench-calls", grant, &[("calls", "3"), ("mode", "append")]).await;
+    assert_eq!(report.outcome, Outcome::Succeeded);
+    let records = site.job_records(&report.job_id);
+    assert_eq!(of_kind(&records, "intent").len(), 3, "each append's intent is recorded first");
+    assert_eq!(std::fs::read(site.root.path().join("work/bench.log")).unwrap(), b"xxx");
+}

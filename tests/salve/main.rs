@@ -17,8 +17,8 @@ include!(concat!(env!("OUT_DIR"), "/playbooks.rs"));
 /// The test named after each playbook.
 mod tests_by_playbook {
     pub(crate) use crate::hostile::{
-        deep_recursion, escape_fs, infinite_loop, memory_bomb, no_rollback, noisy_output, noop, partial_then_trap,
-        plan_writes, rollback_fails, verify_fails, wasi_fs, wrong_signature,
+        bench_calls, deep_recursion, escape_fs, infinite_loop, memory_bomb, no_rollback, noisy_output, noop,
+        partial_then_trap, plan_writes, rollback_fails, verify_fails, wasi_fs, wrong_signature,
     };
     pub(crate) use crate::rotate_logs::rotate_logs;
 }

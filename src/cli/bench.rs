@@ -1,0 +1,565 @@
+//! `salve bench`: what salve costs, measured on this machine, against the
+//! targets the project holds it to. Prints a table and writes JSON.
+//!
+//! Every figure runs the real pipeline (signed artifacts, the trust store,
+//! the pooling allocator, a durable audit log on the data disk) unless its
+//! note says otherwise. Times are wall-clock; p50/p99 over the samples.
+
+use super::Exit;
+use anyhow::{Context as _, anyhow};
+use salve::artifact::{self, Catalog};
+use salve::audit::{AuditLog, Phase};
+use salve::grant::{Grant, GrantSpec};
+use salve::host::{Calls, InFlight, WriteBudget};
+use salve::keys::{PrivateKey, Role};
+use salve::run::{JobContext, Outcome, Runner};
+use salve::sandbox::{PhaseSetup, Playbook, Sandbox, SandboxConfig};
+use salve::trust::{KeyEntry, TrustFile, TrustStore};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Where the playbooks were built for wasm32-wasip2
+    #[arg(long, value_name = "DIR", default_value = "playbooks/target/wasm32-wasip2/release")]
+    playbooks: PathBuf,
+    /// Where to write the results as JSON
+    #[arg(long, value_name = "FILE", default_value = "bench/results.json")]
+    out: PathBuf,
+    /// Fewer samples: a smoke run, not figures to publish
+    #[arg(long)]
+    quick: bool,
+    /// Run only the groups named (artifacts, instantiation, calls, job,
+    /// throughput, process), e.g. to profile one
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Figure {
+    name: String,
+    unit: &'static str,
+    p50: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99: Option<f64>,
+    samples: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    met: Option<bool>,
+    note: String,
+}
+
+/// Whether lower or higher is better for a target.
+enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+struct Bench {
+    figures: Vec<Figure>,
+    dir: tempfile::TempDir,
+    trust: TrustStore,
+    key: PrivateKey,
+    runner_key: Arc<PrivateKey>,
+    playbooks: PathBuf,
+    scale: usize,
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+impl Bench {
+    fn record(&mut self, name: &str, unit: &'static str, mut samples: Vec<f64>, goal: Option<Goal>, note: &str) {
+        samples.sort_by(f64::total_cmp);
+        let p50 = percentile(&samples, 0.5);
+        let p99 = (samples.len() > 1).then(|| percentile(&samples, 0.99));
+        let (target, met) = match goal {
+            Some(Goal::AtMost(t)) => (Some(format!("<= {t} {unit}")), Some(p50 <= t)),
+            Some(Goal::AtLeast(t)) => (Some(format!(">= {t} {unit}")), Some(p50 >= t)),
+            None => (None, None),
+        };
+        eprintln!("  {name}: p50 {p50:.1} {unit}");
+        self.figures.push(Figure {
+            name: name.into(),
+            unit,
+            p50,
+            p99,
+            samples: samples.len(),
+            target,
+            met,
+            note: note.into(),
+        });
+    }
+
+    fn component(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let path = self.playbooks.join(format!("{}.wasm", name.replace('-', "_")));
+        std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {}: build the playbooks first (cargo build --release --target wasm32-wasip2 \
+                 --manifest-path playbooks/Cargo.toml)",
+                path.display()
+            )
+        })
+    }
+
+    /// A playbook's component signed with its manifest by the bench's key.
+    fn artifact(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let manifest = ["playbooks", "playbooks/tests"]
+            .iter()
+            .map(|dir| Path::new(dir).join(name).join("playbook.toml"))
+            .find(|p| p.exists())
+            .ok_or_else(|| anyhow!("no playbook.toml for {name}: run salve bench from the repository's root"))?;
+        let text = std::fs::read_to_string(manifest)?;
+        Ok(artifact::sign(&self.component(name)?, Some(&text), &self.key)?)
+    }
+
+    fn runner(&self, sandbox: &Sandbox, data: &Path) -> anyhow::Result<Runner> {
+        let audit = AuditLog::open(data)?;
+        Ok(Runner::new(sandbox.clone(), audit, data)?.with_seal_key(Arc::clone(&self.runner_key))?)
+    }
+
+    fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn n(&self, full: usize) -> usize {
+        (full / self.scale).max(3)
+    }
+}
+
+fn conditions() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    serde_json::json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": kernel,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "allocator": "system (glibc malloc); wasm instances: pooling allocator unless noted",
+        "salve": env!("CARGO_PKG_VERSION"),
+        "when": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    })
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<Exit> {
+    if cfg!(debug_assertions) {
+        eprintln!("salve bench: this is a debug build; figures are only meaningful from `cargo build --release`");
+    }
+    let key = PrivateKey::generate("bench-author", Role::Author)?;
+    let runner_key = Arc::new(PrivateKey::generate("bench-runner", Role::Runner)?);
+    let until = "2099-01-01T00:00:00Z".to_string();
+    let trust_file = TrustFile {
+        keys: vec![
+            KeyEntry::new(&key.public(), vec!["dev".into()], until.clone()),
+            KeyEntry::new(&runner_key.public(), vec!["*".into()], until),
+        ],
+        revoked: vec![],
+    };
+    let mut b = Bench {
+        figures: Vec::new(),
+        dir: tempfile::Builder::new().prefix("salve-bench-").tempdir_in(if Path::new("target").is_dir() {
+            "target"
+        } else {
+            "."
+        })?,
+        trust: TrustStore::from_file(trust_file.clone())?,
+        key,
+        runner_key,
+        playbooks: args.playbooks.clone(),
+        scale: if args.quick { 10 } else { 1 },
+    };
+    eprintln!("salve bench: measuring (this takes a minute or two)");
+
+    let wanted = |group: &str| args.only.is_empty() || args.only.iter().any(|g| g == group);
+    if wanted("artifacts") {
+        artifacts(&mut b)?;
+    }
+    if wanted("instantiation") {
+        instantiation(&mut b).await?;
+    }
+    if wanted("calls") {
+        host_calls(&mut b).await?;
+    }
+    if wanted("job") {
+        per_job(&mut b).await?;
+    }
+    if wanted("throughput") {
+        throughput(&mut b).await?;
+    }
+    if wanted("process") {
+        whole_process(&mut b, &trust_file)?;
+    }
+
+    print_table(&b.figures);
+    let report = serde_json::json!({ "conditions": conditions(), "figures": b.figures });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    eprintln!("salve bench: wrote {}", args.out.display());
+    Ok(Exit::Succeeded)
+}
+
+/// Artifact verification: cold, from the process cache, with and without
+/// the disk cache of compiled code.
+fn artifacts(b: &mut Bench) -> anyhow::Result<()> {
+    let bytes = b.artifact("noop")?;
+    let now = SystemTime::now();
+    let mut samples = Vec::new();
+    for _ in 0..b.n(500) {
+        let t = Instant::now();
+        artifact::verify(&bytes, &b.trust, "dev", now)?;
+        samples.push(micros(t.elapsed()));
+    }
+    b.record(
+        "artifact verification, cold (layout, digests, Ed25519 verify_strict, trust, manifest)",
+        "µs",
+        samples,
+        None,
+        "46 KB no-op artifact, one signature",
+    );
+
+    let plain = Sandbox::new(SandboxConfig { pooling: false, ..SandboxConfig::default() })?;
+    let mut samples = Vec::new();
+    for _ in 0..b.n(10) {
+        let t = Instant::now();
+        Catalog::new(plain.clone()).load(&bytes, &b.trust, "dev", now)?;
+        samples.push(micros(t.elapsed()) / 1000.0);
+    }
+    b.record("artifact verify + compile, no compile cache", "ms", samples, None, "Cranelift, parallel compilation");
+
+    let cached_dir = b.data_dir("compile-cache");
+    let cached =
+        Sandbox::new(SandboxConfig { pooling: false, cache_dir: Some(cached_dir), ..SandboxConfig::default() })?;
+    Catalog::new(cached.clone()).load(&bytes, &b.trust, "dev", now)?;
+    let mut samples = Vec::new();
+    for _ in 0..b.n(20) {
+        let t = Instant::now();
+        Catalog::new(cached.clone()).load(&bytes, &b.trust, "dev", now)?;
+        samples.push(micros(t.elapsed()) / 1000.0);
+    }
+    b.record(
+        "artifact verify + load compiled code from the disk cache",
+        "ms",
+        samples,
+        None,
+        "what a new process pays for an artifact it ran before",
+    );
+
+    let catalog = Catalog::new(cached);
+    catalog.load(&bytes, &b.trust, "dev", now)?;
+    let mut samples = Vec::new();
+    for _ in 0..b.n(2000) {
+        let t = Instant::now();
+        catalog.load(&bytes, &b.trust, "dev", now)?;
+        samples.push(micros(t.elapsed()));
+    }
+    b.record(
+        "artifact verification, cached in the process (digest + trust recheck)",
+        "µs",
+        samples,
+        None,
+        "SHA-256 of the artifact's bytes, then the signers against the trust store",
+    );
+    Ok(())
+}
+
+fn load(b: &Bench, sandbox: &Sandbox, name: &str) -> anyhow::Result<Arc<Playbook>> {
+    Ok(Catalog::new(sandbox.clone()).load(&b.artifact(name)?, &b.trust, "dev", SystemTime::now())?)
+}
+
+/// A store and instance from the cached pre-instantiation.
+async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
+    for pooling in [true, false] {
+        let sandbox = Sandbox::new(SandboxConfig { pooling, ..SandboxConfig::default() })?;
+        let playbook = load(b, &sandbox, "noop")?;
+        let grant = Grant::open(&GrantSpec::default())?;
+        let audit = AuditLog::open(&b.data_dir(&format!("instantiate-{pooling}")))?;
+        let calls = Calls {
+            audit,
+            job: "bench".into(),
+            phase: Phase::Apply,
+            timeout: Duration::from_secs(10),
+            inflight: Arc::new(InFlight::default()),
+            budget: Arc::new(WriteBudget::new(0)),
+            inline_reads: true,
+        };
+        let mut samples = Vec::new();
+        for i in 0..b.n(3000) + 100 {
+            let setup =
+                PhaseSetup { grant: &grant, calls: calls.clone(), journal: None, deadline: Duration::from_secs(5) };
+            let t = Instant::now();
+            let instance = sandbox.instantiate(&playbook, setup).await?;
+            let elapsed = t.elapsed();
+            drop(instance);
+            if i >= 100 {
+                samples.push(micros(elapsed));
+            }
+        }
+        let name = format!("instantiate from the cached InstancePre, pooling {}", if pooling { "on" } else { "off" });
+        b.record(&name, "µs", samples, None, "new store, WASI context, limiter, epoch deadline, instance");
+    }
+    Ok(())
+}
+
+/// Runs a bench-calls job and returns how long it took.
+async fn timed_job(
+    runner: &Runner,
+    playbook: &Playbook,
+    grant: &Grant,
+    params: &[(&str, &str)],
+) -> anyhow::Result<Duration> {
+    let params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let job = JobContext::new("dev", "bench", params);
+    let t = Instant::now();
+    let report = runner.run(playbook, grant, &job).await?;
+    let elapsed = t.elapsed();
+    if report.outcome != Outcome::Succeeded {
+        return Err(anyhow!("a bench job did not succeed: {:?}", report.outcome));
+    }
+    Ok(elapsed)
+}
+
+/// One guest→host call with its audit record: the extra time of a job that
+/// makes N calls over one that makes none, divided by N, per batch.
+async fn host_calls(b: &mut Bench) -> anyhow::Result<()> {
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let playbook = load(b, &sandbox, "bench-calls")?;
+    let work = b.data_dir("work");
+    std::fs::create_dir_all(&work)?;
+    std::fs::write(work.join("probe.txt"), b"probe")?;
+    let spec = GrantSpec::parse(&format!(
+        "[[fs]]\nname = \"work\"\npath = \"{}\"\naccess = \"rw\"\n",
+        std::fs::canonicalize(&work)?.display()
+    ))?;
+    let grant = Grant::open_within(&spec, playbook.manifest().expect("signed"))?;
+    let runner = b.runner(&sandbox, &b.data_dir("calls"))?;
+    for (mode, calls, batches, goal, name, note) in [
+        (
+            "stat",
+            2000,
+            30,
+            Some(Goal::AtMost(2.0)),
+            "read-only host call (fs.stat) with its audit record",
+            "mean per call over batches of 2000 calls; p50/p99 across batches; reads inline",
+        ),
+        (
+            "append",
+            100,
+            10,
+            None,
+            "mutating host call (1-byte fs.append) with its durable intent",
+            "mean per call over batches of 100; each waits for one fdatasync of the audit log",
+        ),
+    ] {
+        let calls_text = calls.to_string();
+        let mut samples = Vec::new();
+        for _ in 0..b.n(batches) {
+            let base = timed_job(&runner, &playbook, &grant, &[("calls", "0"), ("mode", mode)]).await?;
+            let full = timed_job(&runner, &playbook, &grant, &[("calls", &calls_text), ("mode", mode)]).await?;
+            samples.push(micros(full.saturating_sub(base)) / calls as f64);
+        }
+        b.record(name, "µs", samples, goal, note);
+    }
+    Ok(())
+}
+
+/// A no-op job through every phase it runs: load from the process cache,
+/// grant, instantiate + apply, instantiate + verify, outcome, seal.
+async fn per_job(b: &mut Bench) -> anyhow::Result<()> {
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let catalog = Catalog::new(sandbox.clone());
+    let bytes = b.artifact("noop")?;
+    let digest = artifact::digest(&bytes);
+    catalog.load(&bytes, &b.trust, "dev", SystemTime::now())?;
+    let spec = GrantSpec::default();
+    let shm = Path::new("/dev/shm");
+    let mut places = vec![("the data disk", b.data_dir("per-job"))];
+    if shm.is_dir() {
+        places
+            .push(("tmpfs (fdatasync free)", tempfile::Builder::new().prefix("salve-bench-").tempdir_in(shm)?.keep()));
+    }
+    for (place, data) in places {
+        let runner = b.runner(&sandbox, &data)?;
+        let mut samples = Vec::new();
+        for i in 0..b.n(2000) + 50 {
+            let t = Instant::now();
+            let playbook = catalog.get(&digest, &b.trust, "dev", SystemTime::now()).expect("loaded above")?;
+            let manifest = playbook.manifest().expect("signed");
+            let grant = Grant::open_within(&spec, manifest)?;
+            let job = JobContext::new("dev", "bench", Vec::new());
+            manifest.check_parameters(&job.parameters)?;
+            let report = runner.run(&playbook, &grant, &job).await?;
+            let elapsed = t.elapsed();
+            if report.outcome != Outcome::Succeeded {
+                return Err(anyhow!("a no-op job did not succeed: {:?}", report.outcome));
+            }
+            if i >= 50 {
+                samples.push(micros(elapsed));
+            }
+        }
+        let durable = place == "the data disk";
+        let name = format!("per-job overhead, no-op playbook, audit log on {place}");
+        let goal = (!durable).then_some(Goal::AtMost(100.0));
+        let note = if durable {
+            "concurrency 1: each job waits for its own fdatasync (outcome + seal); \
+             load = the process's catalog by digest, with the signers rechecked"
+        } else {
+            "the same pipeline with fdatasync made free: salve's own cost"
+        };
+        b.record(&name, "µs", samples, goal, note);
+        if !durable {
+            let _ = std::fs::remove_dir_all(&data);
+        }
+    }
+    Ok(())
+}
+
+/// No-op jobs per second at several concurrencies, audit log durable.
+async fn throughput(b: &mut Bench) -> anyhow::Result<()> {
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let playbook = load(b, &sandbox, "noop")?;
+    let grant = Grant::open_within(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
+    let window = if b.scale > 1 { Duration::from_millis(500) } else { Duration::from_secs(3) };
+    for concurrency in [1usize, 16, 64] {
+        let runner = b.runner(&sandbox, &b.data_dir(&format!("throughput-{concurrency}")))?;
+        let syncs_before = runner.audit().sync_count();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (runner, playbook, grant) = (runner.clone(), Arc::clone(&playbook), grant.clone());
+                tokio::spawn(async move {
+                    let mut done = 0u64;
+                    while started.elapsed() < window {
+                        let job = JobContext::new("dev", "bench", Vec::new());
+                        runner.run(&playbook, &grant, &job).await?;
+                        done += 1;
+                    }
+                    anyhow::Ok(done)
+                })
+            })
+            .collect();
+        let mut jobs = 0;
+        for task in tasks {
+            jobs += task.await??;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let syncs = runner.audit().sync_count() - syncs_before;
+        let rate = jobs as f64 / elapsed;
+        let goal = (concurrency == 64).then_some(Goal::AtLeast(5000.0));
+        let note = format!(
+            "{jobs} jobs in {elapsed:.1} s; {syncs} fdatasyncs ({:.1} jobs each)",
+            jobs as f64 / syncs.max(1) as f64
+        );
+        b.record(
+            &format!("no-op jobs per second, concurrency {concurrency}, durable audit"),
+            "jobs/s",
+            vec![rate],
+            goal,
+            &note,
+        );
+    }
+    Ok(())
+}
+
+/// `salve run` as a whole process: first run (compiles) and later runs
+/// (compiled code from the disk cache).
+fn whole_process(b: &mut Bench, trust: &TrustFile) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let artifact = b.dir.path().join("noop.wasm");
+    std::fs::write(&artifact, b.artifact("noop")?)?;
+    let grant = b.dir.path().join("grant.toml");
+    std::fs::write(&grant, "[limits]\ntimeout = \"10s\"\n")?;
+    let runner_seed = b.runner_key.signing.to_bytes();
+    let prepare = |data: &Path| -> anyhow::Result<()> {
+        std::fs::create_dir_all(data.join("keys"))?;
+        std::fs::write(data.join("trust.toml"), toml::to_string(trust)?)?;
+        PrivateKey::from_seed("runner", Role::Runner, runner_seed).write(&data.join("keys"))?;
+        Ok(())
+    };
+    let run = |data: &Path| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let status = std::process::Command::new(&exe)
+            .arg("run")
+            .arg(&artifact)
+            .arg("--grant")
+            .arg(&grant)
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        let ms = micros(t.elapsed()) / 1000.0;
+        if !status.success() {
+            return Err(anyhow!("salve run exited with {status}"));
+        }
+        Ok(ms)
+    };
+    let mut cold = Vec::new();
+    for i in 0..b.n(5) {
+        let data = b.data_dir(&format!("process-cold-{i}"));
+        prepare(&data)?;
+        cold.push(run(&data)?);
+    }
+    b.record(
+        "`salve run` whole process, first run (verifies, compiles)",
+        "ms",
+        cold,
+        None,
+        "no-op playbook; new data directory each time",
+    );
+    let data = b.data_dir("process-warm");
+    prepare(&data)?;
+    run(&data)?;
+    let mut warm = Vec::new();
+    for _ in 0..b.n(30) {
+        warm.push(run(&data)?);
+    }
+    b.record(
+        "`salve run` whole process, warm compile cache",
+        "ms",
+        warm,
+        Some(Goal::AtMost(20.0)),
+        "no-op playbook: start, open the audit log, verify, load compiled code, run, seal, exit",
+    );
+    Ok(())
+}
+
+fn print_table(figures: &[Figure]) {
+    let width = figures.iter().map(|f| f.name.chars().count()).max().unwrap_or(10);
+    println!("{:<width$}  {:>12}  {:>12}  {:>14}", "figure", "p50", "p99", "target");
+    for f in figures {
+        let fmt = |v: f64| match f.unit {
+            "jobs/s" => format!("{v:.0} {}", f.unit),
+            _ if v >= 100.0 => format!("{v:.0} {}", f.unit),
+            _ => format!("{v:.1} {}", f.unit),
+        };
+        let p99 = f.p99.map(fmt).unwrap_or_default();
+        let status = match f.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        println!(
+            "{:<width$}  {:>12}  {:>12}  {:>14}  {status}",
+            f.name,
+            fmt(f.p50),
+            p99,
+            f.target.as_deref().unwrap_or("")
+        );
+    }
+}
