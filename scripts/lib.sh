@@ -11,3 +11,8 @@ ensure_wasm_target() {
         rustup target add wasm32-wasip2
     fi
 }
+
+# Runs a command as root: directly when we are root, else with sudo.
+sudo_if_needed() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}

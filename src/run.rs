@@ -264,6 +264,28 @@ struct JobShared {
     budget: Arc<WriteBudget>,
 }
 
+impl JobShared {
+    fn new(job: &JobContext, writes: u64) -> JobShared {
+        JobShared {
+            job: Arc::from(job.id.as_str()),
+            inflight: Arc::default(),
+            budget: Arc::new(WriteBudget::new(writes)),
+        }
+    }
+
+    /// The same job for rollback, which puts back what apply changed:
+    /// apply's budget does not bind it. Stopping a rollback halfway for
+    /// bytes would leave the target half-changed, the worst outcome; its
+    /// deadline and the per-call bounds still hold.
+    fn for_rollback(&self) -> JobShared {
+        JobShared {
+            job: Arc::clone(&self.job),
+            inflight: Arc::clone(&self.inflight),
+            budget: Arc::new(WriteBudget::new(u64::MAX)),
+        }
+    }
+}
+
 impl Runner {
     /// A runner writing to `audit` and keeping journals in
     /// `data_dir/journal`.
@@ -340,11 +362,7 @@ impl Runner {
         let journal = Journal::new(&self.journal_dir, &job.id);
         let journal_path = journal.path().to_path_buf();
         let journal_created = journal.created();
-        let shared = JobShared {
-            job: Arc::from(job.id.as_str()),
-            inflight: Arc::default(),
-            budget: Arc::new(WriteBudget::new(grant.limits().writes)),
-        };
+        let shared = JobShared::new(job, grant.limits().writes);
 
         let failure = match self.phase(playbook, grant, job, &shared, Call::Apply, Some(journal)).await {
             // verify checks; it must not change anything rollback could not undo.
@@ -413,10 +431,14 @@ impl Runner {
                 cause,
                 rollback_cause: Cause::new(Phase::Rollback, CauseKind::Journal, e.to_string()),
             },
-            Ok(entries) => match self.phase(playbook, grant, job, shared, Call::Rollback(entries), None).await {
-                Ok(_) => Outcome::RolledBack { cause },
-                Err(rollback_cause) => Outcome::RollbackFailed { cause, rollback_cause },
-            },
+            // Rollback writes back what apply changed: it gets a write budget
+            // of its own, not what apply left of the job's.
+            Ok(entries) => {
+                match self.phase(playbook, grant, job, &shared.for_rollback(), Call::Rollback(entries), None).await {
+                    Ok(_) => Outcome::RolledBack { cause },
+                    Err(rollback_cause) => Outcome::RollbackFailed { cause, rollback_cause },
+                }
+            }
         }
     }
 

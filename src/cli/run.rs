@@ -102,7 +102,10 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let bytes = std::fs::read(&args.artifact)
         .with_context(|| format!("cannot read the playbook {}", args.artifact.display()))
         .map_err(refuse)?;
-    let config = SandboxConfig { cache_dir: Some(data_dir.join("cache")), ..SandboxConfig::default() };
+    // One job, a few instances one after the other: a small pool (setting up
+    // the default thousand slots costs a process more than the job itself).
+    let config =
+        SandboxConfig { cache_dir: Some(data_dir.join("cache")), max_instances: 8, ..SandboxConfig::default() };
     let sandbox = Sandbox::new(config)?;
 
     let (playbook, grant) = if args.dangerous_unsigned {

@@ -79,31 +79,60 @@ pub(crate) async fn rotate_logs() {
 
     let records = site.job_records(&report.job_id);
     assert_eq!(phase_ends(&records), phases(&[("apply", "ok"), ("verify", "ok")]));
-    // app.log: remove .2, rename .1 -> .2, create .1, truncate; worker.log:
+    // One journal entry for the batch, before any change; then for app.log:
+    // remove .2, rename .1 -> .2, create .1, truncate; for worker.log:
     // create .1, truncate.
-    assert_eq!(of_kind(&records, "journal").len(), 6);
+    assert_eq!(of_kind(&records, "journal").len(), 1);
     assert_eq!(of_kind(&records, "intent").len(), 6, "one durable intent per mutating call");
+}
+
+/// Bytes that do not compress (an LCG's high bytes).
+fn noise(len: usize) -> Vec<u8> {
+    let mut n: u64 = 88;
+    (0..len)
+        .map(|_| {
+            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (n >> 56) as u8
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn rotate_logs_rolls_back_a_partial_rotation() {
-    let site = site_with_logs();
-    // zz.log sorts last and is hard-linked from outside the grant: reading
-    // it is denied after app.log and worker.log were rotated.
-    site.write("outside/zz.log", log_text(150_000, 5));
-    let root = site.root.path();
-    std::fs::hard_link(root.join("outside/zz.log"), root.join("logs/zz.log")).unwrap();
+    let site = Site::new();
+    site.write("logs/small.log", "tiny\n");
+    site.write("elsewhere/other.log", log_text(200_000, 4));
+    // The job may write 100 KiB in all. a.log compresses to almost nothing;
+    // zz.log (sorted last) does not compress, so writing its new generation
+    // is refused after a.log was rotated and zz.log's generations shifted.
+    site.write("logs/a.log", vec![b'a'; 150_000]);
+    site.write("logs/zz.log", noise(200_000));
+    site.write("logs/zz.log.1.gz", gzip(b"zz generation one\n"));
+    site.write("logs/zz.log.2.gz", gzip(b"zz generation two\n"));
     let before = site.snapshot();
+    let grant = GRANT.replace("[limits]", "[limits]\nwrites = \"100KiB\"");
 
-    let report = site.run("rotate-logs", GRANT, PARAMS).await;
+    let report = site.run("rotate-logs", &grant, &[("max_bytes", "100000"), ("keep", "2")]).await;
 
     let Outcome::RolledBack { cause } = &report.outcome else { panic!("{:?}", report.outcome) };
     assert_eq!(cause.kind, CauseKind::Error);
-    assert!(cause.message.contains("hard links"), "{cause}");
-    assert_eq!(site.snapshot(), before, "every rotated file is back, byte for byte");
+    assert!(cause.message.contains("write budget is spent"), "{cause}");
+    assert_eq!(site.snapshot(), before, "every rotated and shifted file is back, byte for byte");
     let records = site.job_records(&report.job_id);
     assert_eq!(phase_ends(&records), phases(&[("apply", "error"), ("rollback", "ok")]));
-    assert_eq!(of_kind(&records, "journal").len(), 6, "both logs were rotated before the failure");
+    let done: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "call" && r["outcome"] == "ok" && r["intent"].is_u64())
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["function"].as_str().unwrap(),
+                r["args"]["path"].as_str().or(r["args"]["source"].as_str()).unwrap()
+            )
+        })
+        .collect();
+    assert!(done.contains(&"truncate logs/a.log".to_string()), "a.log was rotated first: {done:?}");
+    assert!(done.contains(&"remove-file logs/zz.log.2.gz".to_string()), "zz.log's oldest was dropped: {done:?}");
 }
 
 #[tokio::test]

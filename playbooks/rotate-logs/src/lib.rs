@@ -7,9 +7,12 @@
 //! `logs`), `max_bytes` (default 1048576), `keep` (1..=99, default 5),
 //! `level` (gzip level 0..=9, default 6).
 //!
-//! Every step is journaled before it is made, so `rollback` restores the
-//! directory byte for byte from any point, also after a crash: each undo
-//! step checks what is on disk and is skipped when its change never happened.
+//! Rotations are journaled in batches (one entry: everything each will
+//! change, and the bytes it will drop) before any of their changes, so
+//! `rollback` restores the
+//! directory byte for byte from any point, also after a crash: each part of
+//! the undo checks what is on disk and is skipped when its change never
+//! happened.
 
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -73,130 +76,166 @@ impl Settings {
     }
 }
 
-/// One undoable step, as recorded in the journal before it is made.
-#[derive(Debug, PartialEq)]
-enum Step {
-    /// The oldest generation was deleted; its bytes are kept here.
-    Removed {
-        path: String,
-        content: Vec<u8>,
-    },
-    Renamed {
-        from: String,
-        to: String,
-    },
-    Created {
-        path: String,
-    },
-    /// `path` held `len` bytes with this digest; they are now in `gz`.
-    Truncated {
-        path: String,
-        gz: String,
-        len: u64,
-        sha256: [u8; 32],
-    },
+/// Everything one rotation will do, journaled (one entry, one `fsync`)
+/// before any of it happens. Undoing it checks the disk for each part, so
+/// it is right whatever point apply reached.
+#[derive(Debug, Clone, PartialEq)]
+struct Rotation {
+    log: String,
+    /// Length and digest of the log's content when it was rotated.
+    len: u64,
+    sha256: [u8; 32],
+    /// The new generation 1, and the digest of its compressed bytes.
+    gz: String,
+    gz_sha256: [u8; 32],
+    level: u32,
+    /// Generations shifted up, in the order they are renamed.
+    renames: Vec<(String, String)>,
+    /// The oldest generation, dropped, with its bytes.
+    removed: Option<(String, Vec<u8>)>,
 }
 
-impl Step {
+/// Length-prefixed fields, for the journal.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self) -> Result<Vec<u8>, Error> {
+        let bad = || Error::Invalid("journal entry is not a rotate-logs rotation".into());
+        let len_bytes: [u8; 8] = self.0.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+        let len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad())?;
+        let bytes = self.0.get(8..8 + len).ok_or_else(bad)?.to_vec();
+        self.0 = &self.0[8 + len..];
+        Ok(bytes)
+    }
+
+    fn text(&mut self) -> Result<String, Error> {
+        String::from_utf8(self.take()?)
+            .map_err(|_| Error::Invalid("journal entry holds a path that is not UTF-8".into()))
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        self.take()?.try_into().map_err(|_| Error::Invalid("journal entry has a field of the wrong size".into()))
+    }
+}
+
+/// A journal entry: the rotations of one batch, in the order they are made.
+fn encode_batch(rotations: &[Rotation]) -> Vec<u8> {
+    let mut w = Writer(vec![2]);
+    w.put(&(rotations.len() as u64).to_le_bytes());
+    for rotation in rotations {
+        w.put(&rotation.encode());
+    }
+    w.0
+}
+
+fn decode_batch(entry: &[u8]) -> Result<Vec<Rotation>, Error> {
+    let Some((&2, rest)) = entry.split_first() else {
+        return Err(Error::Invalid("journal entry is not a batch of rotate-logs rotations".into()));
+    };
+    let mut r = Reader(rest);
+    let count = u64::from_le_bytes(r.array()?);
+    (0..count).map(|_| Rotation::decode(&r.take()?)).collect()
+}
+
+impl Rotation {
     fn encode(&self) -> Vec<u8> {
-        fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            out.extend_from_slice(bytes);
+        let mut w = Writer(vec![1]);
+        w.put(self.log.as_bytes());
+        w.put(&self.len.to_le_bytes());
+        w.put(&self.sha256);
+        w.put(self.gz.as_bytes());
+        w.put(&self.gz_sha256);
+        w.put(&self.level.to_le_bytes());
+        w.put(&(self.renames.len() as u64).to_le_bytes());
+        for (from, to) in &self.renames {
+            w.put(from.as_bytes());
+            w.put(to.as_bytes());
         }
-        let mut out = Vec::new();
-        match self {
-            Step::Removed { path, content } => {
-                out.push(1);
-                put(&mut out, path.as_bytes());
-                put(&mut out, content);
-            }
-            Step::Renamed { from, to } => {
-                out.push(2);
-                put(&mut out, from.as_bytes());
-                put(&mut out, to.as_bytes());
-            }
-            Step::Created { path } => {
-                out.push(3);
-                put(&mut out, path.as_bytes());
-            }
-            Step::Truncated { path, gz, len, sha256 } => {
-                out.push(4);
-                put(&mut out, path.as_bytes());
-                put(&mut out, gz.as_bytes());
-                put(&mut out, &len.to_le_bytes());
-                put(&mut out, sha256);
+        match &self.removed {
+            None => w.put(&[0]),
+            Some((path, content)) => {
+                w.put(&[1]);
+                w.put(path.as_bytes());
+                w.put(content);
             }
         }
-        out
+        w.0
     }
 
-    fn decode(entry: &[u8]) -> Result<Step, Error> {
-        let bad = || Error::Invalid("journal entry is not a rotate-logs step".into());
-        let (&tag, mut rest) = entry.split_first().ok_or_else(bad)?;
-        let mut take = || -> Result<Vec<u8>, Error> {
-            let len_bytes: [u8; 8] = rest.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
-            let len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad())?;
-            let bytes = rest.get(8..8 + len).ok_or_else(bad)?.to_vec();
-            rest = &rest[8 + len..];
-            Ok(bytes)
+    fn decode(entry: &[u8]) -> Result<Rotation, Error> {
+        let Some((&1, rest)) = entry.split_first() else {
+            return Err(Error::Invalid("journal entry is not a rotate-logs rotation".into()));
         };
-        let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| bad());
-        let step = match tag {
-            1 => Step::Removed { path: text(take()?)?, content: take()? },
-            2 => Step::Renamed { from: text(take()?)?, to: text(take()?)? },
-            3 => Step::Created { path: text(take()?)? },
-            4 => Step::Truncated {
-                path: text(take()?)?,
-                gz: text(take()?)?,
-                len: u64::from_le_bytes(take()?.try_into().map_err(|_| bad())?),
-                sha256: take()?.try_into().map_err(|_| bad())?,
-            },
-            _ => return Err(bad()),
+        let mut r = Reader(rest);
+        let log = r.text()?;
+        let len = u64::from_le_bytes(r.array()?);
+        let sha256 = r.array()?;
+        let gz = r.text()?;
+        let gz_sha256 = r.array()?;
+        let level = u32::from_le_bytes(r.array()?);
+        let count = u64::from_le_bytes(r.array()?);
+        let mut renames = Vec::new();
+        for _ in 0..count.min(100) {
+            renames.push((r.text()?, r.text()?));
+        }
+        let removed = match r.take()?.as_slice() {
+            [1] => Some((r.text()?, r.take()?)),
+            _ => None,
         };
-        Ok(step)
+        Ok(Rotation { log, len, sha256, gz, gz_sha256, level, renames, removed })
     }
 
-    /// Records the step durably; only then may it be made.
-    fn record(&self) -> Result<(), Error> {
-        journal::record(&self.encode())
-    }
-
-    /// Undoes the step if it was made; does nothing if it was not.
+    /// Undoes whatever part of the rotation happened.
     fn undo(&self) -> Result<(), Error> {
-        match self {
-            Step::Removed { path, content } => {
-                if !exists(path)? {
-                    fs::write(path, content)?;
-                }
+        // 1. The log: if it was truncated, its content is in the new
+        //    generation; whatever was logged since goes after it, in place,
+        //    so the inode stays the same.
+        let current = read_all(&self.log, CHUNK)?;
+        let original = if begins_with(&current, self.len, &self.sha256) {
+            current[..self.len as usize].to_vec()
+        } else {
+            let original = gunzip(&read_all(&self.gz, CHUNK)?)
+                .map_err(|e| Error::failed(format!("{} does not decompress: {e}", self.gz)))?;
+            if original.len() as u64 != self.len || sha(&original) != self.sha256 {
+                return Err(Error::failed(format!(
+                    "{} does not hold the {} bytes {} had; not restoring from it",
+                    self.gz, self.len, self.log
+                )));
             }
-            Step::Renamed { from, to } => {
-                if !exists(from)? && exists(to)? {
-                    fs::rename(to, from)?;
-                }
+            fs::truncate(&self.log, 0)?;
+            append_all(&self.log, &original)?;
+            append_all(&self.log, &current)?;
+            original
+        };
+        // 2. The new generation: complete, or cut short by a crash (then a
+        //    prefix of what compressing the original gives, byte for byte).
+        if exists(&self.gz)? {
+            let packed = read_all(&self.gz, CHUNK)?;
+            let ours = sha(&packed) == self.gz_sha256 || gzip(&original, self.level)?.starts_with(&packed);
+            if ours {
+                fs::remove_file(&self.gz)?;
             }
-            Step::Created { path } => {
-                if exists(path)? {
-                    fs::remove_file(path)?;
-                }
+        }
+        // 3. Shifted generations go back down.
+        for (from, to) in self.renames.iter().rev() {
+            if !exists(from)? && exists(to)? {
+                fs::rename(to, from)?;
             }
-            Step::Truncated { path, gz, len, sha256 } => {
-                let current = read_all(path, CHUNK)?;
-                if begins_with(&current, *len, sha256) {
-                    return Ok(());
-                }
-                let original = gunzip(&read_all(gz, CHUNK)?)
-                    .map_err(|e| Error::failed(format!("{gz} does not decompress: {e}")))?;
-                if original.len() as u64 != *len || sha(&original) != *sha256 {
-                    return Err(Error::failed(format!(
-                        "{gz} does not hold the {len} bytes {path} had; not restoring from it"
-                    )));
-                }
-                // Whatever was logged after the truncation is kept after the
-                // original content, in place, so the inode stays the same.
-                fs::truncate(path, 0)?;
-                append_all(path, &original)?;
-                append_all(path, &current)?;
-            }
+        }
+        // 4. The dropped oldest generation comes back.
+        if let Some((path, content)) = &self.removed
+            && !exists(path)?
+        {
+            fs::write(path, content)?;
         }
         Ok(())
     }
@@ -209,6 +248,13 @@ fn begins_with(content: &[u8], len: u64, sha256: &[u8; 32]) -> bool {
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// Deterministic: the same bytes and level always give the same output.
+fn gzip(bytes: &[u8], level: u32) -> Result<Vec<u8>, Error> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::new(level));
+    encoder.write_all(bytes).map_err(|e| Error::failed(format!("compressing: {e}")))?;
+    encoder.finish().map_err(|e| Error::failed(format!("compressing: {e}")))
 }
 
 fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -224,39 +270,67 @@ fn append_all(path: &str, bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Rotates one log: drop the oldest generation, shift the rest up by one,
-/// compress the log into generation 1, truncate the log.
-fn rotate(settings: &Settings, name: &str) -> Result<(), Error> {
+/// Memory a batch of prepared rotations may hold (their compressed bytes
+/// and dropped generations) before it is journaled and carried out.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Reads and compresses one log and works out its rotation; changes nothing.
+fn prepare(settings: &Settings, name: &str) -> Result<(Rotation, Vec<u8>), Error> {
     let log = settings.path(name);
     let content = read_all(&log, CHUNK)?;
+    let gz = settings.generation(name, 1);
+    let compressed = gzip(&content, settings.level)?;
 
     let oldest = settings.generation(name, settings.keep);
-    if exists(&oldest)? {
-        let content = read_all(&oldest, CHUNK)?;
-        Step::Removed { path: oldest.clone(), content }.record()?;
-        fs::remove_file(&oldest)?;
-    }
+    let removed = if exists(&oldest)? { Some((oldest.clone(), read_all(&oldest, CHUNK)?)) } else { None };
+    let mut renames = Vec::new();
     for n in (1..settings.keep).rev() {
         let from = settings.generation(name, n);
         if exists(&from)? {
-            let to = settings.generation(name, n + 1);
-            Step::Renamed { from: from.clone(), to: to.clone() }.record()?;
-            fs::rename(&from, &to)?;
+            renames.push((from, settings.generation(name, n + 1)));
         }
     }
-
-    let gz = settings.generation(name, 1);
-    if exists(&gz)? {
-        return Err(Error::failed(format!("{gz} appeared while rotating; stopping")));
+    let gz_moves = removed.as_ref().is_some_and(|(path, _)| *path == gz) || renames.iter().any(|(from, _)| *from == gz);
+    if exists(&gz)? && !gz_moves {
+        return Err(Error::failed(format!("{gz} exists but would not be shifted; stopping before any change")));
     }
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::new(settings.level));
-    encoder.write_all(&content).map_err(|e| Error::failed(format!("compressing {log}: {e}")))?;
-    let compressed = encoder.finish().map_err(|e| Error::failed(format!("compressing {log}: {e}")))?;
-    Step::Created { path: gz.clone() }.record()?;
-    append_all(&gz, &compressed)?;
+    let rotation = Rotation {
+        log,
+        len: content.len() as u64,
+        sha256: sha(&content),
+        gz,
+        gz_sha256: sha(&compressed),
+        level: settings.level,
+        renames,
+        removed,
+    };
+    Ok((rotation, compressed))
+}
 
-    Step::Truncated { path: log.clone(), gz, len: content.len() as u64, sha256: sha(&content) }.record()?;
-    fs::truncate(&log, 0)
+/// Makes one prepared rotation: drop the oldest generation, shift the rest
+/// up by one, write the new generation 1, truncate the log.
+fn carry_out(rotation: &Rotation, compressed: &[u8]) -> Result<(), Error> {
+    if let Some((path, _)) = &rotation.removed {
+        fs::remove_file(path)?;
+    }
+    for (from, to) in &rotation.renames {
+        fs::rename(from, to)?;
+    }
+    append_all(&rotation.gz, compressed)?;
+    fs::truncate(&rotation.log, 0)
+}
+
+/// Journals a batch (one entry, one `fsync`), then carries it out.
+fn flush(batch: &mut Vec<(Rotation, Vec<u8>)>) -> Result<(), Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let rotations: Vec<Rotation> = batch.iter().map(|(r, _)| r.clone()).collect();
+    journal::record(&encode_batch(&rotations))?;
+    for (rotation, compressed) in batch.drain(..) {
+        carry_out(&rotation, &compressed)?;
+    }
+    Ok(())
 }
 
 impl Playbook for RotateLogs {
@@ -280,9 +354,21 @@ impl Playbook for RotateLogs {
     fn apply(ctx: Context) -> Result<(), Error> {
         let settings = Settings::from(&ctx)?;
         let targets = settings.oversized()?;
+        // Rotations are prepared (read, compressed) in batches, each batch
+        // journaled as one entry before any of its changes: one fsync per
+        // batch rather than per log.
+        let mut batch = Vec::new();
+        let mut held = 0;
         for (name, _) in &targets {
-            rotate(&settings, name)?;
+            let prepared = prepare(&settings, name)?;
+            held += prepared.1.len() + prepared.0.removed.as_ref().map_or(0, |(_, c)| c.len());
+            batch.push(prepared);
+            if held >= BATCH_BYTES {
+                flush(&mut batch)?;
+                held = 0;
+            }
         }
+        flush(&mut batch)?;
         salve_playbook::info(&format!("rotated {} log(s) in {}", targets.len(), settings.dir));
         Ok(())
     }
@@ -303,9 +389,10 @@ impl Playbook for RotateLogs {
     }
 
     fn rollback(_ctx: Context, journal: Vec<Vec<u8>>) -> Result<(), Error> {
-        let steps = journal.iter().map(|entry| Step::decode(entry)).collect::<Result<Vec<_>, _>>()?;
-        for step in steps.iter().rev() {
-            step.undo()?;
+        for entry in journal.iter().rev() {
+            for rotation in decode_batch(entry)?.iter().rev() {
+                rotation.undo()?;
+            }
         }
         Ok(())
     }
@@ -315,20 +402,32 @@ salve_playbook::export_playbook!(RotateLogs);
 
 #[cfg(test)]
 mod tests {
-    use super::Step;
+    use super::Rotation;
 
     #[test]
-    fn steps_round_trip_through_the_journal_encoding() {
-        let steps = [
-            Step::Removed { path: "logs/a.log.5.gz".into(), content: vec![1, 2, 3] },
-            Step::Renamed { from: "logs/a.log.1.gz".into(), to: "logs/a.log.2.gz".into() },
-            Step::Created { path: "logs/a.log.1.gz".into() },
-            Step::Truncated { path: "logs/a.log".into(), gz: "logs/a.log.1.gz".into(), len: 9, sha256: [7; 32] },
-        ];
-        for step in steps {
-            assert_eq!(Step::decode(&step.encode()).unwrap(), step);
-        }
-        assert!(Step::decode(&[4, 1]).is_err());
-        assert!(Step::decode(&[]).is_err());
+    fn rotations_round_trip_through_the_journal_encoding() {
+        let rotation = Rotation {
+            log: "logs/a.log".into(),
+            len: 9,
+            sha256: [7; 32],
+            gz: "logs/a.log.1.gz".into(),
+            gz_sha256: [8; 32],
+            level: 6,
+            renames: vec![("logs/a.log.1.gz".into(), "logs/a.log.2.gz".into())],
+            removed: Some(("logs/a.log.5.gz".into(), vec![1, 2, 3])),
+        };
+        assert_eq!(Rotation::decode(&rotation.encode()).unwrap(), rotation);
+        let bare = Rotation { renames: vec![], removed: None, ..rotation.clone() };
+        assert_eq!(Rotation::decode(&bare.encode()).unwrap(), bare);
+        let batch = vec![rotation, bare];
+        assert_eq!(super::decode_batch(&super::encode_batch(&batch)).unwrap(), batch);
+        assert!(Rotation::decode(&[1, 4]).is_err());
+        assert!(Rotation::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn compression_is_deterministic() {
+        let text = b"2026-11-23 INFO the same line, again and again\n".repeat(100);
+        assert_eq!(super::gzip(&text, 6).unwrap(), super::gzip(&text, 6).unwrap());
     }
 }
