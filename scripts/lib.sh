@@ -16,3 +16,22 @@ ensure_wasm_target() {
 sudo_if_needed() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
+
+# The nginx integration tests start Debian's nginx themselves, on loopback.
+# Installed without starting the packaged service.
+ensure_nginx() {
+    if [ -x /usr/sbin/nginx ]; then return; fi
+    echo "==> installing nginx (Debian's nginx-light) for the integration tests"
+    sudo_if_needed sh -c '
+        set -e
+        created=
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            created=1
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq nginx-light >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+        [ -z "$created" ] || rm -f /usr/sbin/policy-rc.d
+    '
+}

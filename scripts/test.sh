@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_wasm_target
+ensure_nginx
 
 echo "==> cargo test (the runner, with every playbook built for wasm32-wasip2)"
 cargo test --all-targets

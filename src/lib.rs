@@ -25,6 +25,7 @@
 
 pub mod artifact;
 pub mod audit;
+pub mod credentials;
 pub mod grant;
 pub mod host;
 pub mod keys;

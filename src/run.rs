@@ -12,6 +12,7 @@
 //! everything the playbook does wrong is an [`Outcome`] with a [`Cause`].
 
 use crate::audit::{AuditError, AuditLog, Event, Head, Phase};
+use crate::credentials::{Broker, CredentialError, Lease};
 use crate::grant::Grant;
 use crate::host::journal::{Journal, JournalError};
 use crate::host::{AuditUnavailable, Calls, HostCallTimedOut, InFlight, WriteBudget};
@@ -44,6 +45,8 @@ pub enum RunError {
     JournalDir { path: PathBuf, source: std::io::Error },
     #[error("key {id} has role {role}; audit seals need a runner key")]
     NotARunnerKey { id: String, role: Role },
+    #[error("the grant names credential {name:?}: {source}")]
+    Credential { name: String, source: CredentialError },
 }
 
 /// What a job is asked to act on.
@@ -255,6 +258,7 @@ pub struct Runner {
     audit: AuditLog,
     journal_dir: PathBuf,
     seal_key: Option<Arc<PrivateKey>>,
+    broker: Option<Arc<Broker>>,
 }
 
 /// What the phases of one job share.
@@ -262,14 +266,16 @@ struct JobShared {
     job: Arc<str>,
     inflight: Arc<InFlight>,
     budget: Arc<WriteBudget>,
+    leases: Arc<[Lease]>,
 }
 
 impl JobShared {
-    fn new(job: &JobContext, writes: u64) -> JobShared {
+    fn new(job: &JobContext, writes: u64, leases: Vec<Lease>) -> JobShared {
         JobShared {
             job: Arc::from(job.id.as_str()),
             inflight: Arc::default(),
             budget: Arc::new(WriteBudget::new(writes)),
+            leases: leases.into(),
         }
     }
 
@@ -282,6 +288,7 @@ impl JobShared {
             job: Arc::clone(&self.job),
             inflight: Arc::clone(&self.inflight),
             budget: Arc::new(WriteBudget::new(u64::MAX)),
+            leases: Arc::clone(&self.leases),
         }
     }
 }
@@ -293,7 +300,55 @@ impl Runner {
         let journal_dir = data_dir.join("journal");
         std::fs::create_dir_all(&journal_dir)
             .map_err(|source| RunError::JournalDir { path: journal_dir.clone(), source })?;
-        Ok(Runner { sandbox, audit, journal_dir, seal_key: None })
+        Ok(Runner { sandbox, audit, journal_dir, seal_key: None, broker: None })
+    }
+
+    /// Leases credentials from `broker` to the jobs whose grants name them.
+    pub fn with_broker(mut self, broker: Arc<Broker>) -> Runner {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Leases every credential the grant names to the job, and audits each
+    /// lease (never its value).
+    fn lease(&self, grant: &Grant, job: &JobContext, action: &str) -> Result<Vec<Lease>, RunError> {
+        let mut leases = Vec::new();
+        for name in grant.credentials() {
+            let broker = self.broker.as_ref().ok_or_else(|| RunError::Credential {
+                name: name.clone(),
+                source: CredentialError::Unknown(name.clone()),
+            })?;
+            let lease = match broker.lease(&job.id, &name, action, &job.target) {
+                Ok(lease) => lease,
+                Err(source) => {
+                    broker.revoke_job(&job.id);
+                    return Err(RunError::Credential { name, source });
+                }
+            };
+            let expires = lease.expires.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+            self.audit.append(
+                Some(&job.id),
+                &Event::Lease {
+                    lease_id: &lease.id,
+                    credential: &lease.name,
+                    lease_kind: lease.kind,
+                    expires: expires.as_deref(),
+                },
+            )?;
+            leases.push(lease);
+        }
+        Ok(leases)
+    }
+
+    /// Revokes the job's leases, whatever its outcome.
+    fn revoke(&self, job: &JobContext) -> Result<(), RunError> {
+        if let Some(broker) = &self.broker {
+            let ids = broker.revoke_job(&job.id);
+            if !ids.is_empty() {
+                self.audit.append(Some(&job.id), &Event::LeasesRevoked { lease_ids: &ids })?;
+            }
+        }
+        Ok(())
     }
 
     /// Seals every job with `key` (role runner): a signed record over the
@@ -359,10 +414,11 @@ impl Runner {
     pub async fn run(&self, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<Report, RunError> {
         self.check_limits(grant)?;
         self.record_job("run", playbook, grant, job)?;
+        let leases = self.lease(grant, job, "apply")?;
         let journal = Journal::new(&self.journal_dir, &job.id);
         let journal_path = journal.path().to_path_buf();
         let journal_created = journal.created();
-        let shared = JobShared::new(job, grant.limits().writes);
+        let shared = JobShared::new(job, grant.limits().writes, leases);
 
         let failure = match self.phase(playbook, grant, job, &shared, Call::Apply, Some(journal)).await {
             // verify checks; it must not change anything rollback could not undo.
@@ -374,6 +430,7 @@ impl Runner {
             Some(cause) => self.roll_back(playbook, grant, job, &shared, &journal_path, cause).await,
         };
 
+        self.revoke(job)?;
         let cause = outcome.cause().map(ToString::to_string);
         let rollback_cause = outcome.rollback_cause().map(ToString::to_string);
         let event = Event::Outcome {
@@ -447,12 +504,10 @@ impl Runner {
         self.check_limits(grant)?;
         let grant = grant.read_only();
         self.record_job("plan", playbook, &grant, job)?;
-        let shared = JobShared {
-            job: Arc::from(job.id.as_str()),
-            inflight: Arc::default(),
-            budget: Arc::new(WriteBudget::new(0)),
-        };
+        let leases = self.lease(&grant, job, "plan")?;
+        let shared = JobShared::new(job, 0, leases);
         let changes = self.phase(playbook, &grant, job, &shared, Call::Plan, None).await.map(|c| c.unwrap_or_default());
+        self.revoke(job)?;
         let cause = changes.as_ref().err().map(ToString::to_string);
         let outcome = if changes.is_ok() { "planned" } else { "plan-failed" };
         self.finish(&job.id, &Event::Outcome { outcome, cause: cause.as_deref(), rollback_cause: None }).await?;
@@ -480,6 +535,7 @@ impl Runner {
             inflight: Arc::clone(&shared.inflight),
             budget: Arc::clone(&shared.budget),
             inline_reads: self.sandbox.config().inline_reads,
+            leases: Arc::clone(&shared.leases),
         };
         let audit_failed = |e: AuditError| Cause::new(phase, CauseKind::AuditUnavailable, e.to_string());
         self.audit

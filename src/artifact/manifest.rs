@@ -83,6 +83,37 @@ pub struct Manifest {
 pub struct Declared {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fs: Vec<FsDeclaration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<ExecDeclaration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpDeclaration>,
+    /// Credentials a grant may name for this playbook.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
+}
+
+/// A command line the playbook may run, at most (see the grant's
+/// `[[exec]]` for the placeholder syntax).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecDeclaration {
+    pub argv: Vec<String>,
+    /// Whether it only reads (and may then run in `plan` and `verify`).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Environment variables the playbook may set for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_allow: Vec<String>,
+}
+
+/// Requests the playbook may make, at most.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDeclaration {
+    pub methods: Vec<String>,
+    /// URL patterns a grant's prefixes must match: `*` within a component
+    /// (host, port or path segment), `**` across them.
+    pub urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +217,22 @@ impl Manifest {
                 }
             }
         }
+        for (i, exec) in self.capabilities.exec.iter().enumerate() {
+            let field = format!("capabilities.exec[{i}]");
+            crate::grant::exec::parse_argv(&exec.argv).map_err(|e| invalid(&field, e))?;
+            if let Some(name) = exec.env_allow.iter().find(|n| crate::grant::exec::dangerous_env(n)) {
+                return Err(invalid(field, format!("allows setting {name}, which is never set for a program")));
+            }
+        }
+        for (i, http) in self.capabilities.http.iter().enumerate() {
+            let field = format!("capabilities.http[{i}]");
+            if http.methods.is_empty() || http.urls.is_empty() {
+                return Err(invalid(field, "needs methods and urls"));
+            }
+            if let Some(url) = http.urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+                return Err(invalid(field, format!("url {url:?} is not an http or https pattern")));
+            }
+        }
         for (i, param) in self.parameters.iter().enumerate() {
             let field = format!("parameters[{i}] ({})", param.name);
             if !is_identifier(&param.name) {
@@ -217,17 +264,17 @@ impl Manifest {
 
     /// The manifest's limits, checked.
     pub fn limits(&self) -> Result<crate::grant::Limits, crate::grant::GrantError> {
-        crate::grant::GrantSpec { fs: vec![], limits: self.limits.clone() }.limits()
+        crate::grant::GrantSpec { limits: self.limits.clone(), ..Default::default() }.limits()
     }
 
     /// The capability interfaces the manifest declares (beyond `log` and
     /// `journal`, which every playbook has).
     pub fn declared_interfaces(&self) -> Vec<&'static str> {
-        let mut declared = Vec::new();
-        if !self.capabilities.fs.is_empty() {
-            declared.push("fs");
-        }
-        declared
+        let caps = &self.capabilities;
+        [("fs", !caps.fs.is_empty()), ("exec", !caps.exec.is_empty()), ("http", !caps.http.is_empty())]
+            .into_iter()
+            .filter_map(|(name, declared)| declared.then_some(name))
+            .collect()
     }
 
     pub fn fs(&self, name: &str) -> Option<&FsDeclaration> {
@@ -287,6 +334,23 @@ impl Parameter {
         }
         Ok(())
     }
+}
+
+/// Whether a URL (canonical) matches a declared URL pattern: `**` matches
+/// anything, `*` anything but `/`, `?` one character.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|skip| go(rest, &t[skip..])),
+            [b'*', rest @ ..] => {
+                (0..=t.len()).take_while(|&i| i == 0 || t[i - 1] != b'/').any(|skip| go(rest, &t[skip..]))
+            }
+            [b'?', rest @ ..] => !t.is_empty() && go(rest, &t[1..]),
+            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
 }
 
 /// Whether an absolute path matches a pattern: `*` matches within one

@@ -125,6 +125,15 @@ pub enum Event<'a> {
     DowngradeAllowed { playbook: &'a str, highest: &'a str },
     /// An unsigned component ran, by an explicit, dangerous override.
     DangerousUnsigned { playbook: &'a str, digest: &'a str },
+    /// A credential was leased to the job (its value is never recorded).
+    Lease {
+        lease_id: &'a str,
+        credential: &'a str,
+        lease_kind: crate::credentials::LeaseKind,
+        expires: Option<&'a str>,
+    },
+    /// The job's leases were revoked at its end.
+    LeasesRevoked { lease_ids: &'a [String] },
     /// How the job ended.
     Outcome {
         outcome: &'a str,

@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The contract, as shipped with this salve, for `salve new`.
-const WIT_FILES: [(&str, &str); 6] = [
+const WIT_FILES: [(&str, &str); 8] = [
     ("types.wit", include_str!("../../wit/types.wit")),
     ("playbook.wit", include_str!("../../wit/playbook.wit")),
     ("log.wit", include_str!("../../wit/log.wit")),
     ("journal.wit", include_str!("../../wit/journal.wit")),
     ("fs.wit", include_str!("../../wit/fs.wit")),
+    ("exec.wit", include_str!("../../wit/exec.wit")),
+    ("http.wit", include_str!("../../wit/http.wit")),
     ("world.wit", include_str!("../../wit/world.wit")),
 ];
 

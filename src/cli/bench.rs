@@ -298,6 +298,7 @@ async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
             inflight: Arc::new(InFlight::default()),
             budget: Arc::new(WriteBudget::new(0)),
             inline_reads: true,
+            leases: Vec::new().into(),
         };
         let mut samples = Vec::new();
         for i in 0..b.n(3000) + 100 {

@@ -6,6 +6,7 @@ mod author;
 mod bench;
 mod run;
 mod setup;
+mod token;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,11 @@ enum Command {
     Plan(run::RunArgs),
     /// Measure what salve costs on this machine; print a table, write JSON.
     Bench(bench::BenchArgs),
+    /// Check tokens salve minted for a credential.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -137,6 +143,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::bench(args).await,
             Command::Plan(args) => run::plan(args).await,
             Command::Audit { command } => audit::main(command),
+            Command::Token { command } => token::main(command),
         }
     });
     match result {

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use salve::artifact::catalog::Admission;
 use salve::artifact::{Catalog, VersionFloor};
 use salve::audit::{AuditLog, Event};
+use salve::credentials::Broker;
 use salve::grant::{Grant, GrantSpec};
 use salve::keys::PrivateKey;
 use salve::run::{JobContext, Outcome, RunError, Runner};
@@ -150,16 +151,21 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
 
     let mut runner = Runner::new(sandbox, audit, &data_dir)?;
     let runner_key = args.runner_key.clone().or_else(|| Some(data_dir.join("keys/runner.key")).filter(|p| p.exists()));
-    if let Some(path) = runner_key {
-        let key = PrivateKey::load(&path).map_err(refused)?;
-        runner = runner.with_seal_key(Arc::new(key)).map_err(refused)?;
+    let runner_key = match runner_key {
+        Some(path) => Some(Arc::new(PrivateKey::load(&path).map_err(refused)?)),
+        None => None,
+    };
+    if let Some(key) = &runner_key {
+        runner = runner.with_seal_key(Arc::clone(key)).map_err(refused)?;
     }
+    let broker = Broker::for_data_dir(&data_dir, runner_key).map_err(refused)?;
+    runner = runner.with_broker(Arc::new(broker));
     Ok(Prepared { runner, playbook, grant, job, floor: VersionFloor::new(&data_dir) })
 }
 
 fn run_error(error: RunError) -> anyhow::Error {
     match error {
-        e @ RunError::MemoryCeiling { .. } => refused(e),
+        e @ (RunError::MemoryCeiling { .. } | RunError::Credential { .. }) => refused(e),
         e => e.into(),
     }
 }

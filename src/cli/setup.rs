@@ -8,6 +8,18 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+/// What `init` writes to `secrets.toml` (mode 0600).
+const SECRETS_TEMPLATE: &str = "\
+# Credentials a grant may name. Values never reach a playbook or a log.
+# Secrets can also come from the environment: SALVE_SECRET_<NAME>.
+[secrets]
+# lb-admin = \"...\"
+
+# Tokens minted per job, signed by the runner key (PASETO v4.public).
+[tokens]
+# deploy-api = { audience = \"deploy-api\", ttl = \"5m\" }
+";
+
 /// How long the keys `init` creates are trusted.
 const INIT_KEY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -70,10 +82,23 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
         toml::to_string(&trust)?
     );
     std::fs::write(&trust_path, text).with_context(|| format!("cannot write {}", trust_path.display()))?;
+    let secrets = dir.join("secrets.toml");
+    if !secrets.exists() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secrets)
+            .and_then(|mut f| f.write_all(SECRETS_TEMPLATE.as_bytes()))
+            .with_context(|| format!("cannot write {}", secrets.display()))?;
+    }
     println!("initialised {}", dir.display());
     println!("  runner key:     {} ({})", keys.join("runner.key").display(), runner.id);
     println!("  author key:     {} ({}, trusted for dev)", keys.join("dev-author.key").display(), author.id);
     println!("  trust store:    {}", trust_path.display());
+    println!("  secrets:        {} (mode 0600)", dir.join("secrets.toml").display());
     println!(
         "next: salve sign --key {} --manifest playbook.toml COMPONENT.wasm -o NAME-VERSION.wasm",
         keys.join("dev-author.key").display()

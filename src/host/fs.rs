@@ -110,6 +110,29 @@ fn resolve(mounts: &[Mount], path: &str, access: Access) -> Result<Target, CapEr
     Ok(Target { mount: mount.name.clone(), dir: Arc::clone(&mount.dir), rel })
 }
 
+/// The host path of a guest path, for a program `exec` starts to open: its
+/// symlinks resolved, and still inside its mount (else `denied`). The path
+/// itself may not exist yet; its parent must.
+pub(crate) fn host_path(mounts: &[Mount], path: &str) -> Result<PathBuf, CapError> {
+    let target = resolve(mounts, path, Access::Ro)?;
+    let mount = mounts.iter().find(|m| m.name == target.mount).expect("resolve found it");
+    let joined = mount.path.join(&target.rel);
+    let canonical = match std::fs::canonicalize(&joined) {
+        Ok(path) => path,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
+                return Err(CapError::NotFound);
+            };
+            std::fs::canonicalize(parent).map_err(io_error)?.join(name)
+        }
+        Err(e) => return Err(io_error(e)),
+    };
+    if !canonical.starts_with(&mount.path) {
+        return Err(CapError::Denied("the path leaves the granted directory (through a symlink)".into()));
+    }
+    Ok(canonical)
+}
+
 /// Maps an OS error to what the guest sees, without host paths in it.
 fn io_error(error: std::io::Error) -> CapError {
     use std::io::ErrorKind as K;
@@ -440,6 +463,7 @@ mod tests {
             inflight: Arc::default(),
             budget: Arc::new(crate::host::WriteBudget::new(1 << 20)),
             inline_reads: false,
+            leases: Vec::new().into(),
         };
         let mut view = FsView { mounts: grant.mounts(), calls: &calls };
 

@@ -16,11 +16,14 @@
 //! it (see [`InFlight`]) before anything else touches the target.
 
 pub mod denied;
+pub mod exec;
 pub mod fs;
+pub mod http;
 pub mod journal;
 pub mod log;
 
 use crate::audit::{AuditLog, CallOutcome, Event, Phase};
+use crate::credentials::Lease;
 use crate::sandbox::bindings::Error as GuestError;
 use serde_json::Value;
 use std::sync::Arc;
@@ -174,6 +177,8 @@ pub struct Calls {
     /// Run reads on the calling thread instead of the blocking pool (see
     /// [`crate::sandbox::SandboxConfig::inline_reads`]).
     pub inline_reads: bool,
+    /// The credentials leased to the job.
+    pub leases: Arc<[Lease]>,
 }
 
 impl Calls {
@@ -210,29 +215,108 @@ impl Calls {
             Ok(op) => op,
             Err(refusal) => return self.refuse(interface, function, &args, refusal),
         };
-        let intent = match effect {
-            Effect::Read => None,
-            Effect::Mutate => Some(self.record_durable(&Event::Intent { interface, function, args: &args }).await?),
-        };
+        let intent = self.intend(interface, function, &args, effect).await?;
         let ran = if effect == Effect::Read && self.inline_reads { Some(op()) } else { self.blocking(op).await };
-        let result = match ran {
-            Some(result) => result,
-            None => {
-                let timed_out = HostCallTimedOut { interface, function, timeout: self.timeout };
-                let outcome = CallOutcome::Failed(timed_out.to_string());
-                self.record_call(interface, function, &args, &outcome, &Value::Null, started, intent)?;
-                return match effect {
-                    Effect::Mutate => Err(timed_out.into()),
-                    Effect::Read => Ok(Err(GuestError::Failed(timed_out.to_string()))),
-                };
-            }
+        self.conclude(interface, function, &args, (effect, self.timeout), started, intent, ran, summarize)
+    }
+
+    /// Like [`Calls::perform`], for an operation that is a future (a child
+    /// process, a request): it runs as its own task, counted in
+    /// [`InFlight`], and may take up to `limit`.
+    #[allow(clippy::too_many_arguments)] // perform's arguments, and the time limit
+    pub async fn perform_task<T, F>(
+        &self,
+        interface: &'static str,
+        function: &'static str,
+        args: Value,
+        effect: Effect,
+        prepared: Result<F, CapError>,
+        limit: Duration,
+        summarize: impl FnOnce(&T) -> Value,
+    ) -> wasmtime::Result<Result<T, GuestError>>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, CapError>> + Send + 'static,
+    {
+        let started = Instant::now();
+        let task = match prepared {
+            Ok(task) => task,
+            Err(refusal) => return self.refuse(interface, function, &args, refusal),
+        };
+        let intent = self.intend(interface, function, &args, effect).await?;
+        let guard = self.inflight.begin();
+        let handle = tokio::spawn(async move {
+            let result = task.await;
+            drop(guard);
+            result
+        });
+        let ran = match tokio::time::timeout(limit, handle).await {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(_)) => Some(Err(CapError::Failed("the host operation panicked".into()))),
+            Err(_) => None,
+        };
+        self.conclude(interface, function, &args, (effect, limit), started, intent, ran, summarize)
+    }
+
+    /// Before a mutating call: its intent, durable.
+    async fn intend(
+        &self,
+        interface: &str,
+        function: &str,
+        args: &Value,
+        effect: Effect,
+    ) -> wasmtime::Result<Option<u64>> {
+        match effect {
+            Effect::Read => Ok(None),
+            Effect::Mutate => Ok(Some(self.record_durable(&Event::Intent { interface, function, args }).await?)),
+        }
+    }
+
+    /// After a call: its record, and what the guest gets. `None` means the
+    /// operation outlived its time: a mutating call then traps.
+    #[allow(clippy::too_many_arguments)] // one field of the record each
+    fn conclude<T>(
+        &self,
+        interface: &'static str,
+        function: &'static str,
+        args: &Value,
+        (effect, limit): (Effect, Duration),
+        started: Instant,
+        intent: Option<u64>,
+        ran: Option<Result<T, CapError>>,
+        summarize: impl FnOnce(&T) -> Value,
+    ) -> wasmtime::Result<Result<T, GuestError>> {
+        let Some(result) = ran else {
+            let timed_out = HostCallTimedOut { interface, function, timeout: limit };
+            let outcome = CallOutcome::Failed(timed_out.to_string());
+            self.record_call(interface, function, args, &outcome, &Value::Null, started, intent)?;
+            return match effect {
+                Effect::Mutate => Err(timed_out.into()),
+                Effect::Read => Ok(Err(GuestError::Failed(timed_out.to_string()))),
+            };
         };
         let (outcome, summary) = match &result {
             Ok(value) => (CallOutcome::Ok, summarize(value)),
             Err(error) => (error.outcome(), Value::Null),
         };
-        self.record_call(interface, function, &args, &outcome, &summary, started, intent)?;
+        self.record_call(interface, function, args, &outcome, &summary, started, intent)?;
         Ok(result.map_err(GuestError::from))
+    }
+
+    /// The lease of credential `name` for this job, or why not.
+    pub fn lease(&self, name: &str) -> Result<&Lease, CapError> {
+        self.leases
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| CapError::Failed(format!("credential {name} was not leased to this job")))
+    }
+
+    /// Removes the value of every credential leased to the job from
+    /// `bytes`, before the guest sees them.
+    pub fn redact(&self, bytes: &mut Vec<u8>) {
+        for lease in self.leases.iter() {
+            lease.redact(bytes);
+        }
     }
 
     /// Audits a call refused before it started and hands the guest the

@@ -29,8 +29,10 @@ pub use limits::{MemoryCap, MemoryLimitExceeded, PhaseTimeout, TableLimitExceede
 
 use crate::artifact::{Manifest, VerifiedArtifact};
 use crate::audit::Phase;
-use crate::grant::{Capabilities, Grant, Mount};
+use crate::grant::{Capabilities, Grant};
+use crate::host::exec::{Exec, ExecView};
 use crate::host::fs::{Fs, FsView};
+use crate::host::http::{Http, HttpView};
 use crate::host::journal::{Journal, JournalHost, JournalView};
 use crate::host::log::{LogBudget, LogHost, LogView};
 use crate::host::{Calls, denied};
@@ -163,11 +165,6 @@ pub enum LoadError {
          declare it under [capabilities] or the playbook cannot be loaded"
     )]
     UndeclaredImport { interface: String },
-    #[error(
-        "the manifest declares {interface}, which the component does not import: remove the declaration, \
-         so the manifest says what the code can do"
-    )]
-    DeclaredNotImported { interface: String },
 }
 
 /// The process-wide sandbox: the engine and its epoch ticker.
@@ -298,7 +295,7 @@ impl Sandbox {
             },
             limiter: MemoryCap::new(setup.grant.limits().memory),
             calls: setup.calls,
-            mounts: setup.grant.mounts().into(),
+            grant: setup.grant.clone(),
             journal: setup.journal,
             log: LogBudget::default(),
         };
@@ -337,7 +334,7 @@ pub struct HostState {
     table: ResourceTable,
     limiter: MemoryCap,
     pub(crate) calls: Calls,
-    mounts: Arc<[Mount]>,
+    grant: Grant,
     pub(crate) journal: Option<Journal>,
     pub(crate) log: LogBudget,
 }
@@ -350,7 +347,15 @@ impl WasiView for HostState {
 
 impl HostState {
     fn fs(&mut self) -> FsView<'_> {
-        FsView { mounts: &self.mounts, calls: &self.calls }
+        FsView { mounts: self.grant.mounts(), calls: &self.calls }
+    }
+
+    fn exec(&mut self) -> ExecView<'_> {
+        ExecView { rules: self.grant.exec(), mounts: self.grant.mounts(), calls: &self.calls }
+    }
+
+    fn http(&mut self) -> HttpView<'_> {
+        HttpView { rules: self.grant.http(), calls: &self.calls }
     }
 
     fn journal(&mut self) -> JournalView<'_> {
@@ -374,22 +379,28 @@ pub struct Interfaces {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Imports {
     pub fs: bool,
+    pub exec: bool,
+    pub http: bool,
 }
 
 impl Imports {
-    /// Checks that the component imports exactly the capabilities its
-    /// manifest declares: an undeclared import makes it unloadable, and a
-    /// declaration without an import would overstate what it can do.
+    /// Each capability interface, whether the component imports it.
+    fn each(&self) -> [(&'static str, bool); 3] {
+        [("fs", self.fs), ("exec", self.exec), ("http", self.http)]
+    }
+}
+
+impl Imports {
+    /// Checks that the component imports no capability its manifest does
+    /// not declare: an undeclared import makes it unloadable. (A declaration
+    /// without an import is allowed: a directory may be declared for the
+    /// commands the playbook runs, not for `fs` itself.)
     pub fn check_declared(&self, manifest: &Manifest) -> Result<(), LoadError> {
         let declared = manifest.declared_interfaces();
-        for (interface, imported) in [("fs", self.fs)] {
-            match (imported, declared.contains(&interface)) {
-                (true, false) => return Err(LoadError::UndeclaredImport { interface: interface.into() }),
-                (false, true) => return Err(LoadError::DeclaredNotImported { interface: interface.into() }),
-                _ => {}
-            }
+        match self.each().into_iter().find(|(interface, imported)| *imported && !declared.contains(interface)) {
+            Some((interface, _)) => Err(LoadError::UndeclaredImport { interface: interface.into() }),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -456,6 +467,8 @@ impl Playbook {
                 match interface {
                     "types" | "log" | "journal" => {}
                     "fs" => imports.fs = true,
+                    "exec" => imports.exec = true,
+                    "http" => imports.http = true,
                     _ => return Err(forbidden("no such salve capability")),
                 }
             } else if package == "wasi:filesystem" {
@@ -486,7 +499,7 @@ impl Playbook {
         };
         // Type-check imports and exports now, with every imported capability
         // linked for real, so a mismatch is refused before anything runs.
-        let pre = playbook.pre(sandbox, Capabilities { fs: imports.fs })?;
+        let pre = playbook.pre(sandbox, Capabilities { fs: imports.fs, exec: imports.exec, http: imports.http })?;
         check_export_types(engine, &pre, &instance)?;
         Ok(playbook)
     }
@@ -535,7 +548,7 @@ impl Playbook {
     /// runtime, `log` and `journal`, and each imported capability either for
     /// real (granted) or as the denying stub (not granted).
     fn linker(&self, sandbox: &Sandbox, caps: Capabilities) -> Result<Linker<HostState>, LoadError> {
-        use bindings::salve::playbook::{fs, journal, log};
+        use bindings::salve::playbook::{exec, fs, http, journal, log};
         use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut linker = Linker::new(&sandbox.engine);
@@ -567,13 +580,22 @@ impl Playbook {
             if self.imports.fs && caps.fs {
                 fs::add_to_linker::<HostState, Fs>(l, HostState::fs)?;
             }
+            if self.imports.exec && caps.exec {
+                exec::add_to_linker::<HostState, Exec>(l, HostState::exec)?;
+            }
+            if self.imports.http && caps.http {
+                http::add_to_linker::<HostState, Http>(l, HostState::http)?;
+            }
             Ok(())
         })()
         .map_err(engine_err)?;
-        if self.imports.fs && !caps.fs {
-            let import = format!("{PACKAGE}/fs@{VERSION}");
-            denied::link(&mut linker, &sandbox.engine, &self.component, &import, "fs")
-                .map_err(|detail| LoadError::ImportTypes { import, detail })?;
+        let granted = [caps.fs, caps.exec, caps.http];
+        for ((interface, imported), granted) in self.imports.each().into_iter().zip(granted) {
+            if imported && !granted {
+                let import = format!("{PACKAGE}/{interface}@{VERSION}");
+                denied::link(&mut linker, &sandbox.engine, &self.component, &import, interface)
+                    .map_err(|detail| LoadError::ImportTypes { import, detail })?;
+            }
         }
         Ok(linker)
     }

@@ -124,6 +124,17 @@ pub fn playbook(name: &str) -> Arc<Playbook> {
 pub struct Site {
     pub root: tempfile::TempDir,
     runner: OnceLock<Runner>,
+    secrets: Vec<(String, String)>,
+    tokens: HashMap<String, salve::credentials::TokenSpec>,
+}
+
+/// Secrets the test gives the runner.
+struct MapSecrets(Vec<(String, String)>);
+
+impl salve::credentials::SecretStore for MapSecrets {
+    fn get(&self, name: &str) -> Option<salve::credentials::Secret> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| salve::credentials::Secret::new(v.clone()))
+    }
 }
 
 impl Site {
@@ -131,7 +142,19 @@ impl Site {
         // Under /tmp whatever TMPDIR says: the playbooks' manifests declare
         // /tmp/** as a directory a grant may give them.
         let root = tempfile::Builder::new().prefix("salve-test-").tempdir_in("/tmp").unwrap();
-        Site { root, runner: OnceLock::new() }
+        Site { root, runner: OnceLock::new(), secrets: Vec::new(), tokens: HashMap::new() }
+    }
+
+    /// The site, whose runner mints tokens for credential `name`.
+    pub fn with_token(mut self, name: &str, audience: &str) -> Site {
+        self.tokens.insert(name.into(), salve::credentials::TokenSpec { audience: audience.into(), ttl: None });
+        self
+    }
+
+    /// The site, whose runner leases these secrets.
+    pub fn with_secrets(mut self, secrets: &[(&str, &str)]) -> Site {
+        self.secrets = secrets.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        self
     }
 
     pub fn data(&self) -> PathBuf {
@@ -148,7 +171,14 @@ impl Site {
     pub fn runner(&self) -> &Runner {
         self.runner.get_or_init(|| {
             let audit = AuditLog::open(&self.data()).unwrap();
-            Runner::new(sandbox().clone(), audit, &self.data()).unwrap().with_seal_key(runner_key()).unwrap()
+            let store = MapSecrets(self.secrets.clone());
+            let broker =
+                salve::credentials::Broker::new(vec![Box::new(store)], self.tokens.clone(), Some(runner_key()));
+            Runner::new(sandbox().clone(), audit, &self.data())
+                .unwrap()
+                .with_seal_key(runner_key())
+                .unwrap()
+                .with_broker(Arc::new(broker))
         })
     }
 

@@ -35,7 +35,7 @@ wit_bindgen::generate!({
 
 pub use exports::salve::playbook::playbook::Guest as Playbook;
 pub use salve::playbook::types::{Change, Context, Error};
-pub use salve::playbook::{fs, journal, log};
+pub use salve::playbook::{exec, fs, http, journal, log};
 
 impl Context {
     /// The value of parameter `name`, if the job gave one.

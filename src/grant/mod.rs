@@ -23,6 +23,12 @@
 //! Every problem is a [`GrantError`] that names the entry and says what to
 //! change. Unknown fields and duplicate keys are errors.
 
+pub mod exec;
+pub mod http;
+
+pub use exec::{ExecEntry, ExecRule};
+pub use http::{HttpEntry, HttpRule};
+
 use crate::artifact::manifest::{Manifest, path_matches};
 use cap_std::ambient_authority;
 use serde::{Deserialize, Serialize};
@@ -57,6 +63,12 @@ pub enum GrantError {
     FsPath { name: String, path: PathBuf, reason: String },
     #[error("limits.{field} = {value:?}: {reason}")]
     Limit { field: &'static str, value: String, reason: String },
+    #[error("exec entry {index}: {reason}")]
+    Exec { index: usize, reason: String },
+    #[error("http entry {index}: {reason}")]
+    Http { index: usize, reason: String },
+    #[error("{kind} entry {index} asks for {asked}, which the playbook does not declare (it declares: {declared})")]
+    Beyond { kind: &'static str, index: usize, asked: String, declared: String },
     #[error(
         "fs entries {first:?} and {second:?} overlap (at {path}): one directory inside another would let the \
          narrower access be bypassed; grant disjoint directories"
@@ -91,6 +103,10 @@ impl std::fmt::Display for Access {
 pub struct GrantSpec {
     #[serde(default)]
     pub fs: Vec<FsEntry>,
+    #[serde(default)]
+    pub exec: Vec<ExecEntry>,
+    #[serde(default)]
+    pub http: Vec<HttpEntry>,
     #[serde(default)]
     pub limits: LimitsSpec,
 }
@@ -251,7 +267,7 @@ impl GrantSpec {
     }
 }
 
-fn parse_timeout(field: &'static str, text: &str) -> Result<Duration, GrantError> {
+pub(crate) fn parse_timeout(field: &'static str, text: &str) -> Result<Duration, GrantError> {
     let err = |reason: String| GrantError::Limit { field, value: text.to_string(), reason };
     let duration =
         humantime::parse_duration(text).map_err(|e| err(format!("{e}; write it like \"30s\", \"500ms\" or \"2m\"")))?;
@@ -296,12 +312,16 @@ pub struct Mount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Capabilities {
     pub fs: bool,
+    pub exec: bool,
+    pub http: bool,
 }
 
 /// A grant with its directories open: what a task may touch.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    mounts: Vec<Mount>,
+    mounts: Arc<[Mount]>,
+    exec: Arc<[ExecRule]>,
+    http: Arc<[HttpRule]>,
     limits: Limits,
 }
 
@@ -378,18 +398,66 @@ impl Grant {
             }
             mounts.push(Mount { name: entry.name.clone(), path, access: entry.access, dir: Arc::new(dir) });
         }
-        Ok(Grant { mounts, limits })
+        let mut exec = Vec::with_capacity(spec.exec.len());
+        for (index, entry) in spec.exec.iter().enumerate() {
+            let rule = ExecRule::open(index + 1, entry, &mounts)?;
+            if let Some(manifest) = manifest {
+                check_exec_declared(index + 1, entry, &rule, manifest)?;
+            }
+            exec.push(rule);
+        }
+        let mut http = Vec::with_capacity(spec.http.len());
+        for (index, entry) in spec.http.iter().enumerate() {
+            let rule = HttpRule::open(index + 1, entry)?;
+            if let Some(manifest) = manifest {
+                check_http_declared(index + 1, &rule, manifest)?;
+            }
+            http.push(rule);
+        }
+        Ok(Grant { mounts: mounts.into(), exec: exec.into(), http: http.into(), limits })
     }
 
-    /// The same grant with every directory downgraded to read-only, for
-    /// `plan`.
+    /// The same grant downgraded to read-only, for `plan` and `verify`:
+    /// every directory `ro`, only the commands marked `read_only`, only
+    /// `GET` and `HEAD` requests.
     pub fn read_only(&self) -> Grant {
         let mounts = self.mounts.iter().map(|m| Mount { access: Access::Ro, ..m.clone() }).collect();
-        Grant { mounts, limits: self.limits }
+        let exec = self.exec.iter().filter(|r| r.read_only).cloned().collect();
+        let http = self
+            .http
+            .iter()
+            .filter_map(|r| {
+                let methods: Vec<String> =
+                    r.methods.iter().filter(|m| matches!(m.as_str(), "GET" | "HEAD")).cloned().collect();
+                (!methods.is_empty()).then(|| HttpRule { methods, ..r.clone() })
+            })
+            .collect();
+        Grant { mounts, exec, http, limits: self.limits }
     }
 
     pub fn mounts(&self) -> &[Mount] {
         &self.mounts
+    }
+
+    pub fn exec(&self) -> &[ExecRule] {
+        &self.exec
+    }
+
+    pub fn http(&self) -> &[HttpRule] {
+        &self.http
+    }
+
+    /// The credentials the grant names, each once.
+    pub fn credentials(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .exec
+            .iter()
+            .filter_map(|r| r.credential.as_ref().map(|c| c.name.clone()))
+            .chain(self.http.iter().filter_map(|r| r.credential.as_ref().map(|c| c.name.clone())))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     pub fn limits(&self) -> &Limits {
@@ -397,18 +465,123 @@ impl Grant {
     }
 
     pub fn capabilities(&self) -> Capabilities {
-        Capabilities { fs: !self.mounts.is_empty() }
+        Capabilities { fs: !self.mounts.is_empty(), exec: !self.exec.is_empty(), http: !self.http.is_empty() }
     }
 
-    /// What the audit log records about this grant.
+    /// What the audit log records about this grant (credentials by name).
     pub fn summary(&self) -> serde_json::Value {
         let fs: Vec<_> = self
             .mounts
             .iter()
             .map(|m| serde_json::json!({ "name": m.name, "path": m.path, "access": m.access }))
             .collect();
-        serde_json::json!({ "fs": fs, "limits": self.limits })
+        let exec: Vec<_> = self
+            .exec
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "program": r.program, "argv": r.pattern(), "cwd": r.cwd, "read_only": r.read_only,
+                    "credential": r.credential.as_ref().map(|c| &c.name),
+                })
+            })
+            .collect();
+        let http: Vec<_> = self
+            .http
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "methods": r.methods, "prefix": r.prefix,
+                    "credential": r.credential.as_ref().map(|c| &c.name),
+                })
+            })
+            .collect();
+        serde_json::json!({ "fs": fs, "exec": exec, "http": http, "limits": self.limits })
     }
+}
+
+/// The host path of `MOUNT` or `MOUNT/sub/dir`, which must be an existing
+/// directory inside the granted directory.
+pub(crate) fn resolve_in_mounts(mounts: &[Mount], path: &str) -> Result<PathBuf, String> {
+    let mut parts = path.split('/');
+    let name = parts.next().unwrap_or_default();
+    let mount = mounts.iter().find(|m| m.name == name).ok_or_else(|| format!("{name:?} is not a granted directory"))?;
+    let mut resolved = mount.path.clone();
+    for part in parts {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(format!("{path:?} has an empty, `.` or `..` component"));
+        }
+        resolved.push(part);
+    }
+    let canonical = std::fs::canonicalize(&resolved).map_err(|e| format!("{}: {e}", resolved.display()))?;
+    if !canonical.starts_with(&mount.path) || !canonical.is_dir() {
+        return Err(format!("{path:?} is not a directory inside {}", mount.path.display()));
+    }
+    Ok(canonical)
+}
+
+fn check_exec_declared(
+    index: usize,
+    entry: &ExecEntry,
+    rule: &ExecRule,
+    manifest: &Manifest,
+) -> Result<(), GrantError> {
+    let beyond = |asked: String, declared: Vec<String>| GrantError::Beyond {
+        kind: "exec",
+        index,
+        asked,
+        declared: declared.join("; "),
+    };
+    let declared: Vec<String> = manifest.capabilities.exec.iter().map(|d| d.argv.join(" ")).collect();
+    let matching = manifest.capabilities.exec.iter().find(|d| {
+        exec::parse_argv(&d.argv).is_ok_and(|patterns| {
+            patterns.len() == rule.args.len() + 1
+                && matches!(&patterns[0], exec::ArgPattern::Literal(name) if *name == rule.name)
+                && rule.args.iter().zip(&patterns[1..]).all(|(mine, theirs)| mine.within(theirs))
+        })
+    });
+    let Some(decl) = matching else {
+        return Err(beyond(format!("the command line {}", rule.pattern()), declared));
+    };
+    if let Some(name) = entry.env_allow.iter().find(|n| !decl.env_allow.contains(n)) {
+        return Err(beyond(format!("the playbook setting {name}"), decl.env_allow.clone()));
+    }
+    if entry.read_only && !decl.read_only {
+        return Err(beyond(format!("{} as read-only", rule.pattern()), vec!["not read-only".into()]));
+    }
+    if let Some(c) = &entry.credential
+        && !manifest.capabilities.credentials.contains(&c.name)
+    {
+        return Err(beyond(format!("credential {}", c.name), manifest.capabilities.credentials.clone()));
+    }
+    Ok(())
+}
+
+fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Result<(), GrantError> {
+    let beyond = |asked: String, declared: Vec<String>| GrantError::Beyond {
+        kind: "http",
+        index,
+        asked,
+        declared: declared.join("; "),
+    };
+    let covers = |d: &crate::artifact::manifest::HttpDeclaration| {
+        rule.methods.iter().all(|m| d.methods.iter().any(|dm| dm.eq_ignore_ascii_case(m)))
+            && d.urls.iter().any(|pattern| crate::artifact::manifest::glob_matches(pattern, &rule.prefix))
+    };
+    if !manifest.capabilities.http.iter().any(covers) {
+        let declared = manifest
+            .capabilities
+            .http
+            .iter()
+            .map(|d| format!("{} {}", d.methods.join(","), d.urls.join(" ")))
+            .collect();
+        return Err(beyond(format!("{} {}", rule.methods.join(","), rule.prefix), declared));
+    }
+    if let Some(c) = &rule.credential
+        && !manifest.capabilities.credentials.contains(&c.name)
+    {
+        return Err(beyond(format!("credential {}", c.name), manifest.capabilities.credentials.clone()));
+    }
+    Ok(())
 }
 
 fn check_mount_name(index: usize, name: &str) -> Result<(), GrantError> {

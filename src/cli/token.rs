@@ -1,0 +1,40 @@
+//! `salve token verify`: what a downstream service runs (or does with the
+//! library's `credentials::verify_token`) to check a token salve minted.
+
+use super::artifact::load_trust;
+use super::{DataDir, Exit, refused};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Check a minted token: a trusted runner key's signature, the audience,
+    /// the expiry. Prints its claims.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// The token (v4.public....)
+    token: String,
+    /// The audience the token must be for (the service checking it)
+    #[arg(long)]
+    audience: String,
+    /// The trust store holding the runner keys [default: DATA_DIR/trust.toml]
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    #[command(flatten)]
+    data_dir: DataDir,
+}
+
+pub fn main(command: TokenCommand) -> anyhow::Result<Exit> {
+    match command {
+        TokenCommand::Verify(args) => {
+            let trust = load_trust(args.trust.as_deref(), &args.data_dir)?;
+            let claims = salve::credentials::verify_token(&args.token, &trust, &args.audience, SystemTime::now())
+                .map_err(refused)?;
+            println!("{}", serde_json::to_string_pretty(&claims)?);
+            Ok(Exit::Succeeded)
+        }
+    }
+}

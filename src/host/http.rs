@@ -1,0 +1,246 @@
+//! The `http` capability: requests the grant allows, made by the host.
+//!
+//! A request's URL is canonicalised (see [`crate::grant::http::canonical`])
+//! and must fall under a granted prefix with a granted method. The host
+//! name is resolved once; the first address the rule lets the request
+//! reach (loopback and private ones only when the prefix names them) is the
+//! one connected to, pinned for the connection. Redirects come back to the
+//! playbook as they are. Request and response headers, bodies and time are
+//! bounded; a leased credential goes into the grant's header, and its value
+//! is redacted from what comes back.
+//!
+//! # Errors
+//! A request no rule allows, a forbidden header, a refused address: `denied`.
+//! A malformed request: `invalid`. A network failure or a timeout: `failed`.
+//!
+//! # Security
+//! Audited: the method, the canonical URL, header names (not values), body
+//! sizes, the status, the duration and the lease id. Never a body.
+
+use super::{Calls, CapError, Effect};
+use crate::grant::http::{HttpRule, canonical, under_prefix};
+use crate::sandbox::bindings::Error as GuestError;
+use crate::sandbox::bindings::salve::playbook::http::{Host, Request, Response};
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use wasmtime::component::HasData;
+
+/// Largest request body a playbook may send.
+pub const MAX_REQUEST_BODY: usize = 1 << 20;
+/// Most request headers a playbook may set, and most response headers kept.
+pub const MAX_HEADERS: usize = 64;
+/// Longest header value, either way.
+pub const MAX_HEADER_BYTES: usize = 8192;
+
+/// Headers the host sets or that change how the message is framed.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+const INTERFACE: &str = "http";
+
+pub struct Http;
+
+impl HasData for Http {
+    type Data<'a> = HttpView<'a>;
+}
+
+/// What `http` host functions see of the store.
+pub struct HttpView<'a> {
+    pub rules: &'a [HttpRule],
+    pub calls: &'a Calls,
+}
+
+/// A request that passed the checks: what to send.
+struct Outgoing {
+    method: reqwest::Method,
+    url: url::Url,
+    rule: HttpRule,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+    lease: Option<String>,
+}
+
+impl HttpView<'_> {
+    fn prepare(&self, request: Request) -> Result<Outgoing, CapError> {
+        let method = request.method.to_ascii_uppercase();
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(CapError::Invalid(format!("{:?} is not a method", request.method)));
+        }
+        let url = canonical(&request.url).map_err(|reason| {
+            if reason.contains("userinfo") || reason.contains("scheme") {
+                CapError::Denied(reason)
+            } else {
+                CapError::Invalid(reason)
+            }
+        })?;
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.methods.contains(&method) && under_prefix(url.as_str(), &r.prefix))
+            .ok_or_else(|| CapError::Denied(format!("no grant allows {method} {url}")))?
+            .clone();
+        if request.body.len() > MAX_REQUEST_BODY {
+            return Err(CapError::Invalid(format!("the body is past the bound of {MAX_REQUEST_BODY} bytes")));
+        }
+        if request.headers.len() > MAX_HEADERS {
+            return Err(CapError::Invalid(format!("more than {MAX_HEADERS} headers")));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &request.headers {
+            let name: reqwest::header::HeaderName =
+                name.parse().map_err(|_| CapError::Invalid(format!("{name:?} is not a header name")))?;
+            if FORBIDDEN_HEADERS.contains(&name.as_str()) {
+                return Err(CapError::Denied(format!("the {name} header is the host's to set")));
+            }
+            if rule.credential.as_ref().is_some_and(|c| c.header.eq_ignore_ascii_case(name.as_str())) {
+                return Err(CapError::Denied(format!("the {name} header carries the grant's credential")));
+            }
+            if value.len() > MAX_HEADER_BYTES {
+                return Err(CapError::Invalid(format!("the {name} header is past {MAX_HEADER_BYTES} bytes")));
+            }
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| CapError::Invalid(format!("the {name} header's value is not valid")))?;
+            headers.append(name, value);
+        }
+        let mut lease = None;
+        if let Some(credential) = &rule.credential {
+            let leased = self.calls.lease(&credential.name)?;
+            let secret = leased.value_for(&self.calls.job).map_err(CapError::Denied)?;
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("{}{secret}", credential.prefix))
+                .map_err(|_| CapError::Failed("the credential is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            let name: reqwest::header::HeaderName =
+                credential.header.parse().expect("checked when the grant was opened");
+            headers.insert(name, value);
+            lease = Some(leased.id.clone());
+        }
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| CapError::Invalid("bad method".into()))?;
+        Ok(Outgoing { method, url, rule, headers, body: request.body, lease })
+    }
+}
+
+/// Resolves the URL's host once and picks the address to pin: the first
+/// the rule lets the request reach.
+async fn pin(url: &url::Url, rule: &HttpRule) -> Result<SocketAddr, CapError> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addresses: Vec<IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
+        Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| CapError::Failed(format!("cannot resolve {name}: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+        None => return Err(CapError::Invalid("no host".into())),
+    };
+    addresses.iter().find(|ip| rule.reaches(**ip)).map(|ip| SocketAddr::new(*ip, port)).ok_or_else(|| {
+        CapError::Denied(format!(
+            "{} is at {addresses:?}: loopback, link-local or private addresses the grant does not name",
+            url.host_str().unwrap_or_default()
+        ))
+    })
+}
+
+/// Sends the request to the pinned address and reads a bounded response.
+async fn send(outgoing: Outgoing, calls: Calls) -> Result<(Response, u64), CapError> {
+    let address = pin(&outgoing.url, &outgoing.rule).await?;
+    let mut client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(outgoing.rule.timeout)
+        .connect_timeout(outgoing.rule.timeout);
+    if let Some(url::Host::Domain(name)) = outgoing.url.host() {
+        client = client.resolve(name, address);
+    }
+    let client = client.build().map_err(|e| CapError::Failed(format!("cannot set up the request: {e}")))?;
+    let failed = |e: reqwest::Error| {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "could not connect"
+        } else {
+            "failed"
+        };
+        CapError::Failed(format!("the request {what}"))
+    };
+    let mut response = client
+        .request(outgoing.method, outgoing.url)
+        .headers(outgoing.headers)
+        .body(outgoing.body)
+        .send()
+        .await
+        .map_err(failed)?;
+    let status = response.status().as_u16();
+    let mut headers = Vec::new();
+    for (name, value) in response.headers().iter().take(MAX_HEADERS) {
+        let mut bytes = value.as_bytes()[..value.len().min(MAX_HEADER_BYTES)].to_vec();
+        calls.redact(&mut bytes);
+        headers.push((name.to_string(), String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    let limit = outgoing.rule.max_response;
+    let mut body = Vec::new();
+    let mut total = 0u64;
+    let mut truncated = false;
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        total += chunk.len() as u64;
+        let room = (limit as usize).saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if total > limit {
+            truncated = true;
+            break; // drop the connection rather than read what will not be kept
+        }
+    }
+    calls.redact(&mut body);
+    Ok((Response { status, headers, body, body_truncated: truncated }, total))
+}
+
+impl Host for HttpView<'_> {
+    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, GuestError>> {
+        let header_names: Vec<&str> =
+            request.headers.iter().take(MAX_HEADERS).map(|(n, _)| super::bounded(n, 64).0).collect();
+        let mut args = json!({
+            "method": super::bounded(&request.method, 16).0,
+            "url": super::bounded(&request.url, 1024).0,
+            "headers": header_names,
+            "body_bytes": request.body.len(),
+        });
+        let read_only = matches!(request.method.to_ascii_uppercase().as_str(), "GET" | "HEAD");
+        let prepared = self.prepare(request);
+        let limit = match &prepared {
+            Ok(outgoing) => {
+                args["url"] = json!(outgoing.url.as_str());
+                if let Some(lease) = &outgoing.lease {
+                    args["lease"] = json!(lease);
+                }
+                outgoing.rule.timeout + Duration::from_secs(5)
+            }
+            Err(_) => self.calls.timeout,
+        };
+        let effect = if read_only { Effect::Read } else { Effect::Mutate };
+        let calls = self.calls.clone();
+        let task = prepared.map(|outgoing| send(outgoing, calls));
+        let result = self
+            .calls
+            .perform_task(INTERFACE, "send", args, effect, task, limit, |(response, total): &(Response, u64)| {
+                let location = response.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone());
+                json!({
+                    "status": response.status, "bytes": total, "truncated": response.body_truncated,
+                    "location": location,
+                })
+            })
+            .await?;
+        Ok(result.map(|(response, _)| response))
+    }
+}

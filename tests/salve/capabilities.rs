@@ -1,0 +1,225 @@
+//! `exec`, `http` and credentials: every way around them is refused,
+//! audited, and leaves nothing behind.
+
+use crate::common::{Site, of_kind};
+use crate::servers::{Reply, TestServer, free_port};
+use salve::run::Outcome;
+
+fn denied_calls(records: &[serde_json::Value], interface: &str) -> usize {
+    of_kind(records, "call")
+        .iter()
+        .filter(|c| c["interface"] == interface && c["outcome"]["denied"].is_string())
+        .count()
+}
+
+#[tokio::test]
+pub(crate) async fn exec_escape() {
+    let site = Site::new();
+    site.write("work/file.txt", "inside\n");
+    site.write("outside/secret.txt", "secret\n");
+    let root = site.root.path();
+    std::os::unix::fs::symlink(root.join("outside"), root.join("work/escape-link")).unwrap();
+    let before = site.snapshot();
+    let grant = r#"
+        [[fs]]
+        name = "work"
+        path = "{root}/work"
+        access = "rw"
+
+        [[exec]]
+        program = "/bin/echo"
+        argv = ["echo", "{word:hello|bye}", "{int:1..3}", "{path:work}"]
+        cwd = "work"
+        env_allow = ["TZ"]
+    "#;
+
+    let report = site.run("exec-escape", grant, &[]).await;
+
+    assert_eq!(report.outcome, Outcome::Succeeded, "every attempt denied, the granted command run");
+    assert_eq!(site.snapshot(), before);
+    let records = site.job_records(&report.job_id);
+    assert_eq!(denied_calls(&records, "exec"), 14, "each attempt refused and audited");
+    let ran: Vec<_> = of_kind(&records, "call").into_iter().filter(|c| c["outcome"] == "ok").collect();
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0]["args"]["argv"], serde_json::json!(["echo", "bye", "3", "work"]));
+    assert_eq!(ran[0]["result"]["status"], 0);
+    assert!(ran[0]["args"]["program"].as_str().unwrap().ends_with("/echo"));
+    let reasons: Vec<String> =
+        of_kind(&records, "call").iter().filter_map(|c| c["outcome"]["denied"].as_str().map(String::from)).collect();
+    for expected in [
+        "is not {word:hello|bye}",
+        "takes 3 arguments",
+        "no command the grant allows runs \"cat\"",
+        "LD_PRELOAD",
+        "PATH",
+        "leaves the granted directory",
+    ] {
+        assert!(reasons.iter().any(|r| r.contains(expected)), "no refusal says {expected:?}: {reasons:#?}");
+    }
+}
+
+#[tokio::test]
+pub(crate) async fn http_escape() {
+    let server = TestServer::start(|hit| match hit.path.as_str() {
+        "/allowed/ok" | "/allowed/x" => Reply::Status(200, b"ok".to_vec()),
+        "/allowed/redirect" => Reply::Redirect("/secret".into()),
+        "/allowed/huge" => Reply::Huge(300 << 20),
+        "/allowed/hang" => Reply::Hang,
+        _ => Reply::Status(200, b"should never be served".to_vec()),
+    });
+    let site = Site::new();
+    let before = site.snapshot();
+    let grant = format!(
+        r#"
+        [[http]]
+        methods = ["GET"]
+        prefix = "{base}/allowed/"
+        timeout = "1s"
+        max_response = "64KiB"
+
+        [[http]]
+        methods = ["GET"]
+        prefix = "http://localhost:{port}/allowed/"
+        "#,
+        base = server.base(),
+        port = server.port
+    );
+    let other = free_port().to_string();
+
+    let report = site.run("http-escape", &grant, &[("base", &server.base()), ("other_port", &other)]).await;
+
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:?}", report.outcome);
+    assert_eq!(site.snapshot(), before);
+    let paths: Vec<String> = server.hits().into_iter().map(|h| h.path).collect();
+    assert!(!paths.iter().any(|p| p.contains("secret") || p.contains("meta-data")), "never reached: {paths:?}");
+    let records = site.job_records(&report.job_id);
+    assert_eq!(denied_calls(&records, "http"), 18, "each attempt refused and audited");
+    let calls = of_kind(&records, "call");
+    let huge = calls.iter().find(|c| c["args"]["url"].as_str().is_some_and(|u| u.ends_with("/huge"))).unwrap();
+    assert_eq!(huge["result"]["truncated"], true);
+    let redirect = calls.iter().find(|c| c["args"]["url"].as_str().is_some_and(|u| u.ends_with("/redirect"))).unwrap();
+    assert_eq!(redirect["result"]["status"], 302);
+    assert_eq!(redirect["result"]["location"], "/secret");
+}
+
+#[tokio::test]
+pub(crate) async fn credential_probe() {
+    const SECRET: &str = "s3cret-lb-admin-token";
+    let server = TestServer::start(|_| Reply::Echo);
+    let site = Site::new().with_secrets(&[("probe-secret", SECRET)]);
+    site.write("work/.keep", "");
+    let grant = format!(
+        r#"
+        [[fs]]
+        name = "work"
+        path = "{{root}}/work"
+        access = "rw"
+
+        [[exec]]
+        program = "/usr/bin/printenv"
+        argv = ["printenv", "ADMIN_TOKEN"]
+        cwd = "work"
+        credential = {{ name = "probe-secret", env = "ADMIN_TOKEN" }}
+
+        [[http]]
+        methods = ["GET"]
+        prefix = "{base}/echo"
+        credential = {{ name = "probe-secret", header = "Authorization", prefix = "Bearer " }}
+        "#,
+        base = server.base()
+    );
+
+    let report = site.run("credential-probe", &grant, &[("echo_url", &format!("{}/echo", server.base()))]).await;
+
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:?}", report.outcome);
+    let hits = server.hits();
+    assert_eq!(hits[0].header("authorization"), Some(format!("Bearer {SECRET}").as_str()), "the service got it");
+    let observed = std::fs::read_to_string(site.root.path().join("work/observed.txt")).unwrap();
+    assert!(!observed.contains(SECRET), "the playbook saw the credential: {observed}");
+    assert_eq!(observed.matches("[REDACTED]").count(), 2, "echoed header and printenv, both redacted: {observed}");
+    assert!(observed.contains("environment: []"), "{observed}");
+    let log = std::fs::read_to_string(site.data().join("audit.jsonl")).unwrap();
+    assert!(!log.contains(SECRET), "the audit log holds the credential");
+    let records = site.job_records(&report.job_id);
+    let lease = of_kind(&records, "lease");
+    assert_eq!(lease.len(), 1);
+    let lease_id = lease[0]["lease_id"].as_str().unwrap();
+    assert!(
+        of_kind(&records, "call").iter().filter(|c| c["args"]["lease"] == lease_id).count() == 2,
+        "each use names the lease"
+    );
+    assert_eq!(of_kind(&records, "leases-revoked")[0]["lease_ids"][0], lease_id);
+}
+
+#[tokio::test]
+async fn a_grant_naming_an_unknown_credential_is_refused_before_anything_runs() {
+    let site = Site::new();
+    site.write("work/.keep", "");
+    let grant = r#"
+        [[http]]
+        methods = ["GET"]
+        prefix = "http://127.0.0.1:9/echo"
+        credential = { name = "probe-secret", header = "Authorization" }
+    "#;
+    let playbook = crate::common::playbook("credential-probe");
+    let job = crate::common::job(&[("echo_url", "http://127.0.0.1:9/echo")]);
+    let result = site.runner().run(&playbook, &site.grant_for(&playbook, grant), &job).await;
+    assert!(matches!(result, Err(salve::run::RunError::Credential { .. })), "{result:?}");
+    assert!(of_kind(&site.job_records(&job.id), "phase").is_empty(), "nothing ran");
+}
+
+#[tokio::test]
+async fn minted_tokens_reach_the_service_and_verify_downstream() {
+    let server = TestServer::start(|_| Reply::Echo);
+    let site = Site::new().with_token("probe-secret", "lb-admin-api");
+    site.write("work/.keep", "");
+    let grant = format!(
+        r#"
+        [[fs]]
+        name = "work"
+        path = "{{root}}/work"
+        access = "rw"
+
+        [[exec]]
+        program = "/usr/bin/printenv"
+        argv = ["printenv", "ADMIN_TOKEN"]
+        cwd = "work"
+
+        [[http]]
+        methods = ["GET"]
+        prefix = "{base}/echo"
+        credential = {{ name = "probe-secret", header = "Authorization", prefix = "Bearer " }}
+        "#,
+        base = server.base()
+    );
+
+    let report = site.run("credential-probe", &grant, &[("echo_url", &format!("{}/echo", server.base()))]).await;
+
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:?}", report.outcome);
+    let header = server.hits()[0].header("authorization").unwrap().to_string();
+    let token = header.strip_prefix("Bearer ").unwrap();
+    assert!(token.starts_with("v4.public."), "{token}");
+    let trust = site.write("trust.toml", toml::to_string(&crate::common::trust_file()).unwrap());
+    let verify = |audience: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["token", "verify", token, "--audience", audience, "--trust"])
+            .arg(&trust)
+            .output()
+            .unwrap()
+    };
+    let ok = verify("lb-admin-api");
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let claims: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(claims["job"], report.job_id.as_str());
+    assert_eq!(claims["action"], "apply");
+    assert_eq!(claims["sub"], "test-host");
+    let records = site.job_records(&report.job_id);
+    let lease = of_kind(&records, "lease")[0];
+    assert_eq!(claims["jti"], lease["lease_id"]);
+    assert_eq!(lease["lease_kind"], "token");
+    let wrong = verify("another-api");
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not \"another-api\""));
+    let observed = std::fs::read_to_string(site.root.path().join("work/observed.txt")).unwrap();
+    assert!(!observed.contains(token) && observed.contains("[REDACTED]"), "{observed}");
+}
