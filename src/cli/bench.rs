@@ -32,7 +32,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only the groups named (artifacts, instantiation, calls, job,
-    /// throughput, process), e.g. to profile one
+    /// throughput, memory, process), e.g. to profile one
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -200,6 +200,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Exit> {
     }
     if wanted("throughput") {
         throughput(&mut b).await?;
+    }
+    if wanted("memory") {
+        parked(&mut b).await?;
     }
     if wanted("process") {
         whole_process(&mut b, &trust_file)?;
@@ -475,6 +478,77 @@ async fn throughput(b: &mut Bench) -> anyhow::Result<()> {
             &note,
         );
     }
+    Ok(())
+}
+
+/// This process's resident set size, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Memory per job with many jobs parked inside a host call at once: each
+/// waits in an HTTP request to a server that holds the connection open.
+async fn parked(b: &mut Bench) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let jobs = if b.scale > 1 { 50 } else { 500 };
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let playbook = load(b, &sandbox, "bench-calls")?;
+    // A server that accepts and never answers, holding every connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let held: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    let (count, hold) = (Arc::clone(&accepted), Arc::clone(&held));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            hold.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let work = b.data_dir("park-work");
+    std::fs::create_dir_all(&work)?;
+    let spec = GrantSpec::parse(&format!(
+        "[[http]]\nmethods = [\"GET\"]\nprefix = \"http://127.0.0.1:{port}/\"\ntimeout = \"5m\"\n"
+    ))?;
+    let grant = Grant::open_within(&spec, playbook.manifest().expect("signed"))?;
+    let runner = b.runner(&sandbox, &b.data_dir("park"))?;
+    let url = format!("http://127.0.0.1:{port}/park");
+    let params = |mode: &str| vec![("mode".to_string(), mode.to_string()), ("url".to_string(), url.clone())];
+    // Warm up (allocator arenas, the pool, the runtime), then measure.
+    for _ in 0..20 {
+        runner.run(&playbook, &grant, &JobContext::new("dev", "bench", params("stat"))).await?;
+    }
+    let before = rss_kib();
+    let tasks: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (runner, playbook, grant) = (runner.clone(), Arc::clone(&playbook), grant.clone());
+            let job = JobContext::new("dev", "bench", params("park"));
+            tokio::spawn(async move { runner.run(&playbook, &grant, &job).await })
+        })
+        .collect();
+    let started = Instant::now();
+    while accepted.load(Ordering::SeqCst) < jobs {
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(anyhow!("only {} of {jobs} jobs reached their host call", accepted.load(Ordering::SeqCst)));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let parked = rss_kib();
+    held.lock().unwrap_or_else(|p| p.into_inner()).clear(); // the server hangs up: the jobs finish
+    for task in tasks {
+        task.await??;
+    }
+    let per_job = (parked.saturating_sub(before)) as f64 / jobs as f64 / 1024.0;
+    let note = format!(
+        "{jobs} jobs parked in an http GET the server never answers; RSS {} MiB -> {} MiB",
+        before / 1024,
+        parked / 1024
+    );
+    b.record("memory per job parked inside a host call (RSS)", "MiB", vec![per_job], Some(Goal::AtMost(2.0)), &note);
     Ok(())
 }
 
