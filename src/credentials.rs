@@ -44,6 +44,9 @@ use zeroize::Zeroizing;
 
 /// Default lifetime of a minted token.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// The longest a minted token may live: revoking a lease cannot recall a
+/// token already handed to a service, so they stay short.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// What replaces a credential's value in anything a playbook gets back.
 pub const REDACTED: &[u8] = b"[REDACTED]";
 
@@ -198,6 +201,15 @@ impl Lease {
         Ok(self.value.expose())
     }
 
+    /// The length of the value, in bytes.
+    pub fn len(&self) -> usize {
+        self.value.expose().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.value.expose().is_empty()
+    }
+
     /// Replaces the value, wherever it appears in `bytes`, with
     /// [`REDACTED`].
     pub fn redact(&self, bytes: &mut Vec<u8>) {
@@ -266,6 +278,13 @@ impl Broker {
                     Some(text) => humantime::parse_duration(text).map_err(|e| CredentialError::Mint(e.to_string()))?,
                     None => DEFAULT_TOKEN_TTL,
                 };
+                if ttl > MAX_TOKEN_TTL {
+                    return Err(CredentialError::Mint(format!(
+                        "ttl {} is above the ceiling of {}",
+                        humantime::format_duration(ttl),
+                        humantime::format_duration(MAX_TOKEN_TTL)
+                    )));
+                }
                 let key = self.minter.as_ref().ok_or(CredentialError::NoMinter)?;
                 let expires = SystemTime::now() + ttl;
                 let claims = TokenClaims {
@@ -302,6 +321,12 @@ impl Broker {
         Ok(lease)
     }
 
+    /// A guard that revokes every lease of `job` when dropped, however the
+    /// job ends (an error, a panic, a cancelled task).
+    pub fn guard(self: &Arc<Self>, job: &str) -> LeaseGuard {
+        LeaseGuard { broker: Arc::clone(self), job: job.to_string() }
+    }
+
     /// Revokes every lease of `job`; returns their ids.
     pub fn revoke_job(&self, job: &str) -> Vec<String> {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
@@ -312,6 +337,18 @@ impl Broker {
             }
         }
         ids
+    }
+}
+
+/// Revokes a job's leases when dropped.
+pub struct LeaseGuard {
+    broker: Arc<Broker>,
+    job: String,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.broker.revoke_job(&self.job);
     }
 }
 

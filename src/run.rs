@@ -318,13 +318,9 @@ impl Runner {
                 name: name.clone(),
                 source: CredentialError::Unknown(name.clone()),
             })?;
-            let lease = match broker.lease(&job.id, &name, action, &job.target) {
-                Ok(lease) => lease,
-                Err(source) => {
-                    broker.revoke_job(&job.id);
-                    return Err(RunError::Credential { name, source });
-                }
-            };
+            let lease = broker
+                .lease(&job.id, &name, action, &job.target)
+                .map_err(|source| RunError::Credential { name, source })?;
             let expires = lease.expires.map(|t| humantime::format_rfc3339_seconds(t).to_string());
             self.audit.append(
                 Some(&job.id),
@@ -414,6 +410,8 @@ impl Runner {
     pub async fn run(&self, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<Report, RunError> {
         self.check_limits(grant)?;
         self.record_job("run", playbook, grant, job)?;
+        // Revokes the job's leases however this function ends.
+        let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
         let leases = self.lease(grant, job, "apply")?;
         let journal = Journal::new(&self.journal_dir, &job.id);
         let journal_path = journal.path().to_path_buf();
@@ -504,6 +502,7 @@ impl Runner {
         self.check_limits(grant)?;
         let grant = grant.read_only();
         self.record_job("plan", playbook, &grant, job)?;
+        let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
         let leases = self.lease(&grant, job, "plan")?;
         let shared = JobShared::new(job, 0, leases);
         let changes = self.phase(playbook, &grant, job, &shared, Call::Plan, None).await.map(|c| c.unwrap_or_default());
@@ -527,6 +526,7 @@ impl Runner {
     ) -> Result<Option<Vec<Change>>, Cause> {
         let phase = call.phase();
         let started = Instant::now();
+        let deadline = crate::sandbox::phase_deadline(grant, phase);
         let calls = Calls {
             audit: self.audit.clone(),
             job: Arc::clone(&shared.job),
@@ -536,13 +536,13 @@ impl Runner {
             budget: Arc::clone(&shared.budget),
             inline_reads: self.sandbox.config().inline_reads,
             leases: Arc::clone(&shared.leases),
+            deadline: started + deadline,
         };
         let audit_failed = |e: AuditError| Cause::new(phase, CauseKind::AuditUnavailable, e.to_string());
         self.audit
             .append(Some(&job.id), &Event::Phase { phase, status: "started", detail: None, duration_us: None })
             .map_err(audit_failed)?;
 
-        let deadline = crate::sandbox::phase_deadline(grant, phase);
         let setup = PhaseSetup { grant, calls: calls.clone(), journal, deadline };
         let result = match self.sandbox.instantiate(playbook, setup).await {
             Err(e) => {

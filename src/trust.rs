@@ -157,8 +157,9 @@ impl TrustStore {
         self.keys.values()
     }
 
-    /// The key `id`, if it may act as `role` in `environment` at `now`.
-    pub fn check(&self, id: &str, role: Role, environment: &str, now: SystemTime) -> Result<&TrustedKey, TrustError> {
+    /// The key `id`, if it may act as `role` at `now` (in any environment):
+    /// for runner keys, whose signatures are not bound to one.
+    pub fn check_role(&self, id: &str, role: Role, now: SystemTime) -> Result<&TrustedKey, TrustError> {
         if let Some(reason) = self.revoked.get(id) {
             return Err(TrustError::Revoked { id: id.into(), reason: reason.clone() });
         }
@@ -170,6 +171,13 @@ impl TrustStore {
         if now > key.not_after {
             return Err(TrustError::Expired { id: id.into(), name, not_after: key.entry.not_after.clone() });
         }
+        Ok(key)
+    }
+
+    /// The key `id`, if it may act as `role` in `environment` at `now`.
+    pub fn check(&self, id: &str, role: Role, environment: &str, now: SystemTime) -> Result<&TrustedKey, TrustError> {
+        let key = self.check_role(id, role, now)?;
+        let name = key.entry.name.clone();
         let environments = &key.entry.environments;
         if !environments.iter().any(|e| e == "*" || e == environment) {
             return Err(TrustError::NotForEnvironment {

@@ -87,33 +87,6 @@ pub struct Declared {
     pub exec: Vec<ExecDeclaration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpDeclaration>,
-    /// Credentials a grant may name for this playbook.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub credentials: Vec<String>,
-}
-
-/// A command line the playbook may run, at most (see the grant's
-/// `[[exec]]` for the placeholder syntax).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecDeclaration {
-    pub argv: Vec<String>,
-    /// Whether it only reads (and may then run in `plan` and `verify`).
-    #[serde(default)]
-    pub read_only: bool,
-    /// Environment variables the playbook may set for it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env_allow: Vec<String>,
-}
-
-/// Requests the playbook may make, at most.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpDeclaration {
-    pub methods: Vec<String>,
-    /// URL patterns a grant's prefixes must match: `*` within a component
-    /// (host, port or path segment), `**` across them.
-    pub urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +97,43 @@ pub struct FsDeclaration {
     /// number of components.
     pub paths: Vec<String>,
     pub access: Access,
+}
+
+/// A command line the playbook may run, at most (see the grant's
+/// `[[exec]]` for the placeholder syntax).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecDeclaration {
+    /// The absolute paths the program may be at; a grant names one of them.
+    pub programs: Vec<String>,
+    pub argv: Vec<String>,
+    /// Whether it only reads (and may then run in `plan` and `verify`).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Environment variables the grant may set for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Environment variables the playbook may set for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_allow: Vec<String>,
+    /// The credential a grant may give it, and the variable it goes in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<crate::grant::exec::ExecCredential>,
+}
+
+/// Requests the playbook may make, at most.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDeclaration {
+    pub methods: Vec<String>,
+    /// URL patterns a grant's prefixes must match: `*` within a component
+    /// (host, port or path segment), `**` across them. A loopback, private
+    /// or link-local address must be written out, not matched by `*`.
+    pub urls: Vec<String>,
+    /// The credential a grant may give these requests, and the header it
+    /// goes in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<crate::grant::http::HttpCredential>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,8 +230,13 @@ impl Manifest {
         for (i, exec) in self.capabilities.exec.iter().enumerate() {
             let field = format!("capabilities.exec[{i}]");
             crate::grant::exec::parse_argv(&exec.argv).map_err(|e| invalid(&field, e))?;
-            if let Some(name) = exec.env_allow.iter().find(|n| crate::grant::exec::dangerous_env(n)) {
-                return Err(invalid(field, format!("allows setting {name}, which is never set for a program")));
+            if exec.programs.is_empty() || exec.programs.iter().any(|p| !p.starts_with('/')) {
+                return Err(invalid(field, "needs programs: the absolute paths the program may be at"));
+            }
+            let names = exec.env.iter().chain(&exec.env_allow);
+            let credential = exec.credential.as_ref().map(|c| &c.env);
+            if let Some(name) = names.chain(credential).find(|n| crate::grant::exec::dangerous_env(n)) {
+                return Err(invalid(field, format!("sets {name}, which is never set for a program")));
             }
         }
         for (i, http) in self.capabilities.http.iter().enumerate() {
@@ -265,6 +280,16 @@ impl Manifest {
     /// The manifest's limits, checked.
     pub fn limits(&self) -> Result<crate::grant::Limits, crate::grant::GrantError> {
         crate::grant::GrantSpec { limits: self.limits.clone(), ..Default::default() }.limits()
+    }
+
+    /// Every credential name the manifest declares.
+    pub fn credentials(&self) -> Vec<&str> {
+        let exec = self.capabilities.exec.iter().filter_map(|e| e.credential.as_ref().map(|c| c.name.as_str()));
+        let http = self.capabilities.http.iter().filter_map(|h| h.credential.as_ref().map(|c| c.name.as_str()));
+        let mut names: Vec<&str> = exec.chain(http).collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The capability interfaces the manifest declares (beyond `log` and

@@ -354,6 +354,12 @@ pub fn verify(
     let message = artifact.signed_message();
     for (i, section) in artifact.signatures.iter().enumerate() {
         let index = i + 1;
+        if artifact.signatures[..i].iter().any(|earlier| earlier.key_id == section.key_id) {
+            return Err(ArtifactError::Layout(format!(
+                "signature {index} is a second signature by key {}; co-signers are different keys",
+                section.key_id
+            )));
+        }
         let key = trust
             .check(&section.key_id, Role::Author, environment, now)
             .map_err(|source| ArtifactError::Untrusted { index, source })?;

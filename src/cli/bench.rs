@@ -302,6 +302,7 @@ async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
             budget: Arc::new(WriteBudget::new(0)),
             inline_reads: true,
             leases: Vec::new().into(),
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
         };
         let mut samples = Vec::new();
         for i in 0..b.n(3000) + 100 {
@@ -485,7 +486,9 @@ async fn throughput(b: &mut Bench) -> anyhow::Result<()> {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 

@@ -36,12 +36,61 @@ const SHELLS: &[&str] = &[
     "nohup", "setsid", "chroot", "nice", "timeout", "script",
 ];
 
-/// Environment variable names never set for a program (they change what
-/// gets loaded or run).
+/// Environment variable names never set for a program, whoever asks: they
+/// change what gets loaded, run or trusted. (The manifest's allowlist is
+/// the first line; this is the second.)
 pub fn dangerous_env(name: &str) -> bool {
-    name.starts_with("LD_")
-        || name.starts_with("DYLD_")
-        || matches!(name, "PATH" | "IFS" | "BASH_ENV" | "ENV" | "SHELLOPTS" | "PS4" | "PYTHONPATH" | "PERL5LIB")
+    const PREFIXES: &[&str] =
+        &["LD_", "DYLD_", "GIT_", "PYTHON", "PERL", "RUBY", "NODE_", "JAVA_", "MALLOC_", "GLIBC_"];
+    const NAMES: &[&str] = &[
+        "PATH",
+        "IFS",
+        "BASH_ENV",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "HOME",
+        "XDG_CONFIG_HOME",
+        "CURL_HOME",
+        "OPENSSL_CONF",
+        "OPENSSL_ENGINES",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "RESOLV_HOST_CONF",
+        "TMPDIR",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "LESSOPEN",
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
+}
+
+fn is_shell(program: &std::path::Path) -> bool {
+    let base = program.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    SHELLS.contains(&base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.'))
+}
+
+/// Whether the program is a script (`#!`) whose interpreter is a shell.
+fn runs_in_a_shell(program: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let read = std::fs::File::open(program).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    let Some(line) = head[..read].strip_prefix(b"#!") else { return false };
+    let line = String::from_utf8_lossy(line.split(|&b| b == b'\n').next().unwrap_or_default()).into_owned();
+    line.split_whitespace().next().is_some_and(|interpreter| is_shell(std::path::Path::new(interpreter)))
 }
 
 /// One element of an allowed command line.
@@ -101,6 +150,9 @@ impl ArgPattern {
     pub fn within(&self, wider: &ArgPattern) -> bool {
         use ArgPattern::*;
         match (self, wider) {
+            // A literal never stands in for a path: a fixed string could
+            // point anywhere once the playbook has made directories.
+            (Literal(_), Path { .. }) => false,
             (Literal(a), _) => wider.admits_literal(a),
             (Int { min, max }, Int { min: wmin, max: wmax }) => wmin <= min && max <= wmax,
             (Word(words), _) => words.iter().all(|w| wider.admits_literal(w)),
@@ -113,7 +165,9 @@ impl ArgPattern {
     fn admits_literal(&self, text: &str) -> bool {
         match self {
             ArgPattern::Literal(l) => l == text,
-            ArgPattern::Int { min, max } => text.parse::<i64>().is_ok_and(|n| (*min..=*max).contains(&n)),
+            ArgPattern::Int { min, max } => {
+                text.parse::<i64>().is_ok_and(|n| (*min..=*max).contains(&n) && n.to_string() == text)
+            }
             ArgPattern::Word(words) => words.iter().any(|w| w == text),
             ArgPattern::Path { mount } => text == mount || text.starts_with(&format!("{mount}/")),
             ArgPattern::Match { regex, .. } => regex.is_match(text),
@@ -223,12 +277,20 @@ impl ExecRule {
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             return Err(err(format!("program {} is not an executable file", program.display())));
         }
-        let base = program.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let base = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-        if SHELLS.contains(&base) || SHELLS.contains(&name.as_str()) {
+        if is_shell(&program) || SHELLS.contains(&name.as_str()) || runs_in_a_shell(&program) {
             return Err(err(format!(
-                "program {} is a shell or runs other programs; salve never runs a shell",
+                "program {} is a shell, runs other programs, or is a script a shell runs; salve never runs a shell",
                 program.display()
+            )));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(err(format!("program {} is writable by others than its owner", program.display())));
+        }
+        if let Some(mount) = mounts.iter().find(|m| program.starts_with(&m.path)) {
+            return Err(err(format!(
+                "program {} is inside granted directory {}, where the playbook could change it",
+                program.display(),
+                mount.name
             )));
         }
         for name in entry.env.keys().chain(entry.env_allow.iter()) {
@@ -275,10 +337,11 @@ mod tests {
         assert!(p("reload").within(&p("{word:reload|stop}")));
         assert!(p("{path:conf}").within(&p("{path:conf}")));
         assert!(!p("{path:logs}").within(&p("{path:conf}")));
-        assert!(p("conf/nginx.conf").within(&p("{path:conf}")));
         assert!(p("abc").within(&p("{match:[a-c]+}")));
         assert!(!p("{match:.*}").within(&p("{match:[a-c]+}")));
         assert!(!p("{int:1..2}").within(&p("1")));
+        assert!(!p("conf/../../etc/shadow").within(&p("{path:conf}")), "a literal never stands in for a path");
+        assert!(!p("07").within(&p("{int:0..10}")), "integers are written as integers");
         for bad in ["{int:5..1}", "{int:a..b}", "{nope:x}", "{match:[}", "{word:a||b}", "{x}"] {
             assert!(ArgPattern::parse(bad).is_err(), "{bad}");
         }

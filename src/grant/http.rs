@@ -27,6 +27,8 @@ use url::Url;
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on a response body.
 pub const DEFAULT_MAX_RESPONSE: u64 = 1 << 20;
+/// The most a grant may set `max_response` to: the body is held in memory.
+pub const MAX_RESPONSE_CEILING: u64 = 16 << 20;
 /// Longest URL accepted.
 pub const MAX_URL_BYTES: usize = 8192;
 
@@ -146,13 +148,17 @@ pub fn special_address(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return special_v4(v4);
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || v6.segments()[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible ::a.b.c.d
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
+                || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible ::a.b.c.d
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && special_v4(embedded(s[6], s[7]))) // NAT64
+                || (s[0] == 0x2002 && special_v4(embedded(s[1], s[2]))) // 6to4
         }
     }
 }
@@ -166,7 +172,28 @@ fn special_v4(v4: Ipv4Addr) -> bool {
         || v4.is_broadcast()
         || v4.is_multicast()
         || a == 0
+        || a >= 240 // reserved 240.0.0.0/4
         || (a == 100 && (64..128).contains(&b)) // shared address space 100.64.0.0/10
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18.0.0/15
+        || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments 192.0.0.0/24
+}
+
+/// The host of a URL pattern (`http://HOST:PORT/...`), as written.
+pub fn pattern_host(pattern: &str) -> Option<&str> {
+    let rest = pattern.split_once("://")?.1;
+    if let Some(v6) = rest.strip_prefix('[') {
+        let end = v6.find(']')?;
+        return Some(&rest[..end + 2]);
+    }
+    rest.split(['/', ':']).next()
+}
+
+/// An address as a URL writes it: `127.0.0.1`, `[::1]`.
+pub fn host_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
 }
 
 impl HttpRule {
@@ -197,6 +224,12 @@ impl HttpRule {
             Some(text) => parse_size(text).ok_or_else(|| err(format!("max_response {text:?} is not a size")))?,
             None => DEFAULT_MAX_RESPONSE,
         };
+        if max_response > MAX_RESPONSE_CEILING {
+            return Err(err(format!("max_response is above the ceiling of {MAX_RESPONSE_CEILING} bytes")));
+        }
+        if entry.credential.is_some() && url.scheme() == "http" && !named_ip.is_some_and(|ip| ip.is_loopback()) {
+            return Err(err("a credential goes over https, or plain http to a loopback address only".into()));
+        }
         if let Some(credential) = &entry.credential
             && credential.header.parse::<http::HeaderName>().is_err()
         {
@@ -257,12 +290,30 @@ mod tests {
         for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1"] {
             assert!(special_address(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "fe80::1", "fd00::1", "::127.0.0.1"] {
+        for ip in [
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "fe80::1",
+            "fd00::1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "fec0::1",
+        ] {
             assert!(special_address(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:4700::1111"] {
             assert!(!special_address(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn pattern_hosts_are_read_as_written() {
+        assert_eq!(pattern_host("http://127.0.0.1:*/**"), Some("127.0.0.1"));
+        assert_eq!(pattern_host("http://*/**"), Some("*"));
+        assert_eq!(pattern_host("https://[::1]:8443/x"), Some("[::1]"));
+        assert_eq!(host_text("::1".parse().unwrap()), "[::1]");
     }
 
     #[test]

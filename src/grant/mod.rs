@@ -532,54 +532,64 @@ fn check_exec_declared(
         declared: declared.join("; "),
     };
     let declared: Vec<String> = manifest.capabilities.exec.iter().map(|d| d.argv.join(" ")).collect();
-    let matching = manifest.capabilities.exec.iter().find(|d| {
+    let matching = manifest.capabilities.exec.iter().filter(|d| {
         exec::parse_argv(&d.argv).is_ok_and(|patterns| {
             patterns.len() == rule.args.len() + 1
                 && matches!(&patterns[0], exec::ArgPattern::Literal(name) if *name == rule.name)
                 && rule.args.iter().zip(&patterns[1..]).all(|(mine, theirs)| mine.within(theirs))
         })
     });
-    let Some(decl) = matching else {
-        return Err(beyond(format!("the command line {}", rule.pattern()), declared));
-    };
-    if let Some(name) = entry.env_allow.iter().find(|n| !decl.env_allow.contains(n)) {
-        return Err(beyond(format!("the playbook setting {name}"), decl.env_allow.clone()));
+    let mut problem = format!("the command line {}", rule.pattern());
+    for decl in matching {
+        let program_declared = decl
+            .programs
+            .iter()
+            .any(|p| Path::new(p) == entry.program || std::fs::canonicalize(p).is_ok_and(|c| c == rule.program));
+        if !program_declared {
+            problem = format!("program {} for {}", entry.program.display(), rule.pattern());
+        } else if let Some(name) = entry.env.keys().find(|n| !decl.env.contains(n)) {
+            problem = format!("setting {name} for {}", rule.pattern());
+        } else if let Some(name) = entry.env_allow.iter().find(|n| !decl.env_allow.contains(n)) {
+            problem = format!("the playbook setting {name} for {}", rule.pattern());
+        } else if entry.read_only && !decl.read_only {
+            problem = format!("{} as read-only", rule.pattern());
+        } else if entry.credential != decl.credential && entry.credential.is_some() {
+            problem = format!("credential {:?} for {}", entry.credential.as_ref().map(|c| &c.name), rule.pattern());
+        } else {
+            return Ok(());
+        }
     }
-    if entry.read_only && !decl.read_only {
-        return Err(beyond(format!("{} as read-only", rule.pattern()), vec!["not read-only".into()]));
-    }
-    if let Some(c) = &entry.credential
-        && !manifest.capabilities.credentials.contains(&c.name)
-    {
-        return Err(beyond(format!("credential {}", c.name), manifest.capabilities.credentials.clone()));
-    }
-    Ok(())
+    Err(beyond(problem, declared))
 }
 
 fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Result<(), GrantError> {
+    use crate::artifact::manifest::{HttpDeclaration, glob_matches};
     let beyond = |asked: String, declared: Vec<String>| GrantError::Beyond {
         kind: "http",
         index,
         asked,
         declared: declared.join("; "),
     };
-    let covers = |d: &crate::artifact::manifest::HttpDeclaration| {
+    // A loopback, private or link-local address must be in the declaration
+    // as written, not reached through a `*`.
+    let special = rule.named_ip.filter(|ip| http::special_address(*ip));
+    let covers = |d: &&HttpDeclaration| {
         rule.methods.iter().all(|m| d.methods.iter().any(|dm| dm.eq_ignore_ascii_case(m)))
-            && d.urls.iter().any(|pattern| crate::artifact::manifest::glob_matches(pattern, &rule.prefix))
+            && d.urls.iter().any(|pattern| {
+                glob_matches(pattern, &rule.prefix)
+                    && special.is_none_or(|ip| http::pattern_host(pattern) == Some(http::host_text(ip).as_str()))
+            })
+            && (rule.credential.is_none() || rule.credential == d.credential)
     };
-    if !manifest.capabilities.http.iter().any(covers) {
+    if !manifest.capabilities.http.iter().any(|d| covers(&d)) {
         let declared = manifest
             .capabilities
             .http
             .iter()
             .map(|d| format!("{} {}", d.methods.join(","), d.urls.join(" ")))
             .collect();
-        return Err(beyond(format!("{} {}", rule.methods.join(","), rule.prefix), declared));
-    }
-    if let Some(c) = &rule.credential
-        && !manifest.capabilities.credentials.contains(&c.name)
-    {
-        return Err(beyond(format!("credential {}", c.name), manifest.capabilities.credentials.clone()));
+        let credential = rule.credential.as_ref().map(|c| format!(" with credential {}", c.name)).unwrap_or_default();
+        return Err(beyond(format!("{} {}{credential}", rule.methods.join(","), rule.prefix), declared));
     }
     Ok(())
 }

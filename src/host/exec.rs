@@ -55,6 +55,8 @@ pub struct ExecView<'a> {
 
 /// A call that matched a rule: what to start.
 struct Command {
+    /// The argv as typed and resolved (paths on the host), for the audit.
+    resolved: Vec<String>,
     name: String,
     program: PathBuf,
     args: Vec<OsString>,
@@ -141,13 +143,17 @@ impl ExecView<'_> {
                 vars.push((credential.env.clone(), value.to_string()));
                 lease = Some(leased.id.clone());
             }
+            let resolved = std::iter::once(rule.name.clone())
+                .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+                .collect();
             return Ok(Command {
+                resolved,
                 name: rule.name.clone(),
                 program: rule.program.clone(),
                 args,
                 cwd: rule.cwd.clone(),
                 env: vars,
-                timeout: rule.timeout,
+                timeout: rule.timeout.min(self.calls.remaining()),
                 read_only: rule.read_only,
                 lease,
             });
@@ -189,16 +195,22 @@ async fn run(command: Command, calls: Calls) -> Result<(Output, u64, u64), CapEr
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| CapError::Failed(format!("cannot start {}: {e}", command.name)))?;
-    let pid = child.id();
-    let stdout = drain(child.stdout.take().expect("piped"), MAX_OUTPUT_BYTES);
-    let stderr = drain(child.stderr.take().expect("piped"), MAX_OUTPUT_BYTES);
+    let group = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    // Whatever the program left behind in its process group goes with it.
+    let kill_group = || {
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    };
+    // Keep enough past the bound to redact a credential cut by it.
+    let keep = MAX_OUTPUT_BYTES + calls.redaction_slack();
+    let stdout = drain(child.stdout.take().expect("piped"), keep);
+    let stderr = drain(child.stderr.take().expect("piped"), keep);
     let waited = tokio::time::timeout(command.timeout, async { tokio::join!(stdout, stderr, child.wait()) }).await;
+    kill_group();
     let ((mut out, out_total), (mut err, err_total), status) = match waited {
         Ok(done) => done,
         Err(_) => {
-            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-            }
             let _ = child.kill().await;
             return Err(CapError::Failed(format!(
                 "{} did not finish within {}; it was killed",
@@ -210,11 +222,13 @@ async fn run(command: Command, calls: Calls) -> Result<(Output, u64, u64), CapEr
     let status = status.map_err(|e| CapError::Failed(format!("waiting for {}: {e}", command.name)))?;
     calls.redact(&mut out);
     calls.redact(&mut err);
+    out.truncate(MAX_OUTPUT_BYTES);
+    err.truncate(MAX_OUTPUT_BYTES);
     let output = Output {
         status: status.code(),
         signal: status.signal(),
-        stdout_truncated: out_total > out.len() as u64,
-        stderr_truncated: err_total > err.len() as u64,
+        stdout_truncated: out_total > MAX_OUTPUT_BYTES as u64,
+        stderr_truncated: err_total > MAX_OUTPUT_BYTES as u64,
         stdout: out,
         stderr: err,
     };
@@ -234,6 +248,7 @@ impl Host for ExecView<'_> {
         let (effect, limit) = match &prepared {
             Ok(command) => {
                 args["program"] = json!(command.program);
+                args["resolved"] = json!(command.resolved);
                 if let Some(lease) = &command.lease {
                     args["lease"] = json!(lease);
                 }

@@ -120,6 +120,11 @@ pub(crate) fn host_path(mounts: &[Mount], path: &str) -> Result<PathBuf, CapErro
     let canonical = match std::fs::canonicalize(&joined) {
         Ok(path) => path,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Missing, so the program may create it: it must not be a
+            // dangling symlink the program would write through.
+            if std::fs::symlink_metadata(&joined).is_ok() {
+                return Err(CapError::Denied("the path is a symlink to nowhere".into()));
+            }
             let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
                 return Err(CapError::NotFound);
             };
@@ -130,6 +135,14 @@ pub(crate) fn host_path(mounts: &[Mount], path: &str) -> Result<PathBuf, CapErro
     if !canonical.starts_with(&mount.path) {
         return Err(CapError::Denied("the path leaves the granted directory (through a symlink)".into()));
     }
+    if let Ok(meta) = std::fs::metadata(&canonical)
+        && meta.is_file()
+        && std::os::unix::fs::MetadataExt::nlink(&meta) > 1
+    {
+        return Err(CapError::Denied("the file has more than one hard link".into()));
+    }
+    // The program opens the path after this check: a local user who can
+    // swap it for a symlink in between is outside what salve defends.
     Ok(canonical)
 }
 
@@ -268,9 +281,15 @@ impl Host for FsView<'_> {
                 Ok(data)
             })
         });
-        self.calls
+        let result = self
+            .calls
             .perform(INTERFACE, "read", args, Effect::Read, prepared, |d: &Vec<u8>| json!({ "bytes": d.len() }))
-            .await
+            .await?;
+        // A program the grant runs may have written a credential to a file.
+        Ok(result.map(|mut data| {
+            self.calls.redact(&mut data);
+            data
+        }))
     }
 
     async fn write(&mut self, path: String, data: Vec<u8>) -> wasmtime::Result<Result<(), GuestError>> {
@@ -464,6 +483,7 @@ mod tests {
             budget: Arc::new(crate::host::WriteBudget::new(1 << 20)),
             inline_reads: false,
             leases: Vec::new().into(),
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
         };
         let mut view = FsView { mounts: grant.mounts(), calls: &calls };
 
@@ -493,6 +513,21 @@ mod tests {
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o640);
         assert_eq!(std::fs::read_dir(dir.path().join("rw")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn paths_handed_to_programs_stay_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = mounts(dir.path());
+        let rw = dir.path().join("rw").canonicalize().unwrap();
+        assert_eq!(host_path(&mounts, "logs/new.txt").unwrap(), rw.join("new.txt"), "a file still to be made");
+        std::os::unix::fs::symlink("/etc/cron.d/planted", dir.path().join("rw/dangling")).unwrap();
+        assert!(matches!(host_path(&mounts, "logs/dangling"), Err(CapError::Denied(_))), "a symlink to nowhere");
+        std::os::unix::fs::symlink("/etc", dir.path().join("rw/etc")).unwrap();
+        assert!(matches!(host_path(&mounts, "logs/etc/passwd"), Err(CapError::Denied(_))), "through a symlink");
+        std::fs::write(dir.path().join("outside"), b"x").unwrap();
+        std::fs::hard_link(dir.path().join("outside"), dir.path().join("rw/linked")).unwrap();
+        assert!(matches!(host_path(&mounts, "logs/linked"), Err(CapError::Denied(_))), "a hard link");
     }
 
     #[test]

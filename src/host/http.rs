@@ -45,6 +45,20 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "trailer",
     "proxy-authorization",
     "proxy-connection",
+    // What would let a request act as another method or path than the
+    // grant's, on servers that honour them.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+    "x-real-ip",
 ];
 
 const INTERFACE: &str = "http";
@@ -84,6 +98,12 @@ impl HttpView<'_> {
                 CapError::Invalid(reason)
             }
         })?;
+        // Encoded slashes and backslashes survive canonicalisation, and some
+        // servers decode them into path separators behind the prefix check.
+        let path = url.path();
+        if path.contains("%2F") || path.contains("%5C") || path.contains('\\') {
+            return Err(CapError::Denied("encoded slashes and backslashes in the path are refused".into()));
+        }
         let rule = self
             .rules
             .iter()
@@ -156,11 +176,12 @@ async fn pin(url: &url::Url, rule: &HttpRule) -> Result<SocketAddr, CapError> {
 /// Sends the request to the pinned address and reads a bounded response.
 async fn send(outgoing: Outgoing, calls: Calls) -> Result<(Response, u64), CapError> {
     let address = pin(&outgoing.url, &outgoing.rule).await?;
+    let timeout = outgoing.rule.timeout.min(calls.remaining());
     let mut client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .timeout(outgoing.rule.timeout)
-        .connect_timeout(outgoing.rule.timeout);
+        .timeout(timeout)
+        .connect_timeout(timeout);
     if let Some(url::Host::Domain(name)) = outgoing.url.host() {
         client = client.resolve(name, address);
     }
@@ -184,25 +205,29 @@ async fn send(outgoing: Outgoing, calls: Calls) -> Result<(Response, u64), CapEr
         .map_err(failed)?;
     let status = response.status().as_u16();
     let mut headers = Vec::new();
+    // Redact first, then cut: a credential the cut would split is still
+    // found whole.
     for (name, value) in response.headers().iter().take(MAX_HEADERS) {
-        let mut bytes = value.as_bytes()[..value.len().min(MAX_HEADER_BYTES)].to_vec();
+        let mut bytes = value.as_bytes().to_vec();
         calls.redact(&mut bytes);
+        bytes.truncate(MAX_HEADER_BYTES);
         headers.push((name.to_string(), String::from_utf8_lossy(&bytes).into_owned()));
     }
-    let limit = outgoing.rule.max_response;
+    let limit = outgoing.rule.max_response as usize;
+    let keep = limit + calls.redaction_slack();
     let mut body = Vec::new();
     let mut total = 0u64;
-    let mut truncated = false;
     while let Some(chunk) = response.chunk().await.map_err(failed)? {
         total += chunk.len() as u64;
-        let room = (limit as usize).saturating_sub(body.len());
+        let room = keep.saturating_sub(body.len());
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if total > limit {
-            truncated = true;
+        if total > keep as u64 {
             break; // drop the connection rather than read what will not be kept
         }
     }
     calls.redact(&mut body);
+    let truncated = total > limit as u64;
+    body.truncate(limit);
     Ok((Response { status, headers, body, body_truncated: truncated }, total))
 }
 

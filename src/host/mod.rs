@@ -179,6 +179,8 @@ pub struct Calls {
     pub inline_reads: bool,
     /// The credentials leased to the job.
     pub leases: Arc<[Lease]>,
+    /// When the phase's deadline passes: no host operation is given longer.
+    pub deadline: Instant,
 }
 
 impl Calls {
@@ -244,6 +246,7 @@ impl Calls {
             Err(refusal) => return self.refuse(interface, function, &args, refusal),
         };
         let intent = self.intend(interface, function, &args, effect).await?;
+        let limit = limit.min(self.remaining() + Duration::from_secs(1));
         let guard = self.inflight.begin();
         let handle = tokio::spawn(async move {
             let result = task.await;
@@ -303,6 +306,11 @@ impl Calls {
         Ok(result.map_err(GuestError::from))
     }
 
+    /// The time left before the phase's deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
     /// The lease of credential `name` for this job, or why not.
     pub fn lease(&self, name: &str) -> Result<&Lease, CapError> {
         self.leases
@@ -317,6 +325,12 @@ impl Calls {
         for lease in self.leases.iter() {
             lease.redact(bytes);
         }
+    }
+
+    /// How many bytes past a cut must be kept so that a credential spanning
+    /// the cut is still redacted whole: redact, then cut.
+    pub fn redaction_slack(&self) -> usize {
+        self.leases.iter().map(|l| l.len()).max().unwrap_or(0)
     }
 
     /// Audits a call refused before it started and hands the guest the

@@ -93,7 +93,7 @@ pub(crate) async fn http_escape() {
     let paths: Vec<String> = server.hits().into_iter().map(|h| h.path).collect();
     assert!(!paths.iter().any(|p| p.contains("secret") || p.contains("meta-data")), "never reached: {paths:?}");
     let records = site.job_records(&report.job_id);
-    assert_eq!(denied_calls(&records, "http"), 18, "each attempt refused and audited");
+    assert_eq!(denied_calls(&records, "http"), 21, "each attempt refused and audited");
     let calls = of_kind(&records, "call");
     let huge = calls.iter().find(|c| c["args"]["url"].as_str().is_some_and(|u| u.ends_with("/huge"))).unwrap();
     assert_eq!(huge["result"]["truncated"], true);
@@ -159,7 +159,7 @@ async fn a_grant_naming_an_unknown_credential_is_refused_before_anything_runs() 
         [[http]]
         methods = ["GET"]
         prefix = "http://127.0.0.1:9/echo"
-        credential = { name = "probe-secret", header = "Authorization" }
+        credential = { name = "probe-secret", header = "Authorization", prefix = "Bearer " }
     "#;
     let playbook = crate::common::playbook("credential-probe");
     let job = crate::common::job(&[("echo_url", "http://127.0.0.1:9/echo")]);
@@ -222,4 +222,59 @@ async fn minted_tokens_reach_the_service_and_verify_downstream() {
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not \"another-api\""));
     let observed = std::fs::read_to_string(site.root.path().join("work/observed.txt")).unwrap();
     assert!(!observed.contains(token) && observed.contains("[REDACTED]"), "{observed}");
+}
+
+/// Opens `grant` (with `{root}` set) within a playbook's manifest.
+fn open_within(site: &Site, playbook: &str, grant: &str) -> Result<salve::grant::Grant, salve::grant::GrantError> {
+    let toml = grant.replace("{root}", &site.root.path().display().to_string());
+    let playbook = crate::common::playbook(playbook);
+    salve::grant::Grant::open_within(&salve::grant::GrantSpec::parse(&toml).unwrap(), playbook.manifest().unwrap())
+}
+
+#[test]
+fn a_grant_cannot_widen_what_the_manifest_declares_for_exec_and_http() {
+    let site = Site::new();
+    site.write("work/.keep", "");
+    let work = "[[fs]]\nname = \"work\"\npath = \"{root}/work\"\naccess = \"rw\"\n";
+    let echo = |extra: &str, program: &str| {
+        format!(
+            "{work}[[exec]]\nprogram = \"{program}\"\nargv = [\"echo\", \"hello\", \"1\", \"{{path:work}}\"]\ncwd = \"work\"\n{extra}"
+        )
+    };
+    let cases = [
+        ("exec-escape", echo("", "/bin/echo"), None),
+        ("exec-escape", echo("", "/usr/bin/perl"), Some("program /usr/bin/perl")),
+        ("exec-escape", echo("env = { OPENSSL_CONF = \"/tmp/x\" }\n", "/bin/echo"), Some("OPENSSL_CONF may not be set for a program")),
+        ("exec-escape", echo("env = { LANG = \"C\" }\n", "/bin/echo"), Some("setting LANG")),
+        ("exec-escape", echo("env_allow = [\"LANG\"]\n", "/bin/echo"), Some("the playbook setting LANG")),
+        ("exec-escape", echo("read_only = true\n", "/bin/echo"), Some("as read-only")),
+        (
+            "exec-escape",
+            format!("{work}[[exec]]\nprogram = \"/bin/echo\"\nargv = [\"echo\", \"hello\", \"1\", \"work/../../etc\"]\ncwd = \"work\"\n"),
+            Some("the command line echo hello 1 work/../../etc"),
+        ),
+        (
+            "credential-probe",
+            "[[http]]\nmethods = [\"GET\"]\nprefix = \"http://127.0.0.1:9/\"\ncredential = { name = \"probe-secret\", header = \"X-Leak\", prefix = \"Bearer \" }\n".into(),
+            Some("with credential probe-secret"),
+        ),
+        (
+            "credential-probe",
+            "[[http]]\nmethods = [\"GET\"]\nprefix = \"https://attacker.example/\"\ncredential = { name = \"probe-secret\", header = \"Authorization\", prefix = \"Bearer \" }\n".into(),
+            Some("https://attacker.example/"),
+        ),
+        (
+            "credential-probe",
+            "[[http]]\nmethods = [\"GET\"]\nprefix = \"http://10.0.0.5:9/\"\n".into(),
+            Some("http://10.0.0.5:9/"),
+        ),
+        ("http-escape", "[[http]]\nmethods = [\"GET\"]\nprefix = \"http://169.254.169.254/\"\n".into(), Some("169.254.169.254")),
+    ];
+    for (playbook, grant, refused) in cases {
+        match (open_within(&site, playbook, &grant), refused) {
+            (Ok(_), None) => {}
+            (Err(e), Some(expected)) => assert!(e.to_string().contains(expected), "{grant}\n{e}"),
+            (result, expected) => panic!("{grant}\nexpected {expected:?}, got {:?}", result.err()),
+        }
+    }
 }

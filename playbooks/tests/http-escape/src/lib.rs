@@ -53,7 +53,13 @@ impl Playbook for HttpEscape {
             body: b"x".to_vec(),
         };
         expect_denied("a method the grant does not give", http::send(&post))?;
-        for (name, value) in [("host", "evil.example"), ("transfer-encoding", "chunked")] {
+        expect_denied("an encoded slash", get(&format!("{base}/allowed/..%2Fsecret")))?;
+        for (name, value) in [
+            ("host", "evil.example"),
+            ("transfer-encoding", "chunked"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/secret"),
+        ] {
             let smuggle = http::Request {
                 method: "GET".into(),
                 url: format!("{base}/allowed/x"),
