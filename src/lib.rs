@@ -23,12 +23,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod artifact;
 pub mod audit;
+pub mod control;
 pub mod credentials;
 pub mod grant;
 pub mod host;
+pub mod job;
 pub mod keys;
+pub mod policy;
 pub mod run;
 pub mod sandbox;
+pub mod store;
 pub mod trust;

@@ -13,9 +13,9 @@
 
 use crate::audit::{AuditError, AuditLog, Event, Head, Phase};
 use crate::credentials::{Broker, CredentialError, Lease};
-use crate::grant::Grant;
+use crate::grant::{Grant, Limits};
 use crate::host::journal::{Journal, JournalError};
-use crate::host::{AuditUnavailable, Calls, HostCallTimedOut, InFlight, WriteBudget};
+use crate::host::{AuditUnavailable, Budget, Calls, HostCallTimedOut, InFlight, MutationBudgetSpent};
 use crate::keys::{PrivateKey, Role};
 use crate::sandbox::bindings::{Change, Context, Error as GuestError};
 use crate::sandbox::{MemoryLimitExceeded, PhaseSetup, PhaseTimeout, Playbook, Sandbox, TableLimitExceeded};
@@ -47,7 +47,32 @@ pub enum RunError {
     NotARunnerKey { id: String, role: Role },
     #[error("the grant names credential {name:?}: {source}")]
     Credential { name: String, source: CredentialError },
+    #[error("the job's state could not be recorded before {phase}, so it did not start: {reason}")]
+    State { phase: Phase, reason: String },
 }
+
+/// What the runner tells whoever keeps the job's state (the job store),
+/// so that a crash at any point leaves a state that recovery can act on.
+pub trait Lifecycle: Send + Sync {
+    /// Called before `phase` starts, and must be durable when it returns.
+    /// An error before `apply` stops the job with nothing run; before
+    /// `verify` it fails the job (which is rolled back); before `rollback`
+    /// it is logged and the rollback goes ahead.
+    fn entering(&self, _job: &str, _phase: Phase) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// A credential was leased to the job.
+    fn leased(&self, _job: &str, _lease: &Lease) {}
+
+    /// The job's leases were revoked.
+    fn revoked(&self, _job: &str, _lease_ids: &[String]) {}
+}
+
+/// No one keeps the job's state beyond the audit log (`salve run`).
+pub struct Untracked;
+
+impl Lifecycle for Untracked {}
 
 /// What a job is asked to act on.
 #[derive(Debug, Clone)]
@@ -100,6 +125,12 @@ pub enum CauseKind {
     Unsettled,
     /// The playbook could not be instantiated.
     Instantiate,
+    /// A blast-radius budget was spent.
+    Budget,
+    /// The runner stopped (a crash, a kill) while the phase ran.
+    Interrupted,
+    /// The job's state could not be recorded.
+    State,
 }
 
 impl CauseKind {
@@ -115,6 +146,9 @@ impl CauseKind {
             CauseKind::Journal => "journal",
             CauseKind::Unsettled => "unsettled",
             CauseKind::Instantiate => "instantiate",
+            CauseKind::Budget => "budget",
+            CauseKind::Interrupted => "interrupted",
+            CauseKind::State => "state",
         }
     }
 }
@@ -140,7 +174,7 @@ impl std::fmt::Display for Cause {
 }
 
 impl Cause {
-    fn new(phase: Phase, kind: CauseKind, message: impl Into<String>) -> Cause {
+    pub fn new(phase: Phase, kind: CauseKind, message: impl Into<String>) -> Cause {
         let message = message.into();
         let message = crate::host::bounded(&message, MAX_CAUSE_BYTES).0.to_string();
         Cause { phase, kind, message }
@@ -159,6 +193,9 @@ impl Cause {
         }
         if let Some(timed_out) = error.downcast_ref::<HostCallTimedOut>() {
             return Cause::new(phase, CauseKind::HostCallTimeout, timed_out.to_string());
+        }
+        if let Some(spent) = error.downcast_ref::<MutationBudgetSpent>() {
+            return Cause::new(phase, CauseKind::Budget, spent.to_string());
         }
         if let Some(audit) = error.downcast_ref::<AuditUnavailable>() {
             return Cause::new(phase, CauseKind::AuditUnavailable, audit.to_string());
@@ -265,18 +302,22 @@ pub struct Runner {
 struct JobShared {
     job: Arc<str>,
     inflight: Arc<InFlight>,
-    budget: Arc<WriteBudget>,
+    budget: Arc<Budget>,
     leases: Arc<[Lease]>,
 }
 
 impl JobShared {
-    fn new(job: &JobContext, writes: u64, leases: Vec<Lease>) -> JobShared {
+    fn new(job: &JobContext, budget: Budget, leases: Vec<Lease>) -> JobShared {
         JobShared {
             job: Arc::from(job.id.as_str()),
             inflight: Arc::default(),
-            budget: Arc::new(WriteBudget::new(writes)),
+            budget: Arc::new(budget),
             leases: leases.into(),
         }
+    }
+
+    fn budget(limits: &Limits) -> Budget {
+        Budget::new(limits.writes, limits.mutations)
     }
 
     /// The same job for rollback, which puts back what apply changed:
@@ -287,7 +328,7 @@ impl JobShared {
         JobShared {
             job: Arc::clone(&self.job),
             inflight: Arc::clone(&self.inflight),
-            budget: Arc::new(WriteBudget::new(u64::MAX)),
+            budget: Arc::new(Budget::unlimited()),
             leases: Arc::clone(&self.leases),
         }
     }
@@ -311,7 +352,13 @@ impl Runner {
 
     /// Leases every credential the grant names to the job, and audits each
     /// lease (never its value).
-    fn lease(&self, grant: &Grant, job: &JobContext, action: &str) -> Result<Vec<Lease>, RunError> {
+    fn lease(
+        &self,
+        grant: &Grant,
+        job: &JobContext,
+        action: &str,
+        hooks: &dyn Lifecycle,
+    ) -> Result<Vec<Lease>, RunError> {
         let mut leases = Vec::new();
         for name in grant.credentials() {
             let broker = self.broker.as_ref().ok_or_else(|| RunError::Credential {
@@ -331,17 +378,19 @@ impl Runner {
                     expires: expires.as_deref(),
                 },
             )?;
+            hooks.leased(&job.id, &lease);
             leases.push(lease);
         }
         Ok(leases)
     }
 
     /// Revokes the job's leases, whatever its outcome.
-    fn revoke(&self, job: &JobContext) -> Result<(), RunError> {
+    fn revoke(&self, job: &JobContext, hooks: &dyn Lifecycle) -> Result<(), RunError> {
         if let Some(broker) = &self.broker {
             let ids = broker.revoke_job(&job.id);
             if !ids.is_empty() {
                 self.audit.append(Some(&job.id), &Event::LeasesRevoked { lease_ids: &ids })?;
+                hooks.revoked(&job.id, &ids);
             }
         }
         Ok(())
@@ -408,27 +457,78 @@ impl Runner {
     /// Runs `apply` and `verify` (read-only), and `rollback` if either
     /// fails.
     pub async fn run(&self, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<Report, RunError> {
+        self.run_with(playbook, grant, job, &Untracked).await
+    }
+
+    /// [`Runner::run`], telling `hooks` each phase before it starts.
+    pub async fn run_with(
+        &self,
+        playbook: &Playbook,
+        grant: &Grant,
+        job: &JobContext,
+        hooks: &dyn Lifecycle,
+    ) -> Result<Report, RunError> {
         self.check_limits(grant)?;
+        hooks.entering(&job.id, Phase::Apply).map_err(|reason| RunError::State { phase: Phase::Apply, reason })?;
         self.record_job("run", playbook, grant, job)?;
         // Revokes the job's leases however this function ends.
         let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
-        let leases = self.lease(grant, job, "apply")?;
+        let leases = self.lease(grant, job, "apply", hooks)?;
         let journal = Journal::new(&self.journal_dir, &job.id);
         let journal_path = journal.path().to_path_buf();
-        let journal_created = journal.created();
-        let shared = JobShared::new(job, grant.limits().writes, leases);
+        let shared = JobShared::new(job, JobShared::budget(grant.limits()), leases);
 
         let failure = match self.phase(playbook, grant, job, &shared, Call::Apply, Some(journal)).await {
-            // verify checks; it must not change anything rollback could not undo.
-            Ok(_) => self.phase(playbook, &grant.read_only(), job, &shared, Call::Verify, None).await.err(),
+            Ok(_) => match hooks.entering(&job.id, Phase::Verify) {
+                // verify checks; it must not change anything rollback could not undo.
+                Ok(()) => self.phase(playbook, &grant.read_only(), job, &shared, Call::Verify, None).await.err(),
+                Err(reason) => Some(Cause::new(
+                    Phase::Verify,
+                    CauseKind::State,
+                    format!("the job's state could not be recorded: {reason}"),
+                )),
+            },
             Err(cause) => Some(cause),
         };
         let outcome = match failure {
             None => Outcome::Succeeded,
-            Some(cause) => self.roll_back(playbook, grant, job, &shared, &journal_path, cause).await,
+            Some(cause) => self.roll_back(playbook, grant, job, &shared, &journal_path, cause, hooks).await,
         };
+        self.conclude(job, outcome, &journal_path, hooks).await
+    }
 
-        self.revoke(job)?;
+    /// Rolls back a job that a runner process left behind in `apply`,
+    /// `verify` or `rollback` (it crashed or was killed): calls `rollback`
+    /// with the journal as it is on disk. `rollback` must be idempotent:
+    /// it may already have run, in part.
+    pub async fn recover(
+        &self,
+        playbook: &Playbook,
+        grant: &Grant,
+        job: &JobContext,
+        cause: Cause,
+        hooks: &dyn Lifecycle,
+    ) -> Result<Report, RunError> {
+        self.check_limits(grant)?;
+        self.record_job("recover", playbook, grant, job)?;
+        let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
+        let leases = self.lease(grant, job, "rollback", hooks)?;
+        let journal_path = Journal::new(&self.journal_dir, &job.id).path().to_path_buf();
+        let shared = JobShared::new(job, Budget::unlimited(), leases);
+        let outcome = self.roll_back(playbook, grant, job, &shared, &journal_path, cause, hooks).await;
+        self.conclude(job, outcome, &journal_path, hooks).await
+    }
+
+    /// Revokes the job's leases, records its outcome and seals it; removes
+    /// the journal once the outcome is durable, unless rollback failed.
+    async fn conclude(
+        &self,
+        job: &JobContext,
+        outcome: Outcome,
+        journal_path: &Path,
+        hooks: &dyn Lifecycle,
+    ) -> Result<Report, RunError> {
+        self.revoke(job, hooks)?;
         let cause = outcome.cause().map(ToString::to_string);
         let rollback_cause = outcome.rollback_cause().map(ToString::to_string);
         let event = Event::Outcome {
@@ -447,20 +547,21 @@ impl Runner {
                     "ROLLBACK FAILED: the target may be half-changed; a person must restore it from the journal"
                 );
             }
-            _ if journal_created.load(std::sync::atomic::Ordering::Acquire) => {
-                // The journal served its purpose; the audit log keeps the
-                // digest of every entry.
-                if let Err(e) = std::fs::remove_file(&journal_path) {
+            // The journal served its purpose; the audit log keeps the digest
+            // of every entry.
+            _ => match std::fs::remove_file(journal_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(journal = %journal_path.display(), "could not remove the journal: {e}");
                 }
-            }
-            _ => {}
+                _ => {}
+            },
         }
         Ok(Report { job_id: job.id.clone(), outcome, audit_head: self.audit.head() })
     }
 
     /// Waits for host operations still running, then calls `rollback` with
     /// the journal as it is on disk.
+    #[allow(clippy::too_many_arguments)] // the job, its phase state, and who tracks it
     async fn roll_back(
         &self,
         playbook: &Playbook,
@@ -469,7 +570,11 @@ impl Runner {
         shared: &JobShared,
         journal_path: &Path,
         cause: Cause,
+        hooks: &dyn Lifecycle,
     ) -> Outcome {
+        if let Err(reason) = hooks.entering(&job.id, Phase::Rollback) {
+            tracing::error!(job = %job.id, "rolling back, but the job's state could not be recorded: {reason}");
+        }
         if !shared.inflight.settled(SETTLE_GRACE).await {
             let message = format!(
                 "a host operation was still running {} after it timed out; the target's state is unknown, so \
@@ -503,10 +608,10 @@ impl Runner {
         let grant = grant.read_only();
         self.record_job("plan", playbook, &grant, job)?;
         let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
-        let leases = self.lease(&grant, job, "plan")?;
-        let shared = JobShared::new(job, 0, leases);
+        let leases = self.lease(&grant, job, "plan", &Untracked)?;
+        let shared = JobShared::new(job, Budget::new(0, 0), leases);
         let changes = self.phase(playbook, &grant, job, &shared, Call::Plan, None).await.map(|c| c.unwrap_or_default());
-        self.revoke(job)?;
+        self.revoke(job, &Untracked)?;
         let cause = changes.as_ref().err().map(ToString::to_string);
         let outcome = if changes.is_ok() { "planned" } else { "plan-failed" };
         self.finish(&job.id, &Event::Outcome { outcome, cause: cause.as_deref(), rollback_cause: None }).await?;

@@ -134,6 +134,16 @@ pub enum Event<'a> {
     },
     /// The job's leases were revoked at its end.
     LeasesRevoked { lease_ids: &'a [String] },
+    /// A step of the control plane: a job submitted, a policy decision, an
+    /// approval or rejection, a change of the job's state, a recovery.
+    /// Steps taken by other processes (`salve submit`, `salve approve`)
+    /// are relayed by the runner, with the time they were taken (`at`).
+    Control {
+        action: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        at: Option<&'a str>,
+        detail: &'a Value,
+    },
     /// How the job ended.
     Outcome {
         outcome: &'a str,

@@ -10,7 +10,7 @@ use anyhow::{Context as _, anyhow};
 use salve::artifact::{self, Catalog};
 use salve::audit::{AuditLog, Phase};
 use salve::grant::{Grant, GrantSpec};
-use salve::host::{Calls, InFlight, WriteBudget};
+use salve::host::{Budget, Calls, InFlight};
 use salve::keys::{PrivateKey, Role};
 use salve::run::{JobContext, Outcome, Runner};
 use salve::sandbox::{PhaseSetup, Playbook, Sandbox, SandboxConfig};
@@ -299,7 +299,7 @@ async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
             phase: Phase::Apply,
             timeout: Duration::from_secs(10),
             inflight: Arc::new(InFlight::default()),
-            budget: Arc::new(WriteBudget::new(0)),
+            budget: Arc::new(Budget::new(0, 0)),
             inline_reads: true,
             leases: Vec::new().into(),
             deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),

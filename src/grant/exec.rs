@@ -203,7 +203,7 @@ pub fn parse_argv(argv: &[String]) -> Result<Vec<ArgPattern>, String> {
 }
 
 /// How a credential reaches a program: as an environment variable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecCredential {
     pub name: String,
@@ -211,7 +211,7 @@ pub struct ExecCredential {
 }
 
 /// An `[[exec]]` entry as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecEntry {
     pub program: PathBuf,

@@ -33,7 +33,7 @@ pub const MAX_RESPONSE_CEILING: u64 = 16 << 20;
 pub const MAX_URL_BYTES: usize = 8192;
 
 /// How a credential reaches a service: in a request header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCredential {
     pub name: String,
@@ -44,7 +44,7 @@ pub struct HttpCredential {
 }
 
 /// An `[[http]]` entry as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpEntry {
     pub methods: Vec<String>,

@@ -44,6 +44,8 @@ pub const MAX_PHASE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
 /// Default of the bytes one job may write, all mutating calls together.
 pub const DEFAULT_WRITES: u64 = 1 << 30;
+/// Default of the mutating host calls one job may make.
+pub const DEFAULT_MUTATIONS: u64 = 10_000;
 /// Smallest memory cap a grant may set (a Rust playbook needs about 1 MiB
 /// to start).
 pub const MIN_MEMORY: u64 = 2 << 20;
@@ -81,7 +83,7 @@ pub enum GrantError {
 }
 
 /// Read-only or read-write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     Ro,
@@ -98,7 +100,7 @@ impl std::fmt::Display for Access {
 }
 
 /// A grant as written: parsed and checked for shape, no authority yet.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantSpec {
     #[serde(default)]
@@ -112,7 +114,7 @@ pub struct GrantSpec {
 }
 
 /// One granted directory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FsEntry {
     pub name: String,
@@ -121,7 +123,7 @@ pub struct FsEntry {
 }
 
 /// Limits as written; every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +140,9 @@ pub struct LimitsSpec {
     pub memory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writes: Option<String>,
+    /// Mutating host calls the job may make, all phases but rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutations: Option<u64>,
 }
 
 /// Limits in effect for one task.
@@ -155,6 +160,9 @@ pub struct Limits {
     /// Bytes the job may write in all (written, appended, or added by
     /// extending a file).
     pub writes: u64,
+    /// Mutating host calls the job may make (a blast-radius budget: the
+    /// call past it stops the job, which is then rolled back).
+    pub mutations: u64,
 }
 
 mod duration_ms {
@@ -172,6 +180,7 @@ impl Default for Limits {
             rollback: DEFAULT_PHASE_TIMEOUT,
             memory: DEFAULT_MEMORY,
             writes: DEFAULT_WRITES,
+            mutations: DEFAULT_MUTATIONS,
         }
     }
 }
@@ -256,7 +265,22 @@ impl GrantSpec {
                 bytes
             }
         };
+        let mutations = match spec.mutations {
+            None => fallback.mutations,
+            Some(0) => {
+                return Err(GrantError::Limit {
+                    field: "mutations",
+                    value: "0".into(),
+                    reason: "must be at least 1; a playbook that changes nothing needs a read-only grant".into(),
+                });
+            }
+            Some(n) if ceiling.is_some() && n > fallback.mutations => {
+                return Err(above("mutations", n.to_string(), fallback.mutations.to_string()));
+            }
+            Some(n) => n,
+        };
         Ok(Limits {
+            mutations,
             plan: phase("plan_timeout", &spec.plan_timeout, fallback.plan)?,
             apply: phase("apply_timeout", &spec.apply_timeout, fallback.apply)?,
             verify: phase("verify_timeout", &spec.verify_timeout, fallback.verify)?,
@@ -462,6 +486,14 @@ impl Grant {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The same grant with at most `max` mutating host calls: a runner's
+    /// blast-radius budget can only narrow what the job asked for.
+    pub fn with_mutations_at_most(&self, max: u64) -> Grant {
+        let mut grant = self.clone();
+        grant.limits.mutations = grant.limits.mutations.min(max);
+        grant
     }
 
     pub fn capabilities(&self) -> Capabilities {

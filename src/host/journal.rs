@@ -59,9 +59,6 @@ pub struct Journal {
     file: Option<Arc<File>>,
     entries: u32,
     bytes: u64,
-    /// Set once the file exists; shared so the runner knows after the phase
-    /// that owned the journal has ended.
-    created: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Journal {
@@ -72,13 +69,7 @@ impl Journal {
 
     /// The journal of a new job; nothing is written until its first entry.
     pub fn new(dir: &Path, job: &str) -> Journal {
-        Journal { path: Journal::path_for(dir, job), file: None, entries: 0, bytes: 0, created: Arc::default() }
-    }
-
-    /// Whether the file was created (by a first entry); stays valid after
-    /// the journal itself is gone.
-    pub fn created(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        Arc::clone(&self.created)
+        Journal { path: Journal::path_for(dir, job), file: None, entries: 0, bytes: 0 }
     }
 
     /// Creates the file (never reusing one: a job id is unique) and makes
@@ -122,6 +113,9 @@ impl Journal {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(JournalError::Read { path: path.to_path_buf(), source }),
+        }
+        if MAGIC.starts_with(&bytes) {
+            return Ok(Vec::new()); // created, and cut short by a crash before its first entry
         }
         let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(|| JournalError::NotAJournal { path: path.into() })?;
         let mut entries = Vec::new();
@@ -191,10 +185,7 @@ impl Host for JournalView<'_> {
             })
             .await;
         match written {
-            Some(Ok(file)) => {
-                journal.file = Some(file);
-                journal.created.store(true, std::sync::atomic::Ordering::Release);
-            }
+            Some(Ok(file)) => journal.file = Some(file),
             // A journal that may hold a partial frame cannot take more
             // entries: stop the guest. Rollback reads back what landed.
             Some(Err(error)) => return Err(wasmtime::Error::msg(format!("journal write failed: {error}"))),

@@ -137,29 +137,56 @@ impl InFlight {
     }
 }
 
-/// The bytes a job may still write, all mutating calls together.
-#[derive(Debug)]
-pub struct WriteBudget {
-    remaining: AtomicU64,
-    total: u64,
+/// What one job may still spend: bytes written, and mutating host calls
+/// (its blast-radius budget). Shared by the job's phases.
+pub struct Budget {
+    bytes: AtomicU64,
+    total_bytes: u64,
+    mutations: AtomicU64,
+    total_mutations: u64,
 }
 
-impl WriteBudget {
-    pub fn new(total: u64) -> WriteBudget {
-        WriteBudget { remaining: AtomicU64::new(total), total }
+/// The job made more mutating host calls than its budget allows. Traps the
+/// guest: the job stops, and is rolled back.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the job's budget of {limit} mutating host calls is spent; the job is stopped")]
+pub struct MutationBudgetSpent {
+    pub limit: u64,
+}
+
+impl Budget {
+    pub fn new(bytes: u64, mutations: u64) -> Budget {
+        Budget {
+            bytes: AtomicU64::new(bytes),
+            total_bytes: bytes,
+            mutations: AtomicU64::new(mutations),
+            total_mutations: mutations,
+        }
+    }
+
+    /// No limit: for rollback, which must not stop halfway.
+    pub fn unlimited() -> Budget {
+        Budget::new(u64::MAX, u64::MAX)
     }
 
     /// Takes `bytes` from the budget, or refuses without taking any.
     pub fn spend(&self, bytes: u64) -> Result<(), CapError> {
-        self.remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes))
-            .map(drop)
-            .map_err(|left| {
+        self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes)).map(drop).map_err(
+            |left| {
                 CapError::Denied(format!(
                     "the job's write budget is spent: {bytes} more bytes asked, {left} of {} left",
-                    self.total
+                    self.total_bytes
                 ))
-            })
+            },
+        )
+    }
+
+    /// Takes one mutating call from the budget, or says it is spent.
+    pub fn mutate(&self) -> Result<(), MutationBudgetSpent> {
+        self.mutations
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1))
+            .map(drop)
+            .map_err(|_| MutationBudgetSpent { limit: self.total_mutations })
     }
 }
 
@@ -173,7 +200,7 @@ pub struct Calls {
     pub phase: Phase,
     pub timeout: Duration,
     pub inflight: Arc<InFlight>,
-    pub budget: Arc<WriteBudget>,
+    pub budget: Arc<Budget>,
     /// Run reads on the calling thread instead of the blocking pool (see
     /// [`crate::sandbox::SandboxConfig::inline_reads`]).
     pub inline_reads: bool,
@@ -271,7 +298,14 @@ impl Calls {
     ) -> wasmtime::Result<Option<u64>> {
         match effect {
             Effect::Read => Ok(None),
-            Effect::Mutate => Ok(Some(self.record_durable(&Event::Intent { interface, function, args }).await?)),
+            Effect::Mutate => {
+                if let Err(spent) = self.budget.mutate() {
+                    let outcome = CallOutcome::Denied(spent.to_string());
+                    self.record_call(interface, function, args, &outcome, &Value::Null, Instant::now(), None)?;
+                    return Err(spent.into());
+                }
+                Ok(Some(self.record_durable(&Event::Intent { interface, function, args }).await?))
+            }
         }
     }
 
@@ -422,8 +456,11 @@ mod tests {
     }
 
     #[test]
-    fn the_write_budget_refuses_without_spending() {
-        let budget = WriteBudget::new(100);
+    fn the_budget_refuses_without_spending() {
+        let budget = Budget::new(100, 2);
+        budget.mutate().unwrap();
+        budget.mutate().unwrap();
+        assert_eq!(budget.mutate().unwrap_err().limit, 2);
         budget.spend(60).unwrap();
         assert!(matches!(budget.spend(50), Err(CapError::Denied(m)) if m.contains("40 of 100 left")));
         budget.spend(40).unwrap();

@@ -1,0 +1,398 @@
+//! Policy at the moment of action, with Cedar: may this agent run this
+//! playbook, here, now, and do people have to approve it first?
+//!
+//! The agent is the principal (`Agent::"<key id>"`), the playbook the
+//! resource (`Playbook::"<name>"`), `plan` or `apply` the action. The
+//! context holds what the job says and what the runner knows:
+//!
+//! | field | type | |
+//! | --- | --- | --- |
+//! | `environment`, `target` | String | where |
+//! | `severity` | String | `low`, `medium`, `high`, `critical` |
+//! | `confidence` | Long | the detector's confidence, in percent (0..=100) |
+//! | `risk_class`, `reversibility` | String | from the signed manifest |
+//! | `change_window_open` | Bool | from the environment's change windows |
+//! | `targets` | Long | how many systems the job touches |
+//! | `mutating` | Set of String | the mutating capabilities granted (`fs`, `exec`, `http`) |
+//! | `playbook`, `version` | String | from the signed manifest |
+//!
+//! Three outcomes: deny (the default, and whenever a `forbid` applies or
+//! evaluation errs), allow, or allow once N people approve: a `permit` that
+//! carries `@approvals("N")` and `@group("NAME")` asks for N approvals from
+//! the approver group NAME; the largest N among the permits that decided
+//! wins. Every decision names the policies that made it (their `@id`) and
+//! the hash of the policy set.
+//!
+//! # Errors
+//! [`PolicyError`] for a policy file that does not parse, or a config that
+//! does not.
+
+use cedar_policy::{Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicySet, Request};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+/// The policy `salve init` writes: production changes by execution-class
+/// playbooks need approvals (one inside the change window, two outside),
+/// low-confidence evidence never acts in production, `dev` runs freely.
+pub const DEFAULT_POLICY: &str = r#"// salve policy (Cedar). Default deny: what no permit allows is refused.
+
+@id("dev-runs")
+permit(principal, action, resource)
+when { context.environment == "dev" };
+
+@id("plans-are-read-only")
+permit(principal, action == Action::"plan", resource);
+
+@id("prod-low-risk")
+permit(principal, action == Action::"apply", resource)
+when { context.environment == "prod" && context.risk_class != "execution" };
+
+@id("prod-execution-in-window")
+@approvals("1")
+@group("sre")
+permit(principal, action == Action::"apply", resource)
+when { context.environment == "prod" && context.risk_class == "execution" && context.change_window_open };
+
+@id("prod-execution-outside-window")
+@approvals("2")
+@group("sre")
+permit(principal, action == Action::"apply", resource)
+when { context.environment == "prod" && context.risk_class == "execution" && !context.change_window_open };
+
+@id("no-low-confidence-in-prod")
+forbid(principal, action == Action::"apply", resource)
+when { context.environment == "prod" && context.confidence < 80 };
+
+@id("no-irreversible-outside-window")
+forbid(principal, action == Action::"apply", resource)
+when { context.reversibility == "irreversible" && context.environment != "dev" && !context.change_window_open };
+"#;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    #[error("cannot read the policy {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("the policy does not parse: {0}")]
+    Parse(String),
+    #[error("the runner config is not valid: {0}")]
+    Config(String),
+}
+
+/// A loaded policy set and its hash.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    set: PolicySet,
+    hash: String,
+}
+
+/// What the policy decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Verdict {
+    Allow,
+    NeedsApprovals { approvals: u32, group: String },
+    Deny,
+}
+
+/// A decision, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The `@id`s of the policies that decided (empty: nothing permitted).
+    pub policies: Vec<String>,
+    /// Evaluation errors (each makes the policy it hit not apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    pub policy_hash: String,
+}
+
+/// What the policy is asked about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Facts {
+    pub agent: String,
+    pub action: &'static str,
+    pub playbook: String,
+    pub version: String,
+    pub environment: String,
+    pub target: String,
+    pub severity: String,
+    pub confidence: i64,
+    pub risk_class: String,
+    pub reversibility: String,
+    pub change_window_open: bool,
+    pub targets: i64,
+    pub mutating: Vec<String>,
+}
+
+impl Policy {
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let set = PolicySet::from_str(text).map_err(|e| PolicyError::Parse(format!("{e:?}")))?;
+        Ok(Policy { set, hash: crate::host::digest(text.as_bytes()) })
+    }
+
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+        Policy::parse(&text)
+    }
+
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Decides. Default deny; an evaluation error never allows.
+    pub fn decide(&self, facts: &Facts) -> Decision {
+        let deny = |errors: Vec<String>| Decision {
+            verdict: Verdict::Deny,
+            policies: Vec::new(),
+            errors,
+            policy_hash: self.hash.clone(),
+        };
+        let uid = |kind: &str, id: &str| {
+            EntityUid::from_str(&format!("{kind}::{}", serde_json::Value::from(id))).map_err(Box::new)
+        };
+        let (Ok(principal), Ok(action), Ok(resource)) =
+            (uid("Agent", &facts.agent), uid("Action", facts.action), uid("Playbook", &facts.playbook))
+        else {
+            return deny(vec!["cannot name the principal, action or resource".into()]);
+        };
+        let context = serde_json::json!({
+            "environment": facts.environment,
+            "target": facts.target,
+            "severity": facts.severity,
+            "confidence": facts.confidence,
+            "risk_class": facts.risk_class,
+            "reversibility": facts.reversibility,
+            "change_window_open": facts.change_window_open,
+            "targets": facts.targets,
+            "mutating": facts.mutating,
+            "playbook": facts.playbook,
+            "version": facts.version,
+        });
+        let context = match Context::from_json_value(context, None) {
+            Ok(context) => context,
+            Err(e) => return deny(vec![e.to_string()]),
+        };
+        let request = match Request::new(principal, action, resource, context, None) {
+            Ok(request) => request,
+            Err(e) => return deny(vec![e.to_string()]),
+        };
+        let response = Authorizer::new().is_authorized(&request, &self.set, &Entities::empty());
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+        let deciding: Vec<&cedar_policy::PolicyId> = response.diagnostics().reason().collect();
+        let name =
+            |id: &cedar_policy::PolicyId| self.set.annotation(id, "id").map_or_else(|| id.to_string(), String::from);
+        let policies: Vec<String> = deciding.iter().map(|id| name(id)).collect();
+        if response.decision() == CedarDecision::Deny {
+            return Decision { policies, ..deny(errors) };
+        }
+        let mut needed: Option<(u32, String)> = None;
+        for id in &deciding {
+            let Some(count) = self.set.annotation(id, "approvals") else { continue };
+            let Ok(count) = count.parse::<u32>() else {
+                return deny(vec![format!("policy {}: @approvals({count:?}) is not a number", name(id))]);
+            };
+            let group = self.set.annotation(id, "group").unwrap_or("approvers").to_string();
+            if needed.as_ref().is_none_or(|(n, _)| count > *n) {
+                needed = Some((count, group));
+            }
+        }
+        let verdict = match needed {
+            Some((approvals, group)) if approvals > 0 => Verdict::NeedsApprovals { approvals, group },
+            _ => Verdict::Allow,
+        };
+        Decision { verdict, policies, errors, policy_hash: self.hash.clone() }
+    }
+}
+
+/// When changes may be made in an environment (UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeWindow {
+    /// Days of the week: `mon`..`sun`; empty: every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// `HH:MM`, UTC.
+    pub from: String,
+    /// `HH:MM`, UTC; before `from` means the window crosses midnight.
+    pub to: String,
+}
+
+/// The runner's own configuration (`DATA_DIR/salve.toml`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Change windows per environment. An environment without windows has
+    /// its change window always open.
+    #[serde(default)]
+    pub windows: std::collections::BTreeMap<String, Vec<ChangeWindow>>,
+    #[serde(default)]
+    pub budgets: Budgets,
+}
+
+/// Blast-radius budgets the runner enforces, whatever the playbook does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Most jobs of one playbook that may start applying in one
+    /// environment in any hour.
+    #[serde(default = "default_jobs_per_hour")]
+    pub jobs_per_playbook_per_hour: u32,
+    /// Most mutating host calls one job may make (the grant may ask for
+    /// fewer, never more).
+    #[serde(default = "default_mutations")]
+    pub mutations_per_job: u64,
+}
+
+fn default_jobs_per_hour() -> u32 {
+    20
+}
+
+fn default_mutations() -> u64 {
+    crate::grant::DEFAULT_MUTATIONS
+}
+
+impl Default for Budgets {
+    fn default() -> Budgets {
+        Budgets { jobs_per_playbook_per_hour: default_jobs_per_hour(), mutations_per_job: default_mutations() }
+    }
+}
+
+fn minutes(text: &str) -> Result<u32, PolicyError> {
+    let (h, m) = text.split_once(':').ok_or_else(|| PolicyError::Config(format!("{text:?} is not HH:MM")))?;
+    let (h, m): (u32, u32) = (
+        h.parse().map_err(|_| PolicyError::Config(format!("{text:?} is not HH:MM")))?,
+        m.parse().map_err(|_| PolicyError::Config(format!("{text:?} is not HH:MM")))?,
+    );
+    if h > 23 || m > 59 {
+        return Err(PolicyError::Config(format!("{text:?} is not a time of day")));
+    }
+    Ok(h * 60 + m)
+}
+
+const DAYS: [&str; 7] = ["thu", "fri", "sat", "sun", "mon", "tue", "wed"]; // 1970-01-01 was a Thursday
+
+impl RunnerConfig {
+    pub fn load(path: &Path) -> Result<RunnerConfig, PolicyError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => RunnerConfig::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RunnerConfig::default()),
+            Err(e) => Err(PolicyError::Read { path: path.display().to_string(), reason: e.to_string() }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<RunnerConfig, PolicyError> {
+        let config: RunnerConfig = toml::from_str(text).map_err(|e| PolicyError::Config(e.to_string()))?;
+        for window in config.windows.values().flatten() {
+            minutes(&window.from)?;
+            minutes(&window.to)?;
+            if let Some(day) = window.days.iter().find(|d| !DAYS.contains(&d.to_ascii_lowercase().as_str())) {
+                return Err(PolicyError::Config(format!("{day:?} is not a day (mon..sun)")));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Whether `environment`'s change window is open at `now`.
+    pub fn window_open(&self, environment: &str, now: SystemTime) -> bool {
+        let Some(windows) = self.windows.get(environment) else { return true };
+        if windows.is_empty() {
+            return true;
+        }
+        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let day_index = (secs / 86_400) as usize;
+        let minute = ((secs % 86_400) / 60) as u32;
+        let day = |offset: usize| DAYS[(day_index + 7 - offset) % 7];
+        windows.iter().any(|w| {
+            let (from, to) = (minutes(&w.from).unwrap_or(0), minutes(&w.to).unwrap_or(0));
+            let on = |d: &str| w.days.is_empty() || w.days.iter().any(|x| x.eq_ignore_ascii_case(d));
+            if from <= to {
+                on(day(0)) && (from..to).contains(&minute)
+            } else {
+                // Crosses midnight: the evening part today, or the morning
+                // part of a window that opened yesterday.
+                (on(day(0)) && minute >= from) || (on(day(1)) && minute < to)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    pub(crate) fn facts(environment: &str, risk: &str, window: bool, confidence: i64) -> Facts {
+        Facts {
+            agent: "agent-key".into(),
+            action: "apply",
+            playbook: "nginx-upstream-repair".into(),
+            version: "1.2.0".into(),
+            environment: environment.into(),
+            target: "web-3".into(),
+            severity: "high".into(),
+            confidence,
+            risk_class: risk.into(),
+            reversibility: "reversible".into(),
+            change_window_open: window,
+            targets: 1,
+            mutating: vec!["fs".into(), "exec".into()],
+        }
+    }
+
+    #[test]
+    fn the_default_policy_decides_the_matrix() {
+        let policy = Policy::parse(DEFAULT_POLICY).unwrap();
+        let two = Verdict::NeedsApprovals { approvals: 2, group: "sre".into() };
+        let one = Verdict::NeedsApprovals { approvals: 1, group: "sre".into() };
+        for (environment, risk, window, confidence, expected) in [
+            ("dev", "execution", false, 10, Verdict::Allow),
+            ("prod", "execution", false, 92, two.clone()),
+            ("prod", "execution", true, 92, one.clone()),
+            ("prod", "advisory", false, 92, Verdict::Allow),
+            ("prod", "read-only", true, 92, Verdict::Allow),
+            ("prod", "execution", true, 50, Verdict::Deny),
+            ("prod", "advisory", true, 79, Verdict::Deny),
+            ("staging", "execution", true, 99, Verdict::Deny),
+        ] {
+            let decision = policy.decide(&facts(environment, risk, window, confidence));
+            assert_eq!(
+                decision.verdict, expected,
+                "{environment} {risk} window={window} confidence={confidence}: {decision:?}"
+            );
+            assert_eq!(decision.policy_hash, policy.hash());
+        }
+        let decision = policy.decide(&facts("prod", "execution", false, 92));
+        assert_eq!(decision.policies, ["prod-execution-outside-window"]);
+        let denied = policy.decide(&facts("prod", "execution", true, 50));
+        assert_eq!(denied.policies, ["no-low-confidence-in-prod"]);
+        let mut irreversible = facts("prod", "advisory", false, 95);
+        irreversible.reversibility = "irreversible".into();
+        assert_eq!(policy.decide(&irreversible).verdict, Verdict::Deny);
+        assert!(Policy::parse("permit(principal, action, resource) when {").is_err());
+    }
+
+    #[test]
+    fn change_windows_open_and_close() {
+        let config = RunnerConfig::parse(
+            "[windows]\nprod = [{ days = [\"sat\"], from = \"22:00\", to = \"02:00\" }, { from = \"12:00\", to = \"13:00\" }]\n",
+        )
+        .unwrap();
+        // 2026-11-21 is a Saturday.
+        let at = |day: u64, h: u64, m: u64| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_219_200 + day * 86_400 + h * 3600 + m * 60)
+        };
+        assert!(config.window_open("prod", at(0, 23, 0)), "Saturday night");
+        assert!(config.window_open("prod", at(1, 1, 30)), "Sunday, the same window");
+        assert!(!config.window_open("prod", at(1, 23, 0)), "Sunday night");
+        assert!(config.window_open("prod", at(3, 12, 30)), "every day at noon");
+        assert!(!config.window_open("prod", at(3, 13, 0)));
+        assert!(config.window_open("dev", at(3, 3, 0)), "no windows: always open");
+        assert!(RunnerConfig::parse("[windows]\nprod = [{ from = \"25:00\", to = \"01:00\" }]\n").is_err());
+        assert!(RunnerConfig::parse("[budgets]\njobs_per_playbook_per_hour = 3\nextra = 1\n").is_err());
+    }
+}

@@ -1,0 +1,177 @@
+use super::*;
+use crate::approval::{Subject, Vote};
+use crate::keys::{PrivateKey, Role};
+use crate::policy::Verdict;
+use std::sync::Arc;
+
+fn decision() -> Decision {
+    Decision {
+        verdict: Verdict::NeedsApprovals { approvals: 2, group: "sre".into() },
+        policies: vec!["p".into()],
+        errors: vec![],
+        policy_hash: "h".into(),
+    }
+}
+
+fn submit(store: &Store, id: &str, nonce: &str) -> Result<(), StoreError> {
+    let agent = PrivateKey::from_seed("agent", Role::Agent, [1; 32]);
+    let mut request = crate::job::tests::request(SystemTime::now());
+    request.id = id.into();
+    request.nonce = nonce.into();
+    let envelope = SignedJob::sign(&request, &agent).unwrap();
+    let job = NewJob {
+        envelope: &envelope,
+        request: &request,
+        agent: &agent.id,
+        job_hash: "hash",
+        playbook: "p",
+        playbook_version: "1.0.0",
+        digest: "d",
+        expires_at: SystemTime::now() + Duration::from_secs(600),
+    };
+    let event = OutboxEvent::new(id, "submitted", serde_json::json!({ "nonce": nonce }));
+    store.submit(&job, &decision(), JobState::Submitted, "submitted", &[event])
+}
+
+#[test]
+fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    submit(&store, "a", "nonce-0000000000001").unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.job("a").unwrap().is_some(), "reopening keeps the data");
+    let version: i64 = store.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
+    store.conn().pragma_update(None, "user_version", 99).unwrap();
+    drop(store);
+    match Store::open(dir.path()) {
+        Err(StoreError::TooNew { found: 99, .. }) => {}
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+#[test]
+fn replayed_nonces_and_reused_ids_are_refused_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    submit(&store, "a", "nonce-0000000000001").unwrap();
+    assert!(matches!(submit(&store, "b", "nonce-0000000000001"), Err(StoreError::Replay { job, .. }) if job == "a"));
+    assert!(matches!(submit(&store, "a", "nonce-0000000000002"), Err(StoreError::DuplicateJob { .. })));
+    assert!(store.job("b").unwrap().is_none());
+    assert_eq!(store.outbox().unwrap().len(), 1, "a refused submission leaves no audit event behind");
+    assert_eq!(store.history("a").unwrap().len(), 1);
+}
+
+#[test]
+fn a_transition_from_a_state_the_job_left_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    submit(&store, "a", "nonce-0000000000001").unwrap();
+    let plan = serde_json::json!([]);
+    let changes = Changes { plan: Some(("plan-1", &plan)), ..Changes::default() };
+    let job =
+        store.transition("a", &[JobState::Submitted], JobState::WaitingApproval, "planned", &changes, &[]).unwrap();
+    assert_eq!(job.plan_hash.as_deref(), Some("plan-1"));
+    assert!(store.plan("a", "plan-1").unwrap().is_some());
+    let stale = store.transition("a", &[JobState::Submitted], JobState::Approved, "x", &Changes::default(), &[]);
+    assert!(matches!(stale, Err(StoreError::Conflict { state: JobState::WaitingApproval, .. })));
+    let history: Vec<JobState> = store.history("a").unwrap().iter().map(|t| t.to).collect();
+    assert_eq!(history, [JobState::Submitted, JobState::WaitingApproval]);
+}
+
+#[test]
+fn racing_writers_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..8 {
+        submit(&store, &format!("job-{i}"), &format!("nonce-000000000000{i}")).unwrap();
+    }
+    drop(store);
+    // Several threads, each with its own connection (as separate processes
+    // would have), race to move every job out of `submitted`: each job
+    // moves exactly once.
+    let winners = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let path = dir.path().to_path_buf();
+            let winners = Arc::clone(&winners);
+            std::thread::spawn(move || {
+                let store = Store::open(&path).unwrap();
+                for i in 0..8 {
+                    let id = format!("job-{i}");
+                    match store.transition(
+                        &id,
+                        &[JobState::Submitted],
+                        JobState::Approved,
+                        &format!("thread {t}"),
+                        &Changes::default(),
+                        &[],
+                    ) {
+                        Ok(_) => winners.lock().unwrap().push(id),
+                        Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let mut winners = winners.lock().unwrap().clone();
+    winners.sort();
+    assert_eq!(winners.len(), 8, "every job moved once: {winners:?}");
+    winners.dedup();
+    assert_eq!(winners.len(), 8);
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..8 {
+        assert_eq!(store.history(&format!("job-{i}")).unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn votes_are_counted_inside_the_transaction_and_a_key_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    submit(&store, "a", "nonce-0000000000001").unwrap();
+    let keys: Vec<PrivateKey> =
+        (0..6).map(|i| PrivateKey::from_seed(&format!("k{i}"), Role::Approver, [10 + i as u8; 32])).collect();
+    let subject =
+        Subject { job_id: "a", job_hash: "hash", plan_hash: "p", submitter: "agent", environment: "prod", group: None };
+    // Six approvers at once, each twice: six votes recorded, never twelve.
+    let threads: Vec<_> = keys
+        .iter()
+        .flat_map(|key| {
+            let approval = crate::approval::Approval::sign(
+                &subject,
+                Vote::Approve,
+                "",
+                Duration::from_secs(60),
+                key,
+                SystemTime::now(),
+            )
+            .unwrap();
+            [approval.clone(), approval]
+        })
+        .map(|approval| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.vote(
+                    "a",
+                    &approval,
+                    |_, current| {
+                        if current.iter().any(|a| a.approval.key_id == approval.key_id) {
+                            return Err(StoreError::Corrupt("duplicate".into()));
+                        }
+                        Ok(None)
+                    },
+                    &[],
+                )
+            })
+        })
+        .collect();
+    let accepted = threads.into_iter().map(|t| t.join()).filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert_eq!(accepted, 6);
+    assert_eq!(store.approvals("a").unwrap().len(), 6);
+}
