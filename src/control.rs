@@ -404,19 +404,18 @@ impl ControlPlane {
             group: None,
         };
         let approval = Approval::sign(&subject, vote, reason, lifetime, key, now)?;
-        self.record_vote(&approval, now)
+        self.record_vote(id, &approval, now)
     }
 
-    /// Records a vote signed elsewhere, after every check: the job is
+    /// Records a vote on job `id` signed elsewhere, after every check: the job is
     /// waiting for it, the key may vote (an approver in the group the
     /// decision asks for, not the submitter, not twice), and the vote is
     /// bound to this job and its current plan. Enough approvals move the
     /// job to `approved`; a rejection moves it to `rejected`.
-    pub fn record_vote(&self, approval: &Approval, now: SystemTime) -> Result<JobRecord, ControlError> {
-        let id = approval.job_id.clone();
-        let event = OutboxEvent::new(&id, approval.vote.name(), json!({ "approval": approval }));
+    pub fn record_vote(&self, id: &str, approval: &Approval, now: SystemTime) -> Result<JobRecord, ControlError> {
+        let event = OutboxEvent::new(id, approval.vote.name(), json!({ "approval": approval }));
         self.store.vote(
-            &id,
+            id,
             approval,
             |job, current| {
                 let open = match approval.vote {

@@ -4,9 +4,11 @@ mod artifact;
 mod audit;
 mod author;
 mod bench;
+mod jobs;
 mod run;
 mod setup;
 mod token;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -20,7 +22,8 @@ Exit codes:
   3  rolled back: the playbook failed and rollback restored the target
   4  ROLLBACK FAILED: the target may be half-changed; a person is needed
   5  the audit log does not verify (`audit verify`)
-  6  the playbook's plan failed; nothing was changed (`plan`)";
+  6  the playbook's plan failed; nothing was changed (`plan`)
+  7  the policy denied the job (`submit`)";
 
 #[derive(Parser)]
 #[command(name = "salve", version, about = "Runs signed, sandboxed, audited remediation playbooks", after_help = EXIT_CODES)]
@@ -49,6 +52,23 @@ enum Command {
     Run(run::RunArgs),
     /// Ask a playbook what it would change, with every directory read-only.
     Plan(run::RunArgs),
+    /// Verify a signed artifact and install it in the data directory, where jobs can name it.
+    Install(jobs::InstallArgs),
+    /// Submit a job signed by an agent key.
+    Submit(jobs::SubmitArgs),
+    /// List jobs, or show one in full.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
+    /// Approve a job's current plan with an approver key.
+    Approve(jobs::ApproveArgs),
+    /// Reject a job with an approver key.
+    Reject(jobs::RejectArgs),
+    /// Plan submitted jobs and run approved ones until stopped; recover jobs a stopped runner left behind.
+    Worker(worker::WorkerArgs),
+    /// Print the JSON Schema of a job request.
+    Schema,
     /// Measure what salve costs on this machine; print a table, write JSON.
     Bench(bench::BenchArgs),
     /// Check tokens salve minted for a credential.
@@ -94,6 +114,7 @@ pub enum Exit {
     RollbackFailed = 4,
     AuditInvalid = 5,
     PlanFailed = 6,
+    Denied = 7,
 }
 
 /// An error that means salve refused the input (exit 2), rather than
@@ -143,6 +164,13 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::bench(args).await,
             Command::Plan(args) => run::plan(args).await,
             Command::Audit { command } => audit::main(command),
+            Command::Install(args) => jobs::install(args),
+            Command::Submit(args) => jobs::submit(args),
+            Command::Jobs { command } => jobs::jobs(command),
+            Command::Approve(args) => jobs::approve(args),
+            Command::Reject(args) => jobs::reject(args),
+            Command::Worker(args) => worker::worker(args).await,
+            Command::Schema => jobs::schema(),
             Command::Token { command } => token::main(command),
         }
     });

@@ -149,8 +149,22 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         (playbook, grant)
     };
 
-    let mut runner = Runner::new(sandbox, audit, &data_dir)?;
-    let runner_key = args.runner_key.clone().or_else(|| Some(data_dir.join("keys/runner.key")).filter(|p| p.exists()));
+    let runner = runner(sandbox, audit, &data_dir, args.runner_key.as_deref())?;
+    Ok(Prepared { runner, playbook, grant, job, floor: VersionFloor::new(&data_dir) })
+}
+
+/// A runner for `data_dir`: sealing with the runner key (`runner_key`, or
+/// DATA_DIR/keys/runner.key if present), leasing from the data directory's
+/// secrets.
+pub fn runner(
+    sandbox: Sandbox,
+    audit: AuditLog,
+    data_dir: &std::path::Path,
+    runner_key: Option<&std::path::Path>,
+) -> anyhow::Result<Runner> {
+    let mut runner = Runner::new(sandbox, audit, data_dir)?;
+    let runner_key =
+        runner_key.map(PathBuf::from).or_else(|| Some(data_dir.join("keys/runner.key")).filter(|p| p.exists()));
     let runner_key = match runner_key {
         Some(path) => Some(Arc::new(PrivateKey::load(&path).map_err(refused)?)),
         None => None,
@@ -158,9 +172,8 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     if let Some(key) = &runner_key {
         runner = runner.with_seal_key(Arc::clone(key)).map_err(refused)?;
     }
-    let broker = Broker::for_data_dir(&data_dir, runner_key).map_err(refused)?;
-    runner = runner.with_broker(Arc::new(broker));
-    Ok(Prepared { runner, playbook, grant, job, floor: VersionFloor::new(&data_dir) })
+    let broker = Broker::for_data_dir(data_dir, runner_key).map_err(refused)?;
+    Ok(runner.with_broker(Arc::new(broker)))
 }
 
 fn run_error(error: RunError) -> anyhow::Error {

@@ -20,6 +20,19 @@ const SECRETS_TEMPLATE: &str = "\
 # deploy-api = { audience = \"deploy-api\", ttl = \"5m\" }
 ";
 
+/// What `init` writes to `salve.toml`.
+const CONFIG_TEMPLATE: &str = "\
+# salve runner config.
+# Change windows per environment, UTC; an environment without windows is always open.
+[windows]
+# prod = [{ days = [\"sat\", \"sun\"], from = \"22:00\", to = \"04:00\" }]
+
+# Blast-radius budgets, enforced by the runner whatever the playbook does.
+[budgets]
+jobs_per_playbook_per_hour = 20
+mutations_per_job = 10000
+";
+
 /// How long the keys `init` creates are trusted.
 const INIT_KEY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -82,6 +95,14 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
         toml::to_string(&trust)?
     );
     std::fs::write(&trust_path, text).with_context(|| format!("cannot write {}", trust_path.display()))?;
+    for (name, text) in
+        [(salve::control::POLICY_FILE, salve::policy::DEFAULT_POLICY), (salve::control::CONFIG_FILE, CONFIG_TEMPLATE)]
+    {
+        let path = dir.join(name);
+        if !path.exists() {
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
     let secrets = dir.join("secrets.toml");
     if !secrets.exists() {
         use std::io::Write;
@@ -99,6 +120,8 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
     println!("  author key:     {} ({}, trusted for dev)", keys.join("dev-author.key").display(), author.id);
     println!("  trust store:    {}", trust_path.display());
     println!("  secrets:        {} (mode 0600)", dir.join("secrets.toml").display());
+    println!("  policy:         {} (Cedar; default deny)", dir.join(salve::control::POLICY_FILE).display());
+    println!("  config:         {}", dir.join(salve::control::CONFIG_FILE).display());
     println!(
         "next: salve sign --key {} --manifest playbook.toml COMPONENT.wasm -o NAME-VERSION.wasm",
         keys.join("dev-author.key").display()

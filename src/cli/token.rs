@@ -9,7 +9,7 @@ use std::time::SystemTime;
 #[derive(clap::Subcommand, Debug)]
 pub enum TokenCommand {
     /// Check a minted token: a trusted runner key's signature, the audience,
-    /// the expiry. Prints its claims.
+    /// the expiry, and that its lease was not revoked. Prints its claims.
     Verify(VerifyArgs),
 }
 
@@ -33,6 +33,19 @@ pub fn main(command: TokenCommand) -> anyhow::Result<Exit> {
             let trust = load_trust(args.trust.as_deref(), &args.data_dir)?;
             let claims = salve::credentials::verify_token(&args.token, &trust, &args.audience, SystemTime::now())
                 .map_err(refused)?;
+            // A token outlives nothing it was minted for: once its job ends,
+            // the runner records the lease as revoked.
+            let store_path = args.data_dir.resolve()?.join(salve::store::STORE_FILE);
+            if store_path.exists() {
+                let store = salve::store::Store::open(&args.data_dir.resolve()?)?;
+                if store.lease_revoked(&claims.jti)? {
+                    return Err(refused(anyhow::anyhow!(
+                        "the token's lease {} was revoked: job {} has ended",
+                        claims.jti,
+                        claims.job
+                    )));
+                }
+            }
             println!("{}", serde_json::to_string_pretty(&claims)?);
             Ok(Exit::Succeeded)
         }

@@ -10,8 +10,10 @@ mod capabilities;
 mod cli;
 mod common;
 mod concurrency;
+mod control;
 mod hostile;
 mod nginx;
+mod recovery;
 mod rotate_logs;
 mod servers;
 

@@ -30,7 +30,7 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Log-like text of about `bytes` bytes.
-fn log_text(bytes: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn log_text(bytes: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes + 100);
     let mut n = seed;
     while out.len() < bytes {

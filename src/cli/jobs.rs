@@ -1,0 +1,396 @@
+//! `salve submit`, `salve jobs list|show`, `salve approve`, `salve reject`,
+//! `salve install` and `salve schema`: the control plane's commands. None
+//! of them writes the audit log (the worker holds it); their steps wait in
+//! the job store until the worker relays them.
+
+use super::{DataDir, Exit, refused};
+use anyhow::Context as _;
+use salve::approval::{DEFAULT_LIFETIME, Vote};
+use salve::control::{ARTIFACTS_DIR, Ballot, ControlError, ControlPlane};
+use salve::job::{JobRequest, SignedJob};
+use salve::keys::PrivateKey;
+use salve::policy::Verdict;
+use salve::store::{InstalledArtifact, JobRecord, JobState};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Where the trust store is, for control-plane commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrustArg {
+    /// The trust store [default: DATA_DIR/trust.toml]
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+}
+
+pub fn open(trust: &TrustArg, data_dir: &DataDir) -> anyhow::Result<ControlPlane> {
+    let dir = data_dir.resolve()?;
+    let trust_path = trust.trust.clone().unwrap_or_else(|| dir.join("trust.toml"));
+    if !trust_path.exists() {
+        return Err(refused(anyhow::anyhow!(
+            "no trust store at {}: run `salve init` or pass --trust FILE",
+            trust_path.display()
+        )));
+    }
+    ControlPlane::open(&dir, &trust_path).map_err(control_error)
+}
+
+/// Refusals (bad input, a check that failed) exit 2; the store or the
+/// runner failing is an internal error.
+pub fn control_error(error: ControlError) -> anyhow::Error {
+    match error {
+        e @ (ControlError::Store(salve::store::StoreError::Sqlite(_))
+        | ControlError::Store(salve::store::StoreError::Open { .. })
+        | ControlError::Run(_)
+        | ControlError::Io { .. }) => e.into(),
+        e => refused(e),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// The job: a request (JSON) to sign with --key, or an envelope an agent
+    /// signed elsewhere
+    file: PathBuf,
+    /// The agent key to sign the request with
+    #[arg(long, value_name = "KEY")]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArg,
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn submit(args: SubmitArgs) -> anyhow::Result<Exit> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let envelope = match &args.key {
+        Some(key) => {
+            let key = PrivateKey::load(key).map_err(refused)?;
+            let request: JobRequest = serde_json::from_str(&text)
+                .map_err(|e| refused(anyhow::anyhow!("{} is not a job request: {e}", args.file.display())))?;
+            SignedJob::sign(&request, &key).map_err(refused)?
+        }
+        None => SignedJob::parse(&text)
+            .map_err(|e| refused(anyhow::anyhow!("{}: {e} (to sign a request, pass --key)", args.file.display())))?,
+    };
+    let control = open(&args.trust, &args.data_dir)?;
+    let submitted = control.submit(&envelope, SystemTime::now()).map_err(control_error)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&submitted)?);
+    } else {
+        let decision = &submitted.decision;
+        let verdict = match &decision.verdict {
+            Verdict::Allow => "allowed".to_string(),
+            Verdict::NeedsApprovals { approvals, group } => format!("needs {approvals} approval(s) from group {group}"),
+            Verdict::Deny => "DENIED".to_string(),
+        };
+        let policies = if decision.policies.is_empty() { "default deny".into() } else { decision.policies.join(", ") };
+        println!("job {}: {} ({verdict}; {policies})", submitted.id, submitted.state);
+        println!("  job hash: {}", submitted.job_hash);
+    }
+    Ok(if submitted.state == JobState::Denied { Exit::Denied } else { Exit::Succeeded })
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Everything about one job: evidence, decision and why, grant, plan,
+    /// approvals, state history, leases, outcome.
+    Show(ShowArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only jobs in this state (submitted, waiting-approval, approved, applying, ...)
+    #[arg(long)]
+    state: Option<JobState>,
+    /// At most this many
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[command(flatten)]
+    trust: TrustArg,
+    #[command(flatten)]
+    data_dir: DataDir,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    id: String,
+    #[command(flatten)]
+    trust: TrustArg,
+    #[command(flatten)]
+    data_dir: DataDir,
+    #[arg(long)]
+    json: bool,
+}
+
+fn time(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
+    match command {
+        JobsCommand::List(args) => {
+            let control = open(&args.trust, &args.data_dir)?;
+            let jobs = control.store.list(args.state, args.limit).map_err(|e| control_error(e.into()))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&jobs)?);
+                return Ok(Exit::Succeeded);
+            }
+            if jobs.is_empty() {
+                println!("no jobs");
+            }
+            for job in jobs {
+                println!(
+                    "{:<24} {:<17} {} {} on {}/{}  {}",
+                    job.id,
+                    job.state.name(),
+                    job.playbook,
+                    job.playbook_version,
+                    job.environment,
+                    job.system,
+                    time(job.updated_at)
+                );
+            }
+            Ok(Exit::Succeeded)
+        }
+        JobsCommand::Show(args) => {
+            let control = open(&args.trust, &args.data_dir)?;
+            show(&control, &args.id, args.json)
+        }
+    }
+}
+
+fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
+    let job = control.job(id).map_err(control_error)?;
+    let store_err = |e: salve::store::StoreError| control_error(e.into());
+    let history = control.store.history(id).map_err(store_err)?;
+    let approvals = control.store.approvals(id).map_err(store_err)?;
+    let leases = control.store.leases(id).map_err(store_err)?;
+    let plan = match &job.plan_hash {
+        Some(hash) => control.store.plan(id, hash).map_err(store_err)?,
+        None => None,
+    };
+    if json {
+        let value = serde_json::json!({
+            "job": job, "plan": plan, "approvals": approvals, "history": history, "leases": leases,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(Exit::Succeeded);
+    }
+    print_job(&job);
+    println!("plan:");
+    match &plan {
+        None => println!("  (not planned yet)"),
+        Some(plan) => {
+            println!("  hash: {}", plan.hash);
+            let changes = plan.changes.as_array().cloned().unwrap_or_default();
+            if changes.is_empty() {
+                println!("  nothing to change");
+            }
+            for change in changes {
+                let reversible =
+                    if change["reversible"].as_bool() == Some(true) { "reversible" } else { "NOT reversible" };
+                println!(
+                    "  {} {} ({reversible}): {}",
+                    change["action"].as_str().unwrap_or("?"),
+                    change["target"].as_str().unwrap_or("?"),
+                    change["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    println!("approvals:");
+    if approvals.is_empty() {
+        println!("  none");
+    }
+    for stored in &approvals {
+        let a = &stored.approval;
+        let void = stored.void.as_deref().map(|v| format!(" [void: {v}]")).unwrap_or_default();
+        let reason = if a.reason.is_empty() { String::new() } else { format!(": {}", a.reason) };
+        println!(
+            "  {} by {} for plan {} (until {}){reason}{void}",
+            a.vote.name(),
+            a.key_id,
+            short(&a.plan_hash),
+            a.expires_at
+        );
+    }
+    println!("history:");
+    for t in &history {
+        let from = t.from.map_or("-".to_string(), |s| s.to_string());
+        println!("  {}  {from} -> {}  {}", time(t.at), t.to, t.reason);
+    }
+    if !leases.is_empty() {
+        println!("leases:");
+        for lease in &leases {
+            let revoked = lease.revoked_at.map_or("not revoked".to_string(), |t| format!("revoked {}", time(t)));
+            println!("  {} {} ({}), {revoked}", lease.id, lease.credential, lease.kind);
+        }
+    }
+    if let Some(outcome) = &job.outcome {
+        println!("outcome: {outcome}");
+    }
+    Ok(Exit::Succeeded)
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(16)]
+}
+
+fn print_job(job: &JobRecord) {
+    let r = &job.request;
+    println!("job {}: {}", job.id, job.state);
+    println!("  playbook:  {} {} ({})", job.playbook, job.playbook_version, job.digest);
+    println!("  target:    {} in {}", job.system, job.environment);
+    println!("  agent:     {}", job.agent);
+    println!("  job hash:  {}", job.job_hash);
+    println!("  expires:   {}", r.expires_at);
+    println!("  parameters:");
+    for (k, v) in &r.parameters {
+        println!("    {k} = {v:?}");
+    }
+    let e = &r.evidence;
+    println!("evidence:");
+    println!("  {} alert {} from {}, confidence {:.2}", e.severity.name(), e.alert_id, e.detector, e.confidence);
+    println!("  {}", e.summary);
+    println!("  telemetry sha256: {}", e.telemetry_sha256);
+    println!("decision:");
+    match &job.decision {
+        None => println!("  none"),
+        Some(d) => {
+            let verdict = match &d.verdict {
+                Verdict::Allow => "allow".to_string(),
+                Verdict::NeedsApprovals { approvals, group } => format!("needs {approvals} approval(s) from {group}"),
+                Verdict::Deny => "deny".to_string(),
+            };
+            let policies =
+                if d.policies.is_empty() { "none permits it: default deny".into() } else { d.policies.join(", ") };
+            println!("  {verdict}, by {policies} (policy set {})", short(&d.policy_hash));
+            for error in &d.errors {
+                println!("  evaluation error: {error}");
+            }
+        }
+    }
+    println!("grant:");
+    for line in toml::to_string(&r.grant).unwrap_or_default().lines() {
+        println!("  {line}");
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VoteArgs {
+    /// The job
+    id: String,
+    /// Your approver key
+    #[arg(long, value_name = "KEY")]
+    key: PathBuf,
+    /// The plan hash you reviewed (`salve jobs show`): refused if the plan changed since
+    #[arg(long, value_name = "HASH")]
+    plan: Option<String>,
+    /// How long the vote counts
+    #[arg(long = "for", value_name = "DURATION", default_value = "4h", value_parser = humantime::parse_duration)]
+    lifetime: Duration,
+    #[command(flatten)]
+    trust: TrustArg,
+    #[command(flatten)]
+    data_dir: DataDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    vote: VoteArgs,
+    /// Why (optional)
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RejectArgs {
+    #[command(flatten)]
+    vote: VoteArgs,
+    /// Why (required)
+    #[arg(long)]
+    reason: String,
+}
+
+fn cast(args: &VoteArgs, vote: Vote, reason: &str) -> anyhow::Result<Exit> {
+    let key = PrivateKey::load(&args.key).map_err(refused)?;
+    let control = open(&args.trust, &args.data_dir)?;
+    let lifetime = if args.lifetime.is_zero() { DEFAULT_LIFETIME } else { args.lifetime };
+    let ballot = Ballot { vote, reason, lifetime, reviewed: args.plan.as_deref() };
+    let job = control.vote(&args.id, &key, &ballot, SystemTime::now()).map_err(control_error)?;
+    println!("job {}: {} recorded by key {}; the job is {}", job.id, vote.name(), key.id, job.state);
+    Ok(Exit::Succeeded)
+}
+
+pub fn approve(args: ApproveArgs) -> anyhow::Result<Exit> {
+    cast(&args.vote, Vote::Approve, &args.reason)
+}
+
+pub fn reject(args: RejectArgs) -> anyhow::Result<Exit> {
+    if args.reason.trim().is_empty() {
+        return Err(refused(anyhow::anyhow!("--reason must say why the job is rejected")));
+    }
+    cast(&args.vote, Vote::Reject, &args.reason)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InstallArgs {
+    /// The signed artifact (.wasm)
+    artifact: PathBuf,
+    /// The environment to verify it for (its signers must be trusted there)
+    #[arg(long, default_value = "dev")]
+    environment: String,
+    #[command(flatten)]
+    trust: TrustArg,
+    #[command(flatten)]
+    data_dir: DataDir,
+}
+
+/// Verifies an artifact and copies it into the data directory, where jobs
+/// can name it.
+pub fn install(args: InstallArgs) -> anyhow::Result<Exit> {
+    let control = open(&args.trust, &args.data_dir)?;
+    let bytes = std::fs::read(&args.artifact).with_context(|| format!("cannot read {}", args.artifact.display()))?;
+    let verified = salve::artifact::verify(&bytes, &control.trust, &args.environment, SystemTime::now())
+        .with_context(|| format!("{} does not verify for {}", args.artifact.display(), args.environment))
+        .map_err(refused)?;
+    let manifest = verified.manifest();
+    let dir = control.data_dir.join(ARTIFACTS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{}.wasm", verified.digest()));
+    write_atomically(&dir, &path, &bytes)?;
+    let installed = InstalledArtifact {
+        digest: verified.digest().to_string(),
+        name: manifest.name.clone(),
+        version: manifest.version.to_string(),
+        path: path.clone(),
+    };
+    control.store.install(&installed).map_err(|e| control_error(e.into()))?;
+    println!("installed {} {} ({})", installed.name, installed.version, installed.digest);
+    println!("  {}", path.display());
+    Ok(Exit::Succeeded)
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Prints the JSON Schema of a job request.
+pub fn schema() -> anyhow::Result<Exit> {
+    println!("{}", serde_json::to_string_pretty(&salve::job::schema())?);
+    Ok(Exit::Succeeded)
+}

@@ -1,0 +1,85 @@
+//! `salve worker`: plans submitted jobs and runs approved ones until
+//! stopped; at start, rolls back the jobs a stopped runner left behind.
+
+use super::jobs::{TrustArg, control_error, open};
+use super::{DataDir, Exit};
+use anyhow::Context as _;
+use salve::audit::AuditLog;
+use salve::control::{Step, Worker};
+use salve::sandbox::{Sandbox, SandboxConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// Stop once there is nothing left to do (for scripts and tests)
+    #[arg(long)]
+    until_idle: bool,
+    /// How often to look for work when there is none
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration)]
+    poll: Duration,
+    /// The key that seals each job in the audit log [default:
+    /// DATA_DIR/keys/runner.key, if present]
+    #[arg(long, value_name = "KEY")]
+    runner_key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArg,
+    #[command(flatten)]
+    data_dir: DataDir,
+}
+
+fn print(step: &Step) {
+    println!("job {}: {} ({})", step.job, step.state, step.note);
+}
+
+/// Sets the returned flag on SIGTERM or SIGINT: the worker finishes the job
+/// in hand (stopping in the middle of `apply` would leave it for recovery)
+/// and exits.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let flag = Arc::clone(&stop);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        flag.store(true, Ordering::SeqCst);
+    });
+    Ok(stop)
+}
+
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<Exit> {
+    let data_dir = args.data_dir.resolve()?;
+    let control = open(&args.trust, &args.data_dir)?;
+    let audit = AuditLog::open(&data_dir).context("the audit log is unavailable, so nothing may run")?;
+    let config =
+        SandboxConfig { cache_dir: Some(data_dir.join("cache")), max_instances: 32, ..SandboxConfig::default() };
+    let sandbox = Sandbox::new(config)?;
+    let runner = super::run::runner(sandbox, audit, &data_dir, args.runner_key.as_deref())?;
+    let mut worker = Worker::new(control, runner);
+    let stop = stop_on_signals()?;
+
+    worker.relay().await.map_err(control_error)?;
+    for step in worker.recover().await.map_err(control_error)? {
+        print(&step);
+    }
+    while !stop.load(Ordering::SeqCst) {
+        // A revoked key, a new policy or change window counts from the next
+        // job on. A file that no longer parses keeps the last good one.
+        if let Err(e) = worker.control.reload() {
+            tracing::error!("the trust store, policy or config no longer loads; keeping the last good ones: {e}");
+        }
+        match worker.step().await.map_err(control_error)? {
+            Some(step) => print(&step),
+            None if args.until_idle => break,
+            None => tokio::time::sleep(args.poll).await,
+        }
+    }
+    worker.runner().audit().sync_blocking()?;
+    Ok(Exit::Succeeded)
+}
