@@ -78,5 +78,10 @@ $salve audit verify --data-dir "$data"
 echo
 echo "last records:"
 tail -n 3 "$data/audit.jsonl" | cut -c1-200
+
+echo
+echo "==> the control plane: agent → policy → plan → two approvals → apply (examples/walkthrough.sh)"
+examples/walkthrough.sh
+
 echo
 echo "quickstart done; the demo is in $demo"

@@ -44,7 +44,9 @@ pub enum ApprovalError {
         "the approval is for plan {approved}, but job {job}'s plan is now {actual}: review the new plan and approve again"
     )]
     StalePlan { job: String, approved: String, actual: String },
-    #[error("the approval expired at {expires_at}")]
+    #[error(
+        "the approval expired at {expires_at}; approve again (`salve approve --for DURATION` sets how long a vote counts)"
+    )]
     Expired { expires_at: String },
     #[error("key {key_id} already voted on job {job}; each approver counts once")]
     Duplicate { job: String, key_id: String },

@@ -25,12 +25,12 @@
 use crate::approval::{Approval, ApprovalError, Subject, Vote};
 use crate::artifact::catalog::Catalog;
 use crate::artifact::manifest::{Manifest, ParamError};
-use crate::artifact::{ArtifactError, VerifiedArtifact};
+use crate::artifact::{ArtifactError, VerifiedArtifact, VersionFloor};
 use crate::audit::{Event, Phase};
 use crate::credentials::Lease;
 use crate::grant::{Access, Grant, GrantError, GrantSpec};
 use crate::job::{JobError, JobRequest, SignedJob, VerifiedJob};
-use crate::keys::{PrivateKey, Role};
+use crate::keys::PrivateKey;
 use crate::policy::{Decision, Facts, Policy, PolicyError, RunnerConfig, Verdict};
 use crate::run::{Cause, CauseKind, JobContext, Lifecycle, Outcome, RunError, Runner};
 use crate::sandbox::Playbook;
@@ -96,6 +96,12 @@ pub enum ControlError {
     Run(#[from] RunError),
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Version(#[from] crate::artifact::catalog::VersionError),
+    #[error(
+        "job {id}'s stored record does not match the job its agent signed ({what}): the job store was changed; the job is not run"
+    )]
+    Tampered { id: String, what: String },
 }
 
 /// The result of a submission.
@@ -118,6 +124,9 @@ pub struct Ballot<'a> {
     /// plan that has changed since is refused.
     pub reviewed: Option<&'a str>,
 }
+
+/// The plan hash a rejection of a job not yet planned is bound to.
+pub const NO_PLAN: &str = "none";
 
 /// What every control-plane command shares.
 pub struct ControlPlane {
@@ -143,6 +152,16 @@ fn mutating(spec: &GrantSpec) -> Vec<String> {
         caps.push("http".to_string());
     }
     caps
+}
+
+/// How many mutating grant entries a job asks for: read-write
+/// directories, commands not marked read-only, URL prefixes with a method
+/// other than GET or HEAD.
+fn mutating_scopes(spec: &GrantSpec) -> i64 {
+    let fs = spec.fs.iter().filter(|f| f.access == Access::Rw).count();
+    let exec = spec.exec.iter().filter(|e| !e.read_only).count();
+    let http = spec.http.iter().filter(|h| h.methods.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD"))).count();
+    i64::try_from(fs + exec + http).unwrap_or(i64::MAX)
 }
 
 /// The hash a plan is known by: SHA-256 of its changes as canonical JSON.
@@ -299,6 +318,7 @@ impl ControlPlane {
             change_window_open: self.config.window_open(&request.target.environment, now),
             targets: 1,
             mutating: mutating(&request.grant),
+            scopes: mutating_scopes(&request.grant),
         }
     }
 
@@ -330,7 +350,8 @@ impl ControlPlane {
         let (_, verified) = self.verify_installed(&installed, environment, now)?;
         let manifest = verified.manifest();
         manifest.check_parameters(&request.parameter_list())?;
-        drop(Grant::open_within(&request.grant, manifest)?);
+        self.config.check_scope(environment, &Grant::open_within(&request.grant, manifest)?)?;
+        VersionFloor::new(&self.data_dir).admit(&manifest.name, &manifest.version, false)?;
         let facts = self.facts(&agent, &request, manifest, "apply", now);
         let decision = self.policy.decide(&facts);
         let (state, reason) = match &decision.verdict {
@@ -387,8 +408,11 @@ impl ControlPlane {
     ) -> Result<JobRecord, ControlError> {
         let Ballot { vote, reason, lifetime, reviewed } = *ballot;
         let job = self.job(id)?;
-        let Some(plan) = job.plan_hash.clone() else {
-            return Err(ControlError::NotPlanned { id: id.into() });
+        let plan = match (&job.plan_hash, vote) {
+            (Some(plan), _) => plan.clone(),
+            // A job may be rejected before it has a plan.
+            (None, Vote::Reject) => NO_PLAN.to_string(),
+            (None, Vote::Approve) => return Err(ControlError::NotPlanned { id: id.into() }),
         };
         if let Some(reviewed) = reviewed
             && reviewed != plan
@@ -423,18 +447,17 @@ impl ControlPlane {
                     Vote::Reject => &[JobState::Submitted, JobState::WaitingApproval, JobState::Approved][..],
                 };
                 if !open.contains(&job.state) {
+                    let names: Vec<&str> = open.iter().map(|s| s.name()).collect();
                     return Err(ControlError::WrongState {
                         id: job.id.clone(),
                         state: job.state,
-                        what: format!(
-                            "only a job that is {} takes a vote to {}",
-                            crate::store::JobState::WaitingApproval,
-                            approval.vote.name()
-                        ),
+                        what: format!("only a job that is {} can be {}d", names.join(" or "), approval.vote.name()),
                     });
                 }
-                let Some(plan) = job.plan_hash.as_deref() else {
-                    return Err(ControlError::NotPlanned { id: job.id.clone() });
+                let plan = match (job.plan_hash.as_deref(), approval.vote) {
+                    (Some(plan), _) => plan,
+                    (None, Vote::Reject) => NO_PLAN,
+                    (None, Vote::Approve) => return Err(ControlError::NotPlanned { id: job.id.clone() }),
                 };
                 let (needed, group) = match job.decision.as_ref().map(|d| &d.verdict) {
                     Some(Verdict::NeedsApprovals { approvals, group }) => (*approvals, Some(group.as_str())),
@@ -454,7 +477,10 @@ impl ControlPlane {
                     environment: &job.environment,
                     group,
                 };
-                let earlier: Vec<&str> = current.iter().map(|a| a.approval.key_id.as_str()).collect();
+                // Votes that no longer count (expired, or by a key since
+                // revoked) do not stop their approver from voting again.
+                let counted = self.counting(job, current.iter().map(|a| &a.approval), group, now);
+                let earlier: Vec<&str> = counted.iter().map(|a| a.key_id.as_str()).collect();
                 approval.check(&subject, &self.trust, &earlier, now)?;
                 Ok(match approval.vote {
                     Vote::Reject => Some((
@@ -462,7 +488,7 @@ impl ControlPlane {
                         format!("rejected by approver key {}: {}", approval.key_id, approval.reason),
                     )),
                     Vote::Approve => {
-                        let valid = 1 + self.counting(job, current.iter().map(|a| &a.approval), group, now).len();
+                        let valid = 1 + counted.len();
                         (valid as u32 >= needed)
                             .then(|| (JobState::Approved, format!("approved by {valid} of {needed} approvers")))
                     }
@@ -562,6 +588,9 @@ pub struct Step {
     pub note: String,
 }
 
+/// A job as signed, with its playbook and grant, checked again.
+type Admitted = (JobRecord, Arc<Playbook>, Grant);
+
 /// The runner side of the control plane: plans submitted jobs, applies
 /// approved ones, and recovers the jobs a stopped runner left behind.
 pub struct Worker {
@@ -626,9 +655,41 @@ impl Worker {
         changes: &Changes<'_>,
         detail: Value,
     ) -> Result<Step, ControlError> {
-        self.audit(&job.id, "state", json!({ "from": job.state, "to": to, "reason": reason, "detail": detail }))?;
+        // The move first: one that loses a race (a rejection came first)
+        // must not appear in the audit log as done.
         self.control.store.transition(&job.id, &[job.state], to, reason, changes, &[])?;
+        self.audit(&job.id, "state", json!({ "from": job.state, "to": to, "reason": reason, "detail": detail }))?;
         Ok(Step { job: job.id.clone(), state: to, note: reason.to_string() })
+    }
+
+    /// Job `job` as its agent signed it, checked again at `at`: the stored
+    /// envelope must hash to the job hash and verify under a key that is
+    /// still a trusted agent key for the environment, and the columns the
+    /// store keeps beside it (id, agent, environment, system, artifact)
+    /// must say what the envelope says. What runs is taken from the
+    /// envelope, never from the columns.
+    fn reopened(&self, job: &JobRecord, at: SystemTime) -> Result<JobRecord, ControlError> {
+        let request = job.envelope.reopen(&self.control.trust, &job.job_hash, at)?;
+        let tampered = |what: String| ControlError::Tampered { id: job.id.clone(), what };
+        if job.envelope.key_id != job.agent {
+            return Err(tampered(format!("agent {} in the store, {} in the envelope", job.agent, job.envelope.key_id)));
+        }
+        let columns = [
+            ("id", &job.id, &request.id),
+            ("environment", &job.environment, &request.target.environment),
+            ("system", &job.system, &request.target.system),
+        ];
+        if let Some((what, stored, signed)) = columns.iter().find(|(_, stored, signed)| stored != signed) {
+            return Err(tampered(format!("{what} {stored:?} in the store, {signed:?} signed")));
+        }
+        let installed = self.control.resolve(&request)?;
+        if installed.digest != job.digest {
+            return Err(tampered(format!(
+                "artifact {} in the store, {} {} ({}) named",
+                job.digest, installed.name, installed.version, installed.digest
+            )));
+        }
+        Ok(JobRecord { request, ..job.clone() })
     }
 
     /// The playbook and the grant of a job, checked again now: the artifact
@@ -656,8 +717,10 @@ impl Worker {
         };
         let manifest = playbook.manifest().expect("a verified artifact has a manifest");
         manifest.check_parameters(&job.request.parameter_list())?;
+        VersionFloor::new(&self.control.data_dir).admit(&manifest.name, &manifest.version, false)?;
         let grant = Grant::open_within(&job.request.grant, manifest)?
             .with_mutations_at_most(self.control.config.budgets.mutations_per_job);
+        self.control.config.check_scope(&job.environment, &grant)?;
         Ok((playbook, grant))
     }
 
@@ -682,14 +745,19 @@ impl Worker {
     }
 
     /// Runs `plan` with a read-only grant; returns the plan's hash and
-    /// changes, or the cause it failed.
+    /// changes, or why it failed (the plan itself, or a credential or limit
+    /// it could not have). Only a failure of the audit log is an error.
     async fn plan(
         &self,
         playbook: &Playbook,
         grant: &Grant,
         job: &JobRecord,
     ) -> Result<Result<(String, Value), String>, ControlError> {
-        let report = self.runner.plan(playbook, grant, &Worker::context(job)).await?;
+        let report = match self.runner.plan_with(playbook, grant, &Worker::context(job), &self.lifecycle).await {
+            Ok(report) => report,
+            Err(e @ (RunError::Credential { .. } | RunError::MemoryCeiling { .. })) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
         Ok(match report.changes {
             Ok(changes) => {
                 let changes = plan_json(&changes);
@@ -699,6 +767,25 @@ impl Worker {
         })
     }
 
+    /// The job as signed and its playbook and grant, all checked again at
+    /// `at`; or the step that ends it when a check refuses.
+    fn admit(&self, job: &JobRecord, at: SystemTime) -> Result<Result<Admitted, Step>, ControlError> {
+        let job = match self.reopened(job, at) {
+            Ok(job) => job,
+            Err(e) => {
+                let reason = format!("refused: {e}");
+                return self.settle(job, JobState::Denied, &reason, &Changes::default(), json!({})).map(Err);
+            }
+        };
+        match self.load(&job, at) {
+            Ok((playbook, grant)) => Ok(Ok((job, playbook, grant))),
+            Err(e) => {
+                let reason = format!("cannot be run: {e}");
+                self.settle(&job, JobState::Failed, &reason, &Changes::default(), json!({})).map(Err)
+            }
+        }
+    }
+
     /// A submitted job: the policy for `plan`, then the plan, then waiting
     /// for approvals or ready to apply.
     pub async fn intake(&self, job: &JobRecord) -> Result<Step, ControlError> {
@@ -706,13 +793,11 @@ impl Worker {
         if let Some(step) = self.expired(job, now) {
             return step;
         }
-        let (playbook, grant) = match self.load(job, now) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                let reason = format!("cannot be planned: {e}");
-                return self.settle(job, JobState::Failed, &reason, &Changes::default(), json!({}));
-            }
+        let (job, playbook, grant) = match self.admit(job, now)? {
+            Ok(admitted) => admitted,
+            Err(step) => return Ok(step),
         };
+        let job = &job;
         let manifest = playbook.manifest().expect("verified");
         let (decision, facts) = self.decide(job, manifest, "plan", now);
         self.audit(&job.id, "decision", decision_detail("before-plan", "plan", &decision, &facts))?;
@@ -741,74 +826,79 @@ impl Worker {
         }
     }
 
-    /// An approved job: checked again at the moment of action (expiry, the
-    /// agent's key, the artifact, the policy with the change window as it
-    /// is now, the approvals, a fresh plan, the hourly budget), then run.
+    /// An approved job: checked again at the moment of action. The job as
+    /// signed, the agent's key and the artifact; a fresh plan, which must
+    /// be the one approved; then, last, the policy with the change window
+    /// as it is now, the approvals it asks for, and the hourly budget.
     pub async fn execute(&self, job: &JobRecord) -> Result<Step, ControlError> {
-        let now = SystemTime::now();
-        if let Some(step) = self.expired(job, now) {
+        if let Some(step) = self.expired(job, SystemTime::now()) {
             return step;
         }
-        if let Err(e) = self.control.trust.check(&job.agent, Role::Agent, &job.environment, now) {
-            let reason = format!("the submitting agent's key is no longer trusted: {e}");
-            return self.settle(job, JobState::Denied, &reason, &Changes::default(), json!({}));
-        }
-        let (playbook, grant) = match self.load(job, now) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                let reason = format!("cannot be run: {e}");
-                return self.settle(job, JobState::Failed, &reason, &Changes::default(), json!({}));
+        let (job, playbook, grant) = match self.admit(job, SystemTime::now())? {
+            Ok(admitted) => admitted,
+            Err(step) => return Ok(step),
+        };
+        let job = &job;
+        let manifest = playbook.manifest().expect("verified");
+        let (plan, changes) = match self.plan(&playbook, &grant, job).await? {
+            Ok(planned) => planned,
+            Err(cause) => {
+                let reason = format!("its plan failed just before apply: {cause}");
+                return self.settle(job, JobState::PlanFailed, &reason, &Changes::default(), json!({}));
             }
         };
-        let manifest = playbook.manifest().expect("verified");
+        // Votes cast meanwhile reach the audit log before they count.
+        self.relay().await?;
+        let now = SystemTime::now();
         let (decision, facts) = self.decide(job, manifest, "apply", now);
         self.audit(&job.id, "decision", decision_detail("before-apply", "apply", &decision, &facts))?;
         let record_decision = Changes { decision: Some(&decision), ..Changes::default() };
-        match &decision.verdict {
-            Verdict::Deny => {
-                let reason = format!("denied just before apply: {}", why(&decision));
-                return self.settle(job, JobState::Denied, &reason, &record_decision, json!({}));
-            }
-            Verdict::NeedsApprovals { approvals, group } => {
-                let plan = match self.plan(&playbook, &grant, job).await? {
-                    Ok((hash, _)) if Some(&hash) == job.plan_hash.as_ref() => hash,
-                    Ok((hash, changes)) => {
-                        let reason = format!(
-                            "the plan changed before apply (was {}, now {hash}): the approvals are void; review the new plan",
-                            job.plan_hash.as_deref().unwrap_or("none")
-                        );
-                        let changes_ref = Changes {
-                            decision: Some(&decision),
-                            plan: Some((&hash, &changes)),
-                            void_approvals: Some("the plan changed"),
-                            outcome: None,
-                        };
-                        let detail = json!({ "plan_hash": hash, "changes": changes });
-                        return self.settle(job, JobState::WaitingApproval, &reason, &changes_ref, detail);
-                    }
-                    Err(cause) => {
-                        let reason = format!("its plan failed just before apply: {cause}");
-                        return self.settle(job, JobState::PlanFailed, &reason, &record_decision, json!({}));
-                    }
-                };
-                let votes = self.control.store.approvals(&job.id)?;
-                let valid = self.control.counting(
-                    job,
-                    votes.iter().filter(|v| v.void.is_none()).map(|v| &v.approval),
-                    Some(group),
-                    now,
+        if let Verdict::Deny = &decision.verdict {
+            let reason = format!("denied just before apply: {}", why(&decision));
+            return self.settle(job, JobState::Denied, &reason, &record_decision, json!({}));
+        }
+        if Some(&plan) != job.plan_hash.as_ref() {
+            let was = job.plan_hash.as_deref().unwrap_or("none");
+            let (to, reason) = match &decision.verdict {
+                Verdict::NeedsApprovals { .. } => (
+                    JobState::WaitingApproval,
+                    format!(
+                        "the plan changed before apply (was {was}, now {plan}): the approvals are void; review the new plan"
+                    ),
+                ),
+                _ => (
+                    JobState::Approved,
+                    format!(
+                        "the plan changed before apply (was {was}, now {plan}); the policy allows the new one without approval"
+                    ),
+                ),
+            };
+            let changes_ref = Changes {
+                decision: Some(&decision),
+                plan: Some((&plan, &changes)),
+                void_approvals: Some("the plan changed"),
+                outcome: None,
+            };
+            let detail = json!({ "plan_hash": plan, "changes": changes });
+            return self.settle(job, to, &reason, &changes_ref, detail);
+        }
+        if let Verdict::NeedsApprovals { approvals, group } = &decision.verdict {
+            let votes = self.control.store.approvals(&job.id)?;
+            let valid = self.control.counting(
+                job,
+                votes.iter().filter(|v| v.void.is_none()).map(|v| &v.approval),
+                Some(group),
+                now,
+            );
+            if (valid.len() as u32) < *approvals {
+                let reason = format!(
+                    "needs {approvals} approval(s) from group {group} for plan {plan}; {} count now",
+                    valid.len()
                 );
-                if (valid.len() as u32) < *approvals {
-                    let reason = format!(
-                        "needs {approvals} approval(s) from group {group} for plan {plan}; {} count now",
-                        valid.len()
-                    );
-                    return self.settle(job, JobState::WaitingApproval, &reason, &record_decision, json!({}));
-                }
-                let keys: Vec<&str> = valid.iter().map(|a| a.key_id.as_str()).collect();
-                self.audit(&job.id, "approvals", json!({ "plan_hash": plan, "counted": keys, "needed": approvals }))?;
+                return self.settle(job, JobState::WaitingApproval, &reason, &record_decision, json!({}));
             }
-            Verdict::Allow => {}
+            let keys: Vec<&str> = valid.iter().map(|a| a.key_id.as_str()).collect();
+            self.audit(&job.id, "approvals", json!({ "plan_hash": plan, "counted": keys, "needed": approvals }))?;
         }
         let limit = self.control.config.budgets.jobs_per_playbook_per_hour;
         let hour_ago = now.checked_sub(Duration::from_secs(3600)).unwrap_or(SystemTime::UNIX_EPOCH);
@@ -823,23 +913,22 @@ impl Worker {
         self.control.store.record_decision(&job.id, &decision)?;
         let report = match self.runner.run_with(&playbook, &grant, &Worker::context(job), &self.lifecycle).await {
             Ok(report) => report,
-            Err(e @ (RunError::State { .. } | RunError::MemoryCeiling { .. })) => {
-                // Nothing ran.
-                let current = self.control.job(&job.id)?;
-                let reason = format!("could not start: {e}");
-                return self.settle(&current, JobState::Failed, &reason, &Changes::default(), json!({}));
-            }
-            Err(e @ RunError::Credential { .. }) => {
-                // Only leases were taken; apply never started.
-                let current = self.control.job(&job.id)?;
-                let reason = format!("could not start: {e}");
+            Err(e @ (RunError::State { .. } | RunError::MemoryCeiling { .. } | RunError::Credential { .. })) => {
+                // Apply never started: at most leases were taken.
                 self.control.store.revoke_leases(&job.id)?;
+                let current = self.control.job(&job.id)?;
+                if !matches!(current.state, JobState::Approved | JobState::Applying) {
+                    // Someone moved it first (a rejection): theirs stands.
+                    return Ok(Step { job: job.id.clone(), state: current.state, note: format!("not run: {e}") });
+                }
+                let reason = format!("could not start: {e}");
                 return self.settle(&current, JobState::Failed, &reason, &Changes::default(), json!({}));
             }
             // The audit log or the journal failed: the job's state is left
             // for recovery at the next start.
             Err(e) => return Err(e.into()),
         };
+        VersionFloor::new(&self.control.data_dir).record(&manifest.name, &manifest.version)?;
         self.finished(&job.id, &report.outcome)
     }
 
@@ -864,7 +953,8 @@ impl Worker {
     /// Rolls back every job a stopped runner left in `applying`,
     /// `verifying` or `rolling-back`. A job whose outcome already reached
     /// the audit log (the runner stopped after recording it) takes that
-    /// outcome instead.
+    /// outcome instead. A job that cannot be rolled back is recorded as
+    /// `rollback-failed` (loudly) and recovery goes on with the next.
     pub async fn recover(&self) -> Result<Vec<Step>, ControlError> {
         let acting = [JobState::Applying, JobState::Verifying, JobState::RollingBack];
         let mut steps = Vec::new();
@@ -901,40 +991,55 @@ impl Worker {
             format!("the runner stopped while the job was {}; rolled back at the next start", job.state),
         );
         self.audit(&job.id, "recovering", json!({ "found": job.state }))?;
-        // The artifact is checked against the trust store as for any run:
-        // code no longer trusted is not run, even to roll back.
-        let loaded = self.load(job, SystemTime::now());
-        let (playbook, grant) = match loaded {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                let outcome = Outcome::RollbackFailed {
-                    cause,
-                    rollback_cause: Cause::new(
-                        Phase::Rollback,
-                        CauseKind::Instantiate,
-                        format!("cannot load the playbook to roll back: {e}"),
-                    ),
-                };
-                let rollback_cause = outcome.rollback_cause().map(ToString::to_string);
-                let cause = outcome.cause().map(ToString::to_string);
-                self.runner
-                    .audit()
-                    .append_durable(
-                        Some(&job.id),
-                        &Event::Outcome {
-                            outcome: outcome.name(),
-                            cause: cause.as_deref(),
-                            rollback_cause: rollback_cause.as_deref(),
-                        },
-                    )
-                    .await
-                    .map_err(RunError::from)?;
-                tracing::error!(job = %job.id, "ROLLBACK FAILED: {e}; a person must restore the target from the journal");
-                return self.finished(&job.id, &outcome);
-            }
+        // The job and its artifact are checked as they were when apply
+        // started (a key that expired since still counts, a revoked one
+        // never does): code no longer trusted is not run, even to roll back.
+        let applying_at = self
+            .control
+            .store
+            .history(&job.id)?
+            .iter()
+            .rev()
+            .find(|t| t.to == JobState::Applying)
+            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_millis(t.at.max(0) as u64))
+            .unwrap_or_else(SystemTime::now);
+        let loaded = self.reopened(job, applying_at).and_then(|job| {
+            let (playbook, grant) = self.load(&job, applying_at)?;
+            Ok((job, playbook, grant))
+        });
+        let failed = |cause: Cause, why: String| Outcome::RollbackFailed {
+            cause,
+            rollback_cause: Cause::new(Phase::Rollback, CauseKind::Instantiate, why),
         };
-        let report = self.runner.recover(&playbook, &grant, &Worker::context(job), cause, &self.lifecycle).await?;
-        self.finished(&job.id, &report.outcome)
+        let outcome = match loaded {
+            Ok((job, playbook, grant)) => {
+                match self
+                    .runner
+                    .recover(&playbook, &grant, &Worker::context(&job), cause.clone(), &self.lifecycle)
+                    .await
+                {
+                    Ok(report) => return self.finished(&job.id, &report.outcome),
+                    Err(e @ (RunError::Audit(_) | RunError::Journal(_))) => return Err(e.into()),
+                    Err(e) => failed(cause, format!("cannot start the rollback: {e}")),
+                }
+            }
+            Err(e) => failed(cause, format!("cannot load the job and its playbook to roll back: {e}")),
+        };
+        // The job is marked as rolling back first, so that it is not taken
+        // for one that never started if the next step fails.
+        if job.state != JobState::RollingBack {
+            let reason = "rollback starts".to_string();
+            self.control.store.transition(
+                &job.id,
+                &[job.state],
+                JobState::RollingBack,
+                &reason,
+                &Changes::default(),
+                &[],
+            )?;
+        }
+        self.runner.record_outcome(&job.id, &outcome).await?;
+        self.finished(&job.id, &outcome)
     }
 
     /// Does what can be done now, one job at a time: relays the outbox,
@@ -1022,6 +1127,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mutating(&spec), ["fs", "http"]);
+        assert_eq!(mutating_scopes(&spec), 2);
     }
 
     #[test]

@@ -206,8 +206,10 @@ impl JobRequest {
         if digest.as_deref().is_some_and(|d| !is_hex64(d)) {
             return Err(invalid("playbook.digest", "must be 64 lowercase hex digits (SHA-256)"));
         }
+        if !is_token(&self.target.environment, 1, 64) {
+            return Err(invalid("target.environment", "must be 1 to 64 of A-Z a-z 0-9 . _ -"));
+        }
         for (field, value) in [
-            ("target.environment", &self.target.environment),
             ("target.system", &self.target.system),
             ("evidence.detector", &self.evidence.detector),
             ("evidence.alert_id", &self.evidence.alert_id),
@@ -242,9 +244,10 @@ impl JobRequest {
         Ok(expires_at)
     }
 
-    /// The detector's confidence in percent, for the policy (whole numbers).
+    /// The detector's confidence in whole percent, rounded down (0.795 is
+    /// 79, never 80), for the policy.
     pub fn confidence_percent(&self) -> i64 {
-        (self.evidence.confidence * 100.0).round() as i64
+        (self.evidence.confidence * 100.0 + 1e-9).floor() as i64
     }
 
     /// Parameters in the order the runner hands them to the playbook.
@@ -309,6 +312,34 @@ impl SignedJob {
             envelope: self.clone(),
             expires_at,
         })
+    }
+}
+
+impl SignedJob {
+    /// The request inside an envelope the runner accepted before, checked
+    /// again: its payload must hash to `hash` (what the store recorded),
+    /// its signature must verify, and its key must still be a trusted agent
+    /// key for the job's environment at `at` (a revoked key is refused
+    /// whatever `at` is). The job's expiry is not checked here.
+    pub fn reopen(&self, trust: &TrustStore, hash: &str, at: SystemTime) -> Result<JobRequest, JobError> {
+        let payload =
+            BASE64.decode(&self.payload).map_err(|e| JobError::Envelope(format!("payload is not base64: {e}")))?;
+        if crate::host::digest(&payload) != hash {
+            return Err(JobError::Envelope(format!(
+                "the payload does not hash to {hash}, the job that was submitted: the stored job was changed"
+            )));
+        }
+        let signature: [u8; 64] = BASE64
+            .decode(&self.signature)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| JobError::Envelope("signature is not 64 bytes of base64".into()))?;
+        let request: JobRequest = serde_json::from_slice(&payload).map_err(|e| JobError::Payload(e.to_string()))?;
+        let key = trust.check(&self.key_id, Role::Agent, &request.target.environment, at)?;
+        key.public
+            .verify_strict(&signed_message(&payload), &Signature::from_bytes(&signature))
+            .map_err(|_| JobError::BadSignature { key_id: self.key_id.clone() })?;
+        Ok(request)
     }
 }
 
@@ -428,6 +459,7 @@ pub(crate) mod tests {
             ("playbook.version", Box::new(|r| r.playbook.version = Some("^1.2".into()))),
             ("playbook.digest", Box::new(|r| r.playbook.digest = Some("XYZ".into()))),
             ("target.system", Box::new(|r| r.target.system = "".into())),
+            ("target.environment", Box::new(|r| r.target.environment = "*".into())),
             ("evidence.confidence", Box::new(|r| r.evidence.confidence = 1.5)),
             ("evidence.telemetry_sha256", Box::new(|r| r.evidence.telemetry_sha256 = "abc".into())),
             ("parameters", Box::new(|r| drop(r.parameters.insert("a b".into(), "x".into())))),
@@ -442,5 +474,10 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(request(now).confidence_percent(), 92);
+        let mut almost = request(now);
+        almost.evidence.confidence = 0.795;
+        assert_eq!(almost.confidence_percent(), 79);
+        almost.evidence.confidence = 0.8;
+        assert_eq!(almost.confidence_percent(), 80);
     }
 }

@@ -12,15 +12,19 @@
 //! | `confidence` | Long | the detector's confidence, in percent (0..=100) |
 //! | `risk_class`, `reversibility` | String | from the signed manifest |
 //! | `change_window_open` | Bool | from the environment's change windows |
-//! | `targets` | Long | how many systems the job touches |
+//! | `targets` | Long | how many systems the job acts on (a job names one; 1) |
 //! | `mutating` | Set of String | the mutating capabilities granted (`fs`, `exec`, `http`) |
+//! | `scopes` | Long | how many mutating grant entries (rw directories, commands, URL prefixes) |
 //! | `playbook`, `version` | String | from the signed manifest |
 //!
 //! Three outcomes: deny (the default, and whenever a `forbid` applies or
 //! evaluation errs), allow, or allow once N people approve: a `permit` that
 //! carries `@approvals("N")` and `@group("NAME")` asks for N approvals from
-//! the approver group NAME; the largest N among the permits that decided
-//! wins. Every decision names the policies that made it (their `@id`) and
+//! the approver group NAME (`approvers` when no group is named); the
+//! largest N among the permits that decided wins, and two permits asking
+//! for as many approvals from different groups deny (the policy must say
+//! which). Any evaluation error denies: Cedar skips a policy that errs, and
+//! a `forbid` that errs must not let a job through. Every decision names the policies that made it (their `@id`) and
 //! the hash of the policy set.
 //!
 //! # Errors
@@ -35,7 +39,8 @@ use std::time::SystemTime;
 
 /// The policy `salve init` writes: production changes by execution-class
 /// playbooks need approvals (one inside the change window, two outside),
-/// low-confidence evidence never acts in production, `dev` runs freely.
+/// low-confidence evidence never acts in production, low-severity alerts
+/// wait for the change window, `dev` runs freely.
 pub const DEFAULT_POLICY: &str = r#"// salve policy (Cedar). Default deny: what no permit allows is refused.
 
 @id("dev-runs")
@@ -61,6 +66,10 @@ when { context.environment == "prod" && context.risk_class == "execution" && con
 permit(principal, action == Action::"apply", resource)
 when { context.environment == "prod" && context.risk_class == "execution" && !context.change_window_open };
 
+@id("low-severity-waits-for-the-window")
+forbid(principal, action == Action::"apply", resource)
+when { context.environment == "prod" && context.severity == "low" && !context.change_window_open };
+
 @id("no-low-confidence-in-prod")
 forbid(principal, action == Action::"apply", resource)
 when { context.environment == "prod" && context.confidence < 80 };
@@ -69,6 +78,10 @@ when { context.environment == "prod" && context.confidence < 80 };
 forbid(principal, action == Action::"apply", resource)
 when { context.reversibility == "irreversible" && context.environment != "dev" && !context.change_window_open };
 "#;
+
+/// The approver group of a permit that asks for approvals without naming
+/// a `@group`.
+pub const DEFAULT_GROUP: &str = "approvers";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -79,6 +92,8 @@ pub enum PolicyError {
     Parse(String),
     #[error("the runner config is not valid: {0}")]
     Config(String),
+    #[error("the job's grant: {0}")]
+    Scope(String),
 }
 
 /// A loaded policy set and its hash.
@@ -126,6 +141,7 @@ pub struct Facts {
     pub change_window_open: bool,
     pub targets: i64,
     pub mutating: Vec<String>,
+    pub scopes: i64,
 }
 
 impl Policy {
@@ -170,6 +186,7 @@ impl Policy {
             "change_window_open": facts.change_window_open,
             "targets": facts.targets,
             "mutating": facts.mutating,
+            "scopes": facts.scopes,
             "playbook": facts.playbook,
             "version": facts.version,
         });
@@ -183,26 +200,37 @@ impl Policy {
         };
         let response = Authorizer::new().is_authorized(&request, &self.set, &Entities::empty());
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
-        let deciding: Vec<&cedar_policy::PolicyId> = response.diagnostics().reason().collect();
+        let mut deciding: Vec<&cedar_policy::PolicyId> = response.diagnostics().reason().collect();
+        deciding.sort_by_key(|id| id.to_string());
         let name =
             |id: &cedar_policy::PolicyId| self.set.annotation(id, "id").map_or_else(|| id.to_string(), String::from);
         let policies: Vec<String> = deciding.iter().map(|id| name(id)).collect();
-        if response.decision() == CedarDecision::Deny {
+        // Cedar skips a policy whose evaluation errs, a `forbid` included:
+        // any error denies, so a broken forbid cannot let a job through.
+        if response.decision() == CedarDecision::Deny || !errors.is_empty() {
             return Decision { policies, ..deny(errors) };
         }
-        let mut needed: Option<(u32, String)> = None;
+        let mut needed: Option<(u32, String, String)> = None;
         for id in &deciding {
             let Some(count) = self.set.annotation(id, "approvals") else { continue };
             let Ok(count) = count.parse::<u32>() else {
                 return deny(vec![format!("policy {}: @approvals({count:?}) is not a number", name(id))]);
             };
-            let group = self.set.annotation(id, "group").unwrap_or("approvers").to_string();
-            if needed.as_ref().is_none_or(|(n, _)| count > *n) {
-                needed = Some((count, group));
+            let group = self.set.annotation(id, "group").unwrap_or(DEFAULT_GROUP).to_string();
+            match &needed {
+                Some((n, g, other)) if *n == count && *g != group => {
+                    return deny(vec![format!(
+                        "policies {other} and {} both ask for {count} approvals, from groups {g} and {group}: \
+                         give one of them more approvals, or the same group",
+                        name(id)
+                    )]);
+                }
+                Some((n, _, _)) if *n >= count => {}
+                _ => needed = Some((count, group, name(id))),
             }
         }
         let verdict = match needed {
-            Some((approvals, group)) if approvals > 0 => Verdict::NeedsApprovals { approvals, group },
+            Some((approvals, group, _)) if approvals > 0 => Verdict::NeedsApprovals { approvals, group },
             _ => Verdict::Allow,
         };
         Decision { verdict, policies, errors, policy_hash: self.hash.clone() }
@@ -232,6 +260,26 @@ pub struct RunnerConfig {
     pub windows: std::collections::BTreeMap<String, Vec<ChangeWindow>>,
     #[serde(default)]
     pub budgets: Budgets,
+    /// What jobs in each environment may touch. When any environment has
+    /// scopes, a job in an environment without them is refused: the
+    /// environment a job names is then bound to what its grant reaches.
+    #[serde(default)]
+    pub scopes: std::collections::BTreeMap<String, Scope>,
+}
+
+/// What jobs in one environment may be granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Directory patterns (as in a manifest: `*` one component, `**` any).
+    #[serde(default)]
+    pub fs: Vec<String>,
+    /// Programs, by absolute path.
+    #[serde(default)]
+    pub exec: Vec<String>,
+    /// URL prefixes.
+    #[serde(default)]
+    pub http: Vec<String>,
 }
 
 /// Blast-radius budgets the runner enforces, whatever the playbook does.
@@ -287,6 +335,20 @@ impl RunnerConfig {
 
     pub fn parse(text: &str) -> Result<RunnerConfig, PolicyError> {
         let config: RunnerConfig = toml::from_str(text).map_err(|e| PolicyError::Config(e.to_string()))?;
+        for (environment, scope) in &config.scopes {
+            if let Some(prefix) = scope.http.iter().find(|p| {
+                !p.ends_with('/') || crate::grant::http::canonical(p).map(|u| u.as_str() != p.as_str()).unwrap_or(true)
+            }) {
+                return Err(PolicyError::Config(format!(
+                    "scopes.{environment}.http: {prefix:?} must be a canonical URL ending in '/' (like \"https://api.internal/v1/\")"
+                )));
+            }
+            if let Some(program) = scope.exec.iter().find(|p| !p.starts_with('/')) {
+                return Err(PolicyError::Config(format!(
+                    "scopes.{environment}.exec: {program:?} is not an absolute path"
+                )));
+            }
+        }
         for window in config.windows.values().flatten() {
             minutes(&window.from)?;
             minutes(&window.to)?;
@@ -295,6 +357,45 @@ impl RunnerConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Refuses a grant that reaches beyond `environment`'s scope.
+    pub fn check_scope(&self, environment: &str, grant: &crate::grant::Grant) -> Result<(), PolicyError> {
+        if self.scopes.is_empty() {
+            return Ok(());
+        }
+        let scope = self.scopes.get(environment).ok_or_else(|| {
+            PolicyError::Scope(format!(
+                "environment {environment:?} has no [scopes.{environment}] in salve.toml, so no job may run there"
+            ))
+        })?;
+        for mount in grant.mounts() {
+            if !scope.fs.iter().any(|p| crate::artifact::manifest::path_matches(p, &mount.path)) {
+                return Err(PolicyError::Scope(format!(
+                    "directory {} is outside environment {environment:?}'s scope {:?}",
+                    mount.path.display(),
+                    scope.fs
+                )));
+            }
+        }
+        for rule in grant.exec() {
+            if !scope.exec.iter().any(|p| std::path::Path::new(p) == rule.program) {
+                return Err(PolicyError::Scope(format!(
+                    "program {} is outside environment {environment:?}'s scope {:?}",
+                    rule.program.display(),
+                    scope.exec
+                )));
+            }
+        }
+        for rule in grant.http() {
+            if !scope.http.iter().any(|p| rule.prefix.starts_with(p.as_str())) {
+                return Err(PolicyError::Scope(format!(
+                    "URL prefix {} is outside environment {environment:?}'s scope {:?}",
+                    rule.prefix, scope.http
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `environment`'s change window is open at `now`.
@@ -341,6 +442,7 @@ mod tests {
             change_window_open: window,
             targets: 1,
             mutating: vec!["fs".into(), "exec".into()],
+            scopes: 2,
         }
     }
 
@@ -373,7 +475,48 @@ mod tests {
         let mut irreversible = facts("prod", "advisory", false, 95);
         irreversible.reversibility = "irreversible".into();
         assert_eq!(policy.decide(&irreversible).verdict, Verdict::Deny);
+        let mut low = facts("prod", "advisory", false, 95);
+        low.severity = "low".into();
+        assert_eq!(policy.decide(&low).verdict, Verdict::Deny);
+        low.change_window_open = true;
+        assert_eq!(policy.decide(&low).verdict, Verdict::Allow);
         assert!(Policy::parse("permit(principal, action, resource) when {").is_err());
+    }
+
+    #[test]
+    fn an_evaluation_error_denies_even_when_a_permit_applies() {
+        // `context.missing` errs: the forbid is skipped by Cedar, the permit
+        // applies; salve denies.
+        let policy = Policy::parse(
+            "permit(principal, action, resource);\n\
+             forbid(principal, action, resource) when { context.missing == 1 };",
+        )
+        .unwrap();
+        let decision = policy.decide(&facts("prod", "execution", true, 99));
+        assert_eq!(decision.verdict, Verdict::Deny, "{decision:?}");
+        assert!(!decision.errors.is_empty());
+    }
+
+    #[test]
+    fn equal_approvals_from_different_groups_deny_and_the_larger_count_wins() {
+        let policy = Policy::parse(
+            "@id(\"a\") @approvals(\"2\") @group(\"sre\") permit(principal, action, resource);\n\
+             @id(\"b\") @approvals(\"2\") @group(\"dba\") permit(principal, action, resource);",
+        )
+        .unwrap();
+        let decision = policy.decide(&facts("prod", "execution", true, 99));
+        assert_eq!(decision.verdict, Verdict::Deny);
+        assert!(
+            decision.errors[0].contains("different groups") || decision.errors[0].contains("groups"),
+            "{decision:?}"
+        );
+        let policy = Policy::parse(
+            "@id(\"a\") @approvals(\"1\") @group(\"sre\") permit(principal, action, resource);\n\
+             @id(\"b\") @approvals(\"3\") @group(\"dba\") permit(principal, action, resource);",
+        )
+        .unwrap();
+        let decision = policy.decide(&facts("prod", "execution", true, 99));
+        assert_eq!(decision.verdict, Verdict::NeedsApprovals { approvals: 3, group: "dba".into() });
     }
 
     #[test]

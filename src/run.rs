@@ -529,23 +529,10 @@ impl Runner {
         hooks: &dyn Lifecycle,
     ) -> Result<Report, RunError> {
         self.revoke(job, hooks)?;
-        let cause = outcome.cause().map(ToString::to_string);
-        let rollback_cause = outcome.rollback_cause().map(ToString::to_string);
-        let event = Event::Outcome {
-            outcome: outcome.name(),
-            cause: cause.as_deref(),
-            rollback_cause: rollback_cause.as_deref(),
-        };
-        self.finish(&job.id, &event).await?;
+        self.record_outcome(&job.id, &outcome).await?;
         match &outcome {
-            Outcome::RollbackFailed { cause, rollback_cause } => {
-                tracing::error!(
-                    job = %job.id,
-                    journal = %journal_path.display(),
-                    %cause,
-                    %rollback_cause,
-                    "ROLLBACK FAILED: the target may be half-changed; a person must restore it from the journal"
-                );
+            Outcome::RollbackFailed { .. } => {
+                tracing::error!(job = %job.id, journal = %journal_path.display(), "the journal to restore from");
             }
             // The journal served its purpose; the audit log keeps the digest
             // of every entry.
@@ -602,16 +589,51 @@ impl Runner {
         }
     }
 
+    /// Records the outcome of a job that could not be run or rolled back
+    /// at all (its playbook could not even be loaded), and seals the log
+    /// as [`Runner::run_with`] does. A `RollbackFailed` outcome is logged
+    /// as an error: it needs a person.
+    pub async fn record_outcome(&self, job: &str, outcome: &Outcome) -> Result<(), RunError> {
+        let cause = outcome.cause().map(ToString::to_string);
+        let rollback_cause = outcome.rollback_cause().map(ToString::to_string);
+        let event = Event::Outcome {
+            outcome: outcome.name(),
+            cause: cause.as_deref(),
+            rollback_cause: rollback_cause.as_deref(),
+        };
+        self.finish(job, &event).await?;
+        if let Outcome::RollbackFailed { cause, rollback_cause } = outcome {
+            tracing::error!(
+                job,
+                %cause,
+                %rollback_cause,
+                "ROLLBACK FAILED: the target may be half-changed; a person must restore it from the journal"
+            );
+        }
+        Ok(())
+    }
+
     /// Runs `plan` only, with every directory downgraded to read-only.
     pub async fn plan(&self, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<PlanReport, RunError> {
+        self.plan_with(playbook, grant, job, &Untracked).await
+    }
+
+    /// [`Runner::plan`], telling `hooks` about the leases it takes.
+    pub async fn plan_with(
+        &self,
+        playbook: &Playbook,
+        grant: &Grant,
+        job: &JobContext,
+        hooks: &dyn Lifecycle,
+    ) -> Result<PlanReport, RunError> {
         self.check_limits(grant)?;
         let grant = grant.read_only();
         self.record_job("plan", playbook, &grant, job)?;
         let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
-        let leases = self.lease(&grant, job, "plan", &Untracked)?;
+        let leases = self.lease(&grant, job, "plan", hooks)?;
         let shared = JobShared::new(job, Budget::new(0, 0), leases);
         let changes = self.phase(playbook, &grant, job, &shared, Call::Plan, None).await.map(|c| c.unwrap_or_default());
-        self.revoke(job, &Untracked)?;
+        self.revoke(job, hooks)?;
         let cause = changes.as_ref().err().map(ToString::to_string);
         let outcome = if changes.is_ok() { "planned" } else { "plan-failed" };
         self.finish(&job.id, &Event::Outcome { outcome, cause: cause.as_deref(), rollback_cause: None }).await?;

@@ -5,7 +5,7 @@
 
 use super::{DataDir, Exit, refused};
 use anyhow::Context as _;
-use salve::approval::{DEFAULT_LIFETIME, Vote};
+use salve::approval::Vote;
 use salve::control::{ARTIFACTS_DIR, Ballot, ControlError, ControlPlane};
 use salve::job::{JobRequest, SignedJob};
 use salve::keys::PrivateKey;
@@ -291,9 +291,6 @@ pub struct VoteArgs {
     /// Your approver key
     #[arg(long, value_name = "KEY")]
     key: PathBuf,
-    /// The plan hash you reviewed (`salve jobs show`): refused if the plan changed since
-    #[arg(long, value_name = "HASH")]
-    plan: Option<String>,
     /// How long the vote counts
     #[arg(long = "for", value_name = "DURATION", default_value = "4h", value_parser = humantime::parse_duration)]
     lifetime: Duration,
@@ -307,6 +304,10 @@ pub struct VoteArgs {
 pub struct ApproveArgs {
     #[command(flatten)]
     vote: VoteArgs,
+    /// The plan hash you reviewed (`salve jobs show ID`): your approval is
+    /// bound to it, and refused if the plan changed since
+    #[arg(long, value_name = "HASH")]
+    plan: String,
     /// Why (optional)
     #[arg(long, default_value = "")]
     reason: String,
@@ -316,30 +317,37 @@ pub struct ApproveArgs {
 pub struct RejectArgs {
     #[command(flatten)]
     vote: VoteArgs,
+    /// The plan hash you reviewed, if the job has a plan: refused if the plan changed since
+    #[arg(long, value_name = "HASH")]
+    plan: Option<String>,
     /// Why (required)
     #[arg(long)]
     reason: String,
 }
 
-fn cast(args: &VoteArgs, vote: Vote, reason: &str) -> anyhow::Result<Exit> {
+fn cast(args: &VoteArgs, vote: Vote, reason: &str, reviewed: Option<&str>) -> anyhow::Result<Exit> {
+    if args.lifetime.is_zero() {
+        return Err(refused(anyhow::anyhow!(
+            "--for 0 would make the vote count for no time at all; give a duration such as 30m or 4h"
+        )));
+    }
     let key = PrivateKey::load(&args.key).map_err(refused)?;
     let control = open(&args.trust, &args.data_dir)?;
-    let lifetime = if args.lifetime.is_zero() { DEFAULT_LIFETIME } else { args.lifetime };
-    let ballot = Ballot { vote, reason, lifetime, reviewed: args.plan.as_deref() };
+    let ballot = Ballot { vote, reason, lifetime: args.lifetime, reviewed };
     let job = control.vote(&args.id, &key, &ballot, SystemTime::now()).map_err(control_error)?;
     println!("job {}: {} recorded by key {}; the job is {}", job.id, vote.name(), key.id, job.state);
     Ok(Exit::Succeeded)
 }
 
 pub fn approve(args: ApproveArgs) -> anyhow::Result<Exit> {
-    cast(&args.vote, Vote::Approve, &args.reason)
+    cast(&args.vote, Vote::Approve, &args.reason, Some(&args.plan))
 }
 
 pub fn reject(args: RejectArgs) -> anyhow::Result<Exit> {
     if args.reason.trim().is_empty() {
         return Err(refused(anyhow::anyhow!("--reason must say why the job is rejected")));
     }
-    cast(&args.vote, Vote::Reject, &args.reason)
+    cast(&args.vote, Vote::Reject, &args.reason, args.plan.as_deref())
 }
 
 #[derive(clap::Args, Debug)]

@@ -36,6 +36,11 @@ struct Cli {
 enum Command {
     /// Create a data directory with a runner key, a dev author key and a trust store.
     Init(setup::InitArgs),
+    /// Edit the trust store.
+    Trust {
+        #[command(subcommand)]
+        command: setup::TrustCommand,
+    },
     /// Write a new key pair with one role.
     Keygen(setup::KeygenArgs),
     /// Create a playbook crate that builds.
@@ -155,6 +160,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Init(args) => setup::init(args),
             Command::Keygen(args) => setup::keygen(args),
+            Command::Trust { command } => setup::trust(command),
             Command::New(args) => author::new(args),
             Command::Build(args) => author::build(args),
             Command::Sign(args) => author::sign(args),

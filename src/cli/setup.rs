@@ -129,6 +129,78 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Succeeded)
 }
 
+#[derive(clap::Args, Debug)]
+pub struct TrustAddArgs {
+    /// The public key file (NAME.pub, from `salve keygen`)
+    public: PathBuf,
+    /// An environment the key is trusted for (repeatable; "*" for all)
+    #[arg(long = "environment", value_name = "ENV", required = true)]
+    environments: Vec<String>,
+    /// An approver group the key belongs to (repeatable; approver keys only)
+    #[arg(long = "group", value_name = "GROUP")]
+    groups: Vec<String>,
+    /// How long the key is trusted
+    #[arg(long = "for", value_name = "DURATION", default_value = "365d", value_parser = humantime::parse_duration)]
+    lifetime: Duration,
+    /// The trust store [default: DATA_DIR/trust.toml]
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    #[command(flatten)]
+    data_dir: DataDir,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TrustCommand {
+    /// Trust a public key for some environments (and approver groups).
+    Add(TrustAddArgs),
+}
+
+/// Adds a key to the trust store; refuses a key it already holds.
+pub fn trust(command: TrustCommand) -> anyhow::Result<Exit> {
+    let TrustCommand::Add(args) = command;
+    let path = match &args.trust {
+        Some(path) => path.clone(),
+        None => args.data_dir.resolve()?.join("trust.toml"),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the trust store {} (run `salve init`)", path.display()))?;
+    let mut file: TrustFile = toml::from_str(&text).map_err(|e| refused(anyhow::anyhow!("{}: {e}", path.display())))?;
+    let public = salve::keys::PublicKeyFile::load(&args.public).map_err(refused)?;
+    if let Some(existing) = file.keys.iter().find(|k| k.id == public.id) {
+        return Err(refused(anyhow::anyhow!(
+            "{} already trusts key {} (as {:?}); edit the file to change its entry",
+            path.display(),
+            public.id,
+            existing.name
+        )));
+    }
+    if !args.groups.is_empty() && public.role != Role::Approver {
+        return Err(refused(anyhow::anyhow!(
+            "key {} has role {}; only approver keys have groups",
+            public.id,
+            public.role
+        )));
+    }
+    let mut entry = KeyEntry::new(&public, args.environments.clone(), not_after(args.lifetime));
+    entry.groups = args.groups.clone();
+    file.keys.push(entry);
+    salve::trust::TrustStore::from_file(file.clone()).map_err(refused)?;
+    let header: String = text.lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, format!("{header}{}", toml::to_string(&file)?))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "trusted key {} ({}, role {}) for {:?}{}",
+        public.id,
+        public.name,
+        public.role,
+        args.environments,
+        if args.groups.is_empty() { String::new() } else { format!(", groups {:?}", args.groups) }
+    );
+    Ok(Exit::Succeeded)
+}
+
 /// Writes a new key pair and prints the trust store entry for it.
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<Exit> {
     let key = PrivateKey::generate(&args.name, args.role).map_err(refused)?;
@@ -137,7 +209,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<Exit> {
     println!("  private: {} (mode 0600; keep it secret)", private.display());
     println!("  public:  {}", public.display());
     let entry = KeyEntry::new(&key.public(), vec!["dev".into()], not_after(INIT_KEY_LIFETIME));
-    println!("\nto trust it, add to trust.toml (and set its environments):\n");
-    println!("[[keys]]\n{}", toml::to_string(&entry)?);
+    println!("\nto trust it: salve trust add {} --environment ENV [--group GROUP]", public.display());
+    println!("or add to trust.toml:\n\n[[keys]]\n{}", toml::to_string(&entry)?);
     Ok(Exit::Succeeded)
 }

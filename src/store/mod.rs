@@ -147,7 +147,15 @@ pub enum StoreError {
     VersionTaken { name: String, version: String, digest: String },
     #[error("the job store holds a record it cannot read: {0}")]
     Corrupt(String),
+    #[error(
+        "{pending} refused submissions wait to be relayed to the audit log, the most kept; this one is not recorded. \
+         Run `salve worker` to relay them"
+    )]
+    OutboxFull { pending: i64 },
 }
+
+/// Most refused submissions kept in the outbox until a worker relays them.
+pub const MAX_PENDING_REFUSALS: i64 = 1000;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -483,18 +491,27 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join(STORE_FILE);
         let open_err = |source| StoreError::Open { path: path.clone(), source };
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let io_err = |e: std::io::Error| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            // Jobs carry evidence and grants: the store is readable by the
+            // runner's user only, from the moment it exists (SQLite gives
+            // its -wal and -shm files the same mode).
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(io_err)?;
+            // Only when it does not exist yet: closing any descriptor of
+            // a database file drops every POSIX lock this process holds on
+            // it, including those of a connection already open.
+            match std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Jobs carry evidence and grants: readable by the runner's user only.
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        }
         Store::migrate(&mut conn, &path)?;
         Ok(Store { path, conn: Mutex::new(conn) })
     }
@@ -604,7 +621,15 @@ impl Store {
 
     /// Records a refused submission's audit event (it has no job).
     pub fn submit_refusal(&self, event: &OutboxEvent) -> Result<(), StoreError> {
-        self.write(|tx| insert_outbox(tx, std::slice::from_ref(event)))
+        self.write(|tx| {
+            // Anyone who can reach the store can be refused: a flood of
+            // refusals must not grow it without end while no worker relays.
+            let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE job IS NULL", [], |r| r.get(0))?;
+            if pending >= MAX_PENDING_REFUSALS {
+                return Err(StoreError::OutboxFull { pending });
+            }
+            insert_outbox(tx, std::slice::from_ref(event))
+        })
     }
 
     /// Records the latest policy decision on job `id`.
@@ -675,7 +700,8 @@ impl Store {
     ) -> Result<JobRecord, StoreError> {
         let now = now_ms();
         let job = get_job(tx, id)?.ok_or_else(|| StoreError::UnknownJob { id: id.into() })?;
-        if !expected.contains(&job.state) {
+        // A final state is final: no caller's `expected` can undo it.
+        if job.state.is_final() || !expected.contains(&job.state) {
             return Err(StoreError::Conflict { id: id.into(), state: job.state, expected: expected_names(expected) });
         }
         if let Some(decision) = changes.decision {
@@ -719,6 +745,14 @@ impl Store {
             let job = get_job(tx, id)?.ok_or_else(|| StoreError::UnknownJob { id: id.into() })?;
             let current = Store::approvals_in(tx, id)?.into_iter().filter(|a| a.void.is_none()).collect::<Vec<_>>();
             let next = decide(&job, &current)?;
+            // `decide` let this key vote, so a vote it cast before no longer
+            // counts (it expired, or its plan moved): it gives way.
+            tx.execute(
+                "UPDATE approvals SET void = 'superseded: it no longer counted when its key voted again' \
+                 WHERE job = ?1 AND key_id = ?2 AND void IS NULL",
+                params![id, approval.key_id],
+            )
+            .map_err(StoreError::from)?;
             tx.execute(
                 "INSERT INTO approvals (job, key_id, vote, plan_hash, approval, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![

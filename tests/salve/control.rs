@@ -30,7 +30,7 @@ pub struct Plane {
     pub carol: PrivateKey,
 }
 
-fn entry(key: &PrivateKey, environments: &[&str], groups: &[&str]) -> KeyEntry {
+pub fn entry(key: &PrivateKey, environments: &[&str], groups: &[&str]) -> KeyEntry {
     KeyEntry { groups: groups.iter().map(|g| g.to_string()).collect(), ..trusted(key, environments) }
 }
 
@@ -171,12 +171,12 @@ pub fn request(
     }
 }
 
-async fn step(worker: &Worker) -> salve::control::Step {
+pub async fn step(worker: &Worker) -> salve::control::Step {
     worker.step().await.unwrap().expect("the worker had something to do")
 }
 
 /// A config whose prod change window is closed now (it opens in two hours).
-fn closed_window_config() -> String {
+pub fn closed_window_config() -> String {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     let minute = |offset: u64| {
         let m = ((now / 60) + offset) % (24 * 60);
@@ -608,11 +608,14 @@ fn agent_approvers_and_worker_from_the_command_line() {
     }
     let plan = shown_text.lines().find_map(|l| l.trim().strip_prefix("hash: ")).unwrap().to_string();
 
-    assert!(salve(&plane, &["approve", "job-cli", "--key", &key("alice")]).status.success());
-    let twice = salve(&plane, &["approve", "job-cli", "--key", &key("alice")]);
+    let unreviewed = salve(&plane, &["approve", "job-cli", "--key", &key("alice")]);
+    assert_eq!(unreviewed.status.code(), Some(2), "an approval names the plan it approves: {}", text(&unreviewed));
+    assert!(text(&unreviewed).contains("--plan"), "{}", text(&unreviewed));
+    assert!(salve(&plane, &["approve", "job-cli", "--key", &key("alice"), "--plan", &plan]).status.success());
+    let twice = salve(&plane, &["approve", "job-cli", "--key", &key("alice"), "--plan", &plan]);
     assert_eq!(twice.status.code(), Some(2), "{}", text(&twice));
     assert!(text(&twice).contains("already voted"), "{}", text(&twice));
-    let by_agent = salve(&plane, &["approve", "job-cli", "--key", &key("agent")]);
+    let by_agent = salve(&plane, &["approve", "job-cli", "--key", &key("agent"), "--plan", &plan]);
     assert_eq!(by_agent.status.code(), Some(2), "{}", text(&by_agent));
     let no_reason = salve(&plane, &["reject", "job-cli", "--key", &key("bob")]);
     assert_eq!(no_reason.status.code(), Some(2), "{}", text(&no_reason));
@@ -642,10 +645,14 @@ async fn recovery_keeps_an_outcome_the_audit_log_already_holds() {
         assert_eq!(step(&worker).await.state, JobState::Succeeded);
     }
     let after = plane.site.snapshot();
+    // The store refuses to move a job out of a final state; the crash is
+    // simulated behind its back.
     let changes = salve::store::Changes::default();
-    control
-        .store
-        .transition("job-1", &[JobState::Succeeded], JobState::Verifying, "simulated crash", &changes, &[])
+    let moved = control.store.transition("job-1", &[JobState::Succeeded], JobState::Verifying, "", &changes, &[]);
+    assert!(matches!(moved, Err(salve::store::StoreError::Conflict { .. })), "{moved:?}");
+    rusqlite::Connection::open(plane.data().join("salve.db"))
+        .unwrap()
+        .execute("UPDATE jobs SET state = 'verifying' WHERE id = 'job-1'", [])
         .unwrap();
     let worker = plane.worker();
     let recovered = worker.recover().await.unwrap();
