@@ -410,22 +410,29 @@ async fn bad_envelopes_and_replays_are_refused_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_matrix_decides_through_the_whole_pipeline() {
-    // environment × risk class × change window × confidence → outcome, with
-    // the default policy; risk class comes from the signed manifest.
+    // environment × risk class × change window × severity × confidence →
+    // outcome, with the default policy; risk class comes from the signed
+    // manifest.
     let open = "";
     let closed = closed_window_config();
     let two = Verdict::NeedsApprovals { approvals: 2, group: "sre".into() };
     let one = Verdict::NeedsApprovals { approvals: 1, group: "sre".into() };
-    let cases: Vec<(&str, &str, &str, f64, Verdict, JobState)> = vec![
-        ("dev", "rotate-logs", &closed, 0.10, Verdict::Allow, JobState::Submitted),
-        ("prod", "rotate-logs", &closed, 0.92, two.clone(), JobState::Submitted),
-        ("prod", "rotate-logs", open, 0.92, one.clone(), JobState::Submitted),
-        ("prod", "rotate-logs", open, 0.50, Verdict::Deny, JobState::Denied),
-        ("prod", "noop", &closed, 0.92, Verdict::Allow, JobState::Submitted),
-        ("prod", "noop", open, 0.79, Verdict::Deny, JobState::Denied),
-        ("staging", "noop", open, 0.99, Verdict::Deny, JobState::Denied),
+    let (low, high, critical) = (Severity::Low, Severity::High, Severity::Critical);
+    let cases: Vec<(&str, &str, &str, Severity, f64, Verdict, JobState)> = vec![
+        ("dev", "rotate-logs", &closed, low, 0.10, Verdict::Allow, JobState::Submitted),
+        ("prod", "rotate-logs", &closed, high, 0.92, two.clone(), JobState::Submitted),
+        ("prod", "rotate-logs", &closed, critical, 0.99, two.clone(), JobState::Submitted),
+        ("prod", "rotate-logs", open, high, 0.92, one.clone(), JobState::Submitted),
+        ("prod", "rotate-logs", open, low, 0.92, one.clone(), JobState::Submitted),
+        ("prod", "rotate-logs", &closed, low, 0.92, Verdict::Deny, JobState::Denied),
+        ("prod", "rotate-logs", open, high, 0.50, Verdict::Deny, JobState::Denied),
+        ("prod", "noop", &closed, high, 0.92, Verdict::Allow, JobState::Submitted),
+        ("prod", "noop", &closed, low, 0.92, Verdict::Deny, JobState::Denied),
+        ("prod", "noop", open, low, 0.92, Verdict::Allow, JobState::Submitted),
+        ("prod", "noop", open, high, 0.79, Verdict::Deny, JobState::Denied),
+        ("staging", "noop", open, high, 0.99, Verdict::Deny, JobState::Denied),
     ];
-    for (i, (environment, playbook, config, confidence, verdict, state)) in cases.into_iter().enumerate() {
+    for (i, (environment, playbook, config, severity, confidence, verdict, state)) in cases.into_iter().enumerate() {
         let plane = Plane::new(DEFAULT_POLICY, config);
         plane.write_logs(1, 5000);
         let control = plane.control();
@@ -442,12 +449,13 @@ async fn the_policy_matrix_decides_through_the_whole_pipeline() {
             std::fs::write(plane.data().join("trust.toml"), toml::to_string(&trust).unwrap()).unwrap();
         }
         request.nonce = format!("matrix-nonce-{i}-0123456789");
+        request.evidence.severity = severity;
         let control = if environment == "staging" { plane.control() } else { control };
         let submitted = plane.submit(&control, &request).unwrap_or_else(|e| panic!("case {i}: {e}"));
         assert_eq!(
             (&submitted.decision.verdict, submitted.state),
             (&verdict, state),
-            "case {i}: {environment} {playbook} confidence {confidence}: {:?}",
+            "case {i}: {environment} {playbook} {severity:?} confidence {confidence}: {:?}",
             submitted.decision
         );
     }
