@@ -289,6 +289,44 @@ impl ControlPlane {
         Ok((bytes, verified))
     }
 
+    /// Job `job` as its agent signed it, checked again at `at`: the stored
+    /// envelope must hash to the job hash and verify under a key that is
+    /// still a trusted agent key for the environment, and the columns the
+    /// store keeps beside it (id, agent, environment, system, expiry,
+    /// playbook and artifact) must say what the envelope says. What runs
+    /// and what approvers review is taken from the envelope, never from the
+    /// columns.
+    pub fn signed_job(&self, job: &JobRecord, at: SystemTime) -> Result<JobRecord, ControlError> {
+        let request = job.envelope.reopen(&self.trust, &job.job_hash, at)?;
+        let tampered = |what: String| ControlError::Tampered { id: job.id.clone(), what };
+        if job.envelope.key_id != job.agent {
+            return Err(tampered(format!("agent {} in the store, {} in the envelope", job.agent, job.envelope.key_id)));
+        }
+        let columns = [
+            ("id", &job.id, &request.id),
+            ("environment", &job.environment, &request.target.environment),
+            ("system", &job.system, &request.target.system),
+        ];
+        if let Some((what, stored, signed)) = columns.iter().find(|(_, stored, signed)| stored != signed) {
+            return Err(tampered(format!("{what} {stored:?} in the store, {signed:?} signed")));
+        }
+        let signed_expiry =
+            humantime::parse_rfc3339_weak(&request.expires_at).map_or(i64::MIN, |t| crate::store::to_ms(t) / 1000);
+        if signed_expiry != job.expires_at {
+            return Err(tampered(format!("expiry {} in the store, {} signed", job.expires_at, request.expires_at)));
+        }
+        let installed = self.resolve(&request)?;
+        if (&installed.digest, &installed.name, &installed.version)
+            != (&job.digest, &job.playbook, &job.playbook_version)
+        {
+            return Err(tampered(format!(
+                "playbook {} {} ({}) in the store, {} {} ({}) named",
+                job.playbook, job.playbook_version, job.digest, installed.name, installed.version, installed.digest
+            )));
+        }
+        Ok(JobRecord { request, ..job.clone() })
+    }
+
     /// What the policy is asked about a job.
     pub fn facts(
         &self,
@@ -454,6 +492,13 @@ impl ControlPlane {
                         what: format!("only a job that is {} can be {}d", names.join(" or "), approval.vote.name()),
                     });
                 }
+                if crate::store::to_ms(now) / 1000 >= job.expires_at {
+                    return Err(ControlError::WrongState {
+                        id: job.id.clone(),
+                        state: job.state,
+                        what: "it has expired and takes no more votes; the agent must submit it again".into(),
+                    });
+                }
                 let plan = match (job.plan_hash.as_deref(), approval.vote) {
                     (Some(plan), _) => plan,
                     (None, Vote::Reject) => NO_PLAN,
@@ -480,7 +525,12 @@ impl ControlPlane {
                 // Votes that no longer count (expired, or by a key since
                 // revoked) do not stop their approver from voting again.
                 let counted = self.counting(job, current.iter().map(|a| &a.approval), group, now);
-                let earlier: Vec<&str> = counted.iter().map(|a| a.key_id.as_str()).collect();
+                // An approver may withdraw by rejecting; a rejection ends
+                // the job, so no key can reject twice.
+                let earlier: Vec<&str> = match approval.vote {
+                    Vote::Approve => counted.iter().map(|a| a.key_id.as_str()).collect(),
+                    Vote::Reject => Vec::new(),
+                };
                 approval.check(&subject, &self.trust, &earlier, now)?;
                 Ok(match approval.vote {
                     Vote::Reject => Some((
@@ -588,6 +638,16 @@ pub struct Step {
     pub note: String,
 }
 
+/// What loading a job's playbook checks beyond its signers and manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// To plan or apply: the version floor and the environment's scope too.
+    ToRun,
+    /// To roll back what ran: a floor raised or a scope narrowed since
+    /// must not stop the target from being restored.
+    ToRollBack,
+}
+
 /// A job as signed, with its playbook and grant, checked again.
 type Admitted = (JobRecord, Arc<Playbook>, Grant);
 
@@ -662,39 +722,9 @@ impl Worker {
         Ok(Step { job: job.id.clone(), state: to, note: reason.to_string() })
     }
 
-    /// Job `job` as its agent signed it, checked again at `at`: the stored
-    /// envelope must hash to the job hash and verify under a key that is
-    /// still a trusted agent key for the environment, and the columns the
-    /// store keeps beside it (id, agent, environment, system, artifact)
-    /// must say what the envelope says. What runs is taken from the
-    /// envelope, never from the columns.
-    fn reopened(&self, job: &JobRecord, at: SystemTime) -> Result<JobRecord, ControlError> {
-        let request = job.envelope.reopen(&self.control.trust, &job.job_hash, at)?;
-        let tampered = |what: String| ControlError::Tampered { id: job.id.clone(), what };
-        if job.envelope.key_id != job.agent {
-            return Err(tampered(format!("agent {} in the store, {} in the envelope", job.agent, job.envelope.key_id)));
-        }
-        let columns = [
-            ("id", &job.id, &request.id),
-            ("environment", &job.environment, &request.target.environment),
-            ("system", &job.system, &request.target.system),
-        ];
-        if let Some((what, stored, signed)) = columns.iter().find(|(_, stored, signed)| stored != signed) {
-            return Err(tampered(format!("{what} {stored:?} in the store, {signed:?} signed")));
-        }
-        let installed = self.control.resolve(&request)?;
-        if installed.digest != job.digest {
-            return Err(tampered(format!(
-                "artifact {} in the store, {} {} ({}) named",
-                job.digest, installed.name, installed.version, installed.digest
-            )));
-        }
-        Ok(JobRecord { request, ..job.clone() })
-    }
-
     /// The playbook and the grant of a job, checked again now: the artifact
     /// against the trust store, the grant against the signed manifest.
-    fn load(&self, job: &JobRecord, now: SystemTime) -> Result<(Arc<Playbook>, Grant), ControlError> {
+    fn load(&self, job: &JobRecord, now: SystemTime, checks: Checks) -> Result<(Arc<Playbook>, Grant), ControlError> {
         let installed = self.control.store.artifact(None, Some(&job.digest))?.ok_or_else(|| {
             ControlError::NotInstalled { wanted: format!("{} {} ({})", job.playbook, job.playbook_version, job.digest) }
         })?;
@@ -717,10 +747,14 @@ impl Worker {
         };
         let manifest = playbook.manifest().expect("a verified artifact has a manifest");
         manifest.check_parameters(&job.request.parameter_list())?;
-        VersionFloor::new(&self.control.data_dir).admit(&manifest.name, &manifest.version, false)?;
+        if checks == Checks::ToRun {
+            VersionFloor::new(&self.control.data_dir).admit(&manifest.name, &manifest.version, false)?;
+        }
         let grant = Grant::open_within(&job.request.grant, manifest)?
             .with_mutations_at_most(self.control.config.budgets.mutations_per_job);
-        self.control.config.check_scope(&job.environment, &grant)?;
+        if checks == Checks::ToRun {
+            self.control.config.check_scope(&job.environment, &grant)?;
+        }
         Ok((playbook, grant))
     }
 
@@ -770,15 +804,18 @@ impl Worker {
     /// The job as signed and its playbook and grant, all checked again at
     /// `at`; or the step that ends it when a check refuses.
     fn admit(&self, job: &JobRecord, at: SystemTime) -> Result<Result<Admitted, Step>, ControlError> {
-        let job = match self.reopened(job, at) {
+        let job = match self.control.signed_job(job, at) {
             Ok(job) => job,
+            // The store failing says nothing about the job: try again later.
+            Err(e @ ControlError::Store(_)) => return Err(e),
             Err(e) => {
                 let reason = format!("refused: {e}");
                 return self.settle(job, JobState::Denied, &reason, &Changes::default(), json!({})).map(Err);
             }
         };
-        match self.load(&job, at) {
+        match self.load(&job, at, Checks::ToRun) {
             Ok((playbook, grant)) => Ok(Ok((job, playbook, grant))),
+            Err(e @ ControlError::Store(_)) => Err(e),
             Err(e) => {
                 let reason = format!("cannot be run: {e}");
                 self.settle(&job, JobState::Failed, &reason, &Changes::default(), json!({})).map(Err)
@@ -928,8 +965,11 @@ impl Worker {
             // for recovery at the next start.
             Err(e) => return Err(e.into()),
         };
-        VersionFloor::new(&self.control.data_dir).record(&manifest.name, &manifest.version)?;
-        self.finished(&job.id, &report.outcome)
+        let step = self.finished(&job.id, &report.outcome)?;
+        if let Err(e) = VersionFloor::new(&self.control.data_dir).record(&manifest.name, &manifest.version) {
+            tracing::warn!(job = %job.id, "the version floor could not be raised: {e}");
+        }
+        Ok(step)
     }
 
     /// Records a job's outcome as its final state.
@@ -1003,8 +1043,8 @@ impl Worker {
             .find(|t| t.to == JobState::Applying)
             .map(|t| SystemTime::UNIX_EPOCH + Duration::from_millis(t.at.max(0) as u64))
             .unwrap_or_else(SystemTime::now);
-        let loaded = self.reopened(job, applying_at).and_then(|job| {
-            let (playbook, grant) = self.load(&job, applying_at)?;
+        let loaded = self.control.signed_job(job, applying_at).and_then(|job| {
+            let (playbook, grant) = self.load(&job, applying_at, Checks::ToRollBack)?;
             Ok((job, playbook, grant))
         });
         let failed = |cause: Cause, why: String| Outcome::RollbackFailed {
@@ -1048,25 +1088,22 @@ impl Worker {
     pub async fn step(&self) -> Result<Option<Step>, ControlError> {
         self.relay().await?;
         let now = SystemTime::now();
-        for waiting in self.control.store.all_in(&[JobState::WaitingApproval], 100)? {
-            if crate::store::to_ms(now) / 1000 >= waiting.expires_at {
-                return self
-                    .settle(
-                        &waiting,
-                        JobState::Expired,
-                        "expired waiting for approvals",
-                        &Changes::default(),
-                        json!({}),
-                    )
-                    .map(Some);
+        let expired = self
+            .control
+            .store
+            .all_in(&[JobState::WaitingApproval], 100)?
+            .into_iter()
+            .find(|waiting| crate::store::to_ms(now) / 1000 >= waiting.expires_at);
+        let step = if let Some(waiting) = expired {
+            self.settle(&waiting, JobState::Expired, "expired waiting for approvals", &Changes::default(), json!({}))
+        } else {
+            let Some(job) = self.control.store.next(&[JobState::Submitted, JobState::Approved])? else {
+                return Ok(None);
+            };
+            match job.state {
+                JobState::Submitted => self.intake(&job).await,
+                _ => self.execute(&job).await,
             }
-        }
-        let Some(job) = self.control.store.next(&[JobState::Submitted, JobState::Approved])? else {
-            return Ok(None);
-        };
-        let step = match job.state {
-            JobState::Submitted => self.intake(&job).await,
-            _ => self.execute(&job).await,
         };
         match step {
             // Someone moved the job meanwhile (a rejection): not an error.

@@ -210,24 +210,27 @@ impl Policy {
         if response.decision() == CedarDecision::Deny || !errors.is_empty() {
             return Decision { policies, ..deny(errors) };
         }
-        let mut needed: Option<(u32, String, String)> = None;
+        // The most approvals any deciding permit asks for; permits asking
+        // for that many must agree on the group.
+        let mut asks: Vec<(u32, String, String)> = Vec::new();
         for id in &deciding {
             let Some(count) = self.set.annotation(id, "approvals") else { continue };
             let Ok(count) = count.parse::<u32>() else {
                 return deny(vec![format!("policy {}: @approvals({count:?}) is not a number", name(id))]);
             };
             let group = self.set.annotation(id, "group").unwrap_or(DEFAULT_GROUP).to_string();
-            match &needed {
-                Some((n, g, other)) if *n == count && *g != group => {
-                    return deny(vec![format!(
-                        "policies {other} and {} both ask for {count} approvals, from groups {g} and {group}: \
-                         give one of them more approvals, or the same group",
-                        name(id)
-                    )]);
-                }
-                Some((n, _, _)) if *n >= count => {}
-                _ => needed = Some((count, group, name(id))),
-            }
+            asks.push((count, group, name(id)));
+        }
+        let most = asks.iter().map(|(n, _, _)| *n).max().unwrap_or(0);
+        let mut top = asks.into_iter().filter(|(n, _, _)| *n == most);
+        let needed = top.next();
+        if let (Some((_, group, first)), Some((_, other_group, other))) =
+            (&needed, top.find(|(_, g, _)| Some(g) != needed.as_ref().map(|(_, g, _)| g)))
+        {
+            return deny(vec![format!(
+                "policies {first} and {other} both ask for {most} approvals, from groups {group} and \
+                 {other_group}: give one of them more approvals, or the same group"
+            )]);
         }
         let verdict = match needed {
             Some((approvals, group, _)) if approvals > 0 => Verdict::NeedsApprovals { approvals, group },
@@ -517,6 +520,19 @@ mod tests {
         .unwrap();
         let decision = policy.decide(&facts("prod", "execution", true, 99));
         assert_eq!(decision.verdict, Verdict::NeedsApprovals { approvals: 3, group: "dba".into() });
+        // A clash below the largest count does not matter, whatever order
+        // the ids sort in ("policy10" before "policy2").
+        for ids in [["policy10", "policy2", "policy3"], ["a", "b", "c"], ["c", "b", "a"]] {
+            let policy = Policy::parse(&format!(
+                "@id(\"{}\") @approvals(\"2\") @group(\"sre\") permit(principal, action, resource);\n\
+                 @id(\"{}\") @approvals(\"2\") @group(\"dba\") permit(principal, action, resource);\n\
+                 @id(\"{}\") @approvals(\"3\") @group(\"sre\") permit(principal, action, resource);",
+                ids[0], ids[1], ids[2]
+            ))
+            .unwrap();
+            let decision = policy.decide(&facts("prod", "execution", true, 99));
+            assert_eq!(decision.verdict, Verdict::NeedsApprovals { approvals: 3, group: "sre".into() }, "{ids:?}");
+        }
     }
 
     #[test]

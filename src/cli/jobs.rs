@@ -39,7 +39,7 @@ pub fn open(trust: &TrustArg, data_dir: &DataDir) -> anyhow::Result<ControlPlane
 /// runner failing is an internal error.
 pub fn control_error(error: ControlError) -> anyhow::Error {
     match error {
-        e @ (ControlError::Store(salve::store::StoreError::Sqlite(_))
+        e @ (ControlError::Store(salve::store::StoreError::Sqlite(_) | salve::store::StoreError::Busy)
         | ControlError::Store(salve::store::StoreError::Open { .. })
         | ControlError::Run(_)
         | ControlError::Io { .. }) => e.into(),
@@ -168,8 +168,19 @@ pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
 }
 
 fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
-    let job = control.job(id).map_err(control_error)?;
+    let stored = control.job(id).map_err(control_error)?;
     let store_err = |e: salve::store::StoreError| control_error(e.into());
+    // What approvers review is what the agent signed, not the store's copy;
+    // anything that does not verify is said, loudly, and the exit is 2.
+    let mut problems = Vec::new();
+    let submitted = SystemTime::UNIX_EPOCH + Duration::from_millis(stored.submitted_at.max(0) as u64);
+    let job = match control.signed_job(&stored, submitted) {
+        Ok(job) => job,
+        Err(e) => {
+            problems.push(format!("the job does not verify against what its agent signed: {e}"));
+            stored
+        }
+    };
     let history = control.store.history(id).map_err(store_err)?;
     let approvals = control.store.approvals(id).map_err(store_err)?;
     let leases = control.store.leases(id).map_err(store_err)?;
@@ -177,12 +188,25 @@ fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
         Some(hash) => control.store.plan(id, hash).map_err(store_err)?,
         None => None,
     };
+    if let Some(plan) = &plan
+        && salve::control::plan_hash(&plan.changes) != plan.hash
+    {
+        problems.push(format!("the stored plan's changes do not hash to {}: the store was changed", plan.hash));
+    }
+    let verdict = || match problems.is_empty() {
+        true => Ok(Exit::Succeeded),
+        false => Err(refused(anyhow::anyhow!("job {id}: {}; do not approve it", problems.join("; ")))),
+    };
     if json {
         let value = serde_json::json!({
             "job": job, "plan": plan, "approvals": approvals, "history": history, "leases": leases,
+            "verified": problems.is_empty(), "problems": problems,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(Exit::Succeeded);
+        return verdict();
+    }
+    for problem in &problems {
+        println!("WARNING: {problem}");
     }
     print_job(&job);
     println!("plan:");
@@ -237,7 +261,7 @@ fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
     if let Some(outcome) = &job.outcome {
         println!("outcome: {outcome}");
     }
-    Ok(Exit::Succeeded)
+    verdict()
 }
 
 fn short(hash: &str) -> &str {

@@ -129,7 +129,13 @@ pub enum StoreError {
     #[error("cannot open the job store {path}: {source}")]
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("the job store failed: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    #[error(
+        "the job store stayed locked by another salve process for {}s; nothing was changed. Try again \
+         (a worker holds it only for moments; a process stuck holding it must be stopped)",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Busy,
     #[error(
         "the job store {path} has schema version {found}, but this salve knows versions up to {known}: it was \
          written by a newer salve; run that one"
@@ -152,6 +158,15 @@ pub enum StoreError {
          Run `salve worker` to relay them"
     )]
     OutboxFull { pending: i64 },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => StoreError::Busy,
+            _ => StoreError::Sqlite(e),
+        }
+    }
 }
 
 /// Most refused submissions kept in the outbox until a worker relays them.
@@ -508,6 +523,12 @@ impl Store {
             }
         }
         let mut conn = Connection::open(&path).map_err(open_err)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Also for a store created by an older salve, or copied in (a
+            // store owned by another user is left as it is).
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
@@ -635,7 +656,9 @@ impl Store {
     /// Records the latest policy decision on job `id`.
     pub fn record_decision(&self, id: &str, decision: &Decision) -> Result<(), StoreError> {
         let text = serde_json::to_string(decision).map_err(|e| corrupt("decision", e))?;
-        self.conn().execute("UPDATE jobs SET decision = ?2 WHERE id = ?1", params![id, text])?;
+        // Only while the job is about to run: a job moved meanwhile (a
+        // rejection) keeps the decision it ended with.
+        self.conn().execute("UPDATE jobs SET decision = ?2 WHERE id = ?1 AND state = 'approved'", params![id, text])?;
         Ok(())
     }
 

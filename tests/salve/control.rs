@@ -569,7 +569,7 @@ fn the_published_job_schema_is_current() {
     assert_eq!(schema["additionalProperties"], false, "unknown fields are refused");
 }
 
-fn salve(plane: &Plane, args: &[&str]) -> std::process::Output {
+pub fn salve(plane: &Plane, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
         .args(args)
         .arg("--data-dir")
@@ -578,7 +578,7 @@ fn salve(plane: &Plane, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn text(output: &std::process::Output) -> String {
+pub fn text(output: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 

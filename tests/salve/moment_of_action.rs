@@ -3,7 +3,7 @@
 //! first, a job store changed behind the runner's back, scopes narrowed,
 //! versions rolled back. Each is checked at the moment of action.
 
-use crate::control::{Plane, closed_window_config, entry, step};
+use crate::control::{Plane, closed_window_config, entry, salve, step, text};
 use salve::approval::{Approval, DEFAULT_LIFETIME, Subject, Vote};
 use salve::control::{Ballot, ControlError};
 use salve::keys::{PrivateKey, Role};
@@ -122,6 +122,11 @@ async fn an_approval_that_expired_before_apply_does_not_count_and_may_be_given_a
     assert!(waiting.note.contains("0 count now"), "{}", waiting.note);
     assert_eq!(plane.site.snapshot(), before, "nothing was applied");
 
+    // A job past its own expiry takes no vote.
+    let later = SystemTime::now() + Duration::from_secs(2 * 3600);
+    let late = Approval::sign(&subject, Vote::Approve, "", DEFAULT_LIFETIME, &plane.bob, later).unwrap();
+    let refused = control.record_vote("job-1", &late, later).unwrap_err();
+    assert!(refused.to_string().contains("expired"), "{refused}");
     // Her expired vote does not stop her from approving again.
     assert_eq!(plane.approve(&control, "job-1", &plane.alice).unwrap(), JobState::Approved);
     let votes = control.store.approvals("job-1").unwrap();
@@ -155,6 +160,20 @@ async fn a_rejection_that_comes_first_stands() {
     plane.submit(&control, &plane.rotate("job-2", "dev", 0.9)).unwrap();
     let ballot = Ballot { vote: Vote::Reject, reason: "duplicate", lifetime: DEFAULT_LIFETIME, reviewed: None };
     assert_eq!(control.vote("job-2", &plane.bob, &ballot, SystemTime::now()).unwrap().state, JobState::Rejected);
+    worker.runner().audit().sync_blocking().unwrap();
+    plane.audit_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_may_withdraw_by_rejecting() {
+    let plane = Plane::new(DEFAULT_POLICY, &closed_window_config());
+    plane.write_logs(2, 5000);
+    let control = plane.control();
+    plane.submit(&control, &plane.rotate("job-1", "prod", 0.95)).unwrap();
+    step(&plane.worker()).await;
+    assert_eq!(plane.approve(&control, "job-1", &plane.alice).unwrap(), JobState::WaitingApproval);
+    let ballot = Ballot { vote: Vote::Reject, reason: "changed my mind", lifetime: DEFAULT_LIFETIME, reviewed: None };
+    assert_eq!(control.vote("job-1", &plane.alice, &ballot, SystemTime::now()).unwrap().state, JobState::Rejected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +183,7 @@ async fn a_job_changed_in_the_store_runs_as_signed_or_not_at_all() {
     plane.site.write("other/app.log", crate::rotate_logs::log_text(5000, 7));
     let control = plane.control();
     let worker = plane.worker();
-    let ids = ["job-env", "job-envelope", "job-grant"];
+    let ids = ["job-env", "job-envelope", "job-expiry", "job-grant"];
     for id in ids {
         plane.submit(&control, &plane.rotate(id, "dev", 0.9)).unwrap();
     }
@@ -173,8 +192,12 @@ async fn a_job_changed_in_the_store_runs_as_signed_or_not_at_all() {
     }
     let before = plane.site.snapshot();
 
-    // A column the runner checks against the envelope.
+    // A column the runner checks against the envelope. Approvers are
+    // warned too: `jobs show` says so and exits 2.
     sql(&plane, "UPDATE jobs SET environment = 'prod' WHERE id = ?1", &["job-env"]);
+    let shown = salve(&plane, &["jobs", "show", "job-env"]);
+    assert_eq!(shown.status.code(), Some(2), "{}", text(&shown));
+    assert!(text(&shown).contains("WARNING: the job does not verify"), "{}", text(&shown));
     let refused = step(&worker).await;
     assert_eq!((refused.job.as_str(), refused.state), ("job-env", JobState::Denied), "{refused:?}");
     assert!(refused.note.contains("does not match the job its agent signed"), "{}", refused.note);
@@ -188,16 +211,25 @@ async fn a_job_changed_in_the_store_runs_as_signed_or_not_at_all() {
     let refused = step(&worker).await;
     assert_eq!((refused.job.as_str(), refused.state), ("job-envelope", JobState::Denied), "{refused:?}");
     assert!(refused.note.contains("stored job was changed"), "{}", refused.note);
-    assert_eq!(plane.site.snapshot(), before, "neither ran");
+    // The expiry the worker goes by, pushed out a day.
+    sql(&plane, "UPDATE jobs SET expires_at = expires_at + 86400 WHERE id = ?1", &["job-expiry"]);
+    let refused = step(&worker).await;
+    assert_eq!((refused.job.as_str(), refused.state), ("job-expiry", JobState::Denied), "{refused:?}");
+    assert!(refused.note.contains("expiry"), "{}", refused.note);
+    assert_eq!(plane.site.snapshot(), before, "none of them ran");
 
     // The request as stored beside the envelope, pointed at another
     // directory: what runs is what the agent signed.
     let conn = rusqlite::Connection::open(plane.data().join("salve.db")).unwrap();
-    let text: String = conn.query_row("SELECT request FROM jobs WHERE id = 'job-grant'", [], |r| r.get(0)).unwrap();
-    let mut request: Value = serde_json::from_str(&text).unwrap();
+    let stored: String = conn.query_row("SELECT request FROM jobs WHERE id = 'job-grant'", [], |r| r.get(0)).unwrap();
+    let mut request: Value = serde_json::from_str(&stored).unwrap();
     let other_dir = plane.site.root.path().join("other").display().to_string();
-    request["grant"]["fs"][0]["path"] = other_dir.into();
+    request["grant"]["fs"][0]["path"] = other_dir.clone().into();
     sql(&plane, "UPDATE jobs SET request = ?2 WHERE id = ?1", &["job-grant", &request.to_string()]);
+    let shown = salve(&plane, &["jobs", "show", "job-grant"]);
+    assert!(shown.status.success(), "{}", text(&shown));
+    assert!(text(&shown).contains(&format!("{}/logs", plane.site.root.path().display())), "{}", text(&shown));
+    assert!(!text(&shown).contains(&other_dir), "approvers see the signed grant: {}", text(&shown));
     assert_eq!(step(&worker).await.state, JobState::Succeeded);
     assert!(plane.site.root.path().join("logs/app0.log.1.gz").exists(), "the signed grant ran");
     assert!(!plane.site.root.path().join("other/app.log.1.gz").exists(), "the stored one did not");
@@ -250,4 +282,15 @@ async fn a_version_lower_than_one_that_ran_is_refused() {
     let refused = plane.submit(&control, &plane.rotate("job-2", "dev", 0.9)).unwrap_err();
     assert!(matches!(refused, ControlError::Version(_)), "{refused}");
     assert!(refused.to_string().contains("1.1.0"), "{refused}");
+
+    // Raised between submission and apply: the job is not run.
+    std::fs::write(plane.data().join("versions.json"), r#"{"rotate-logs": "1.0.0"}"#).unwrap();
+    plane.submit(&control, &plane.rotate("job-3", "dev", 0.9)).unwrap();
+    assert_eq!(step(&worker).await.state, JobState::Approved);
+    std::fs::write(plane.data().join("versions.json"), r#"{"rotate-logs": "1.1.0"}"#).unwrap();
+    let before = plane.site.snapshot();
+    let failed = step(&worker).await;
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    assert!(failed.note.contains("older than 1.1.0"), "{}", failed.note);
+    assert_eq!(plane.site.snapshot(), before);
 }
