@@ -917,7 +917,13 @@ impl Worker {
                 outcome: None,
             };
             let detail = json!({ "plan_hash": plan, "changes": changes });
-            return self.settle(job, to, &reason, &changes_ref, detail);
+            let step = self.settle(job, to, &reason, &changes_ref, detail)?;
+            if to != JobState::Approved {
+                return Ok(step);
+            }
+            // Allowed without approval: the new plan is recorded and the job
+            // goes on (a plan that changes at every look must not keep it
+            // from ever running).
         }
         if let Verdict::NeedsApprovals { approvals, group } = &decision.verdict {
             let votes = self.control.store.approvals(&job.id)?;

@@ -294,3 +294,23 @@ async fn a_version_lower_than_one_that_ran_is_refused() {
     assert!(failed.note.contains("older than 1.1.0"), "{}", failed.note);
     assert_eq!(plane.site.snapshot(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_changes_under_a_policy_that_needs_no_approval_is_recorded_and_run() {
+    let plane = Plane::new(DEFAULT_POLICY, "");
+    plane.write_logs(2, 5000);
+    let control = plane.control();
+    plane.submit(&control, &plane.rotate("job-1", "dev", 0.9)).unwrap();
+    let worker = plane.worker();
+    assert_eq!(step(&worker).await.state, JobState::Approved);
+    let first = control.job("job-1").unwrap().plan_hash.unwrap();
+    plane.site.write("logs/late.log", crate::rotate_logs::log_text(5000, 99));
+    assert_eq!(step(&worker).await.state, JobState::Succeeded, "in the same step");
+    assert!(plane.site.root.path().join("logs/late.log.1.gz").exists());
+    let job = control.job("job-1").unwrap();
+    assert_ne!(job.plan_hash.as_deref(), Some(first.as_str()), "the new plan is the one recorded");
+    let history = control.store.history("job-1").unwrap();
+    assert!(history.iter().any(|t| t.reason.contains("the plan changed before apply")), "{history:?}");
+    worker.runner().audit().sync_blocking().unwrap();
+    plane.audit_verifies();
+}
