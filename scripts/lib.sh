@@ -22,6 +22,9 @@ sudo_if_needed() {
 ensure_nginx() {
     if [ -x /usr/sbin/nginx ]; then return; fi
     echo "==> installing nginx (Debian's nginx-light) for the integration tests"
+    # One root shell, under one sudo: the policy-rc.d guard that keeps the
+    # package from starting nginx must be in place for the install and
+    # removed after it, whatever happens. The script is a fixed literal.
     sudo_if_needed sh -c '
         set -e
         created=

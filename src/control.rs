@@ -138,30 +138,28 @@ pub struct ControlPlane {
     trust_path: PathBuf,
 }
 
-/// Facts about a job that the policy needs from its grant: the mutating
-/// capabilities it asks for.
-fn mutating(spec: &GrantSpec) -> Vec<String> {
-    let mut caps = Vec::new();
-    if spec.fs.iter().any(|f| f.access == Access::Rw) {
-        caps.push("fs".to_string());
-    }
-    if spec.exec.iter().any(|e| !e.read_only) {
-        caps.push("exec".to_string());
-    }
-    if spec.http.iter().any(|h| h.methods.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD"))) {
-        caps.push("http".to_string());
-    }
-    caps
+/// The mutating entries of a grant, per capability: read-write
+/// directories, commands not marked read-only, URL prefixes with a method
+/// other than GET or HEAD. The policy sees which capabilities mutate
+/// (`mutating`) and how many entries do (`scopes`).
+fn mutating(spec: &GrantSpec) -> [(&'static str, usize); 3] {
+    [
+        ("fs", spec.fs.iter().filter(|f| f.access == Access::Rw).count()),
+        ("exec", spec.exec.iter().filter(|e| !e.read_only).count()),
+        ("http", spec.http.iter().filter(|h| h.methods.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD"))).count()),
+    ]
 }
 
-/// How many mutating grant entries a job asks for: read-write
-/// directories, commands not marked read-only, URL prefixes with a method
-/// other than GET or HEAD.
-fn mutating_scopes(spec: &GrantSpec) -> i64 {
-    let fs = spec.fs.iter().filter(|f| f.access == Access::Rw).count();
-    let exec = spec.exec.iter().filter(|e| !e.read_only).count();
-    let http = spec.http.iter().filter(|h| h.methods.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD"))).count();
-    i64::try_from(fs + exec + http).unwrap_or(i64::MAX)
+/// What an approval of `job`'s plan `plan` is bound to.
+fn subject<'a>(job: &'a JobRecord, plan: &'a str, group: Option<&'a str>) -> Subject<'a> {
+    Subject {
+        job_id: &job.id,
+        job_hash: &job.job_hash,
+        plan_hash: plan,
+        submitter: &job.agent,
+        environment: &job.environment,
+        group,
+    }
 }
 
 /// The hash a plan is known by: SHA-256 of its changes as canonical JSON.
@@ -336,6 +334,7 @@ impl ControlPlane {
         action: &'static str,
         now: SystemTime,
     ) -> Facts {
+        let mutating = mutating(&request.grant);
         Facts {
             agent: agent.to_string(),
             action,
@@ -355,8 +354,8 @@ impl ControlPlane {
                 .unwrap_or_default(),
             change_window_open: self.config.window_open(&request.target.environment, now),
             targets: 1,
-            mutating: mutating(&request.grant),
-            scopes: mutating_scopes(&request.grant),
+            mutating: mutating.iter().filter(|(_, n)| *n > 0).map(|(cap, _)| cap.to_string()).collect(),
+            scopes: i64::try_from(mutating.iter().map(|(_, n)| n).sum::<usize>()).unwrap_or(i64::MAX),
         }
     }
 
@@ -457,15 +456,7 @@ impl ControlPlane {
         {
             return Err(ControlError::PlanMoved { id: id.into(), reviewed: reviewed.into(), current: plan });
         }
-        let subject = Subject {
-            job_id: &job.id,
-            job_hash: &job.job_hash,
-            plan_hash: &plan,
-            submitter: &job.agent,
-            environment: &job.environment,
-            group: None,
-        };
-        let approval = Approval::sign(&subject, vote, reason, lifetime, key, now)?;
+        let approval = Approval::sign(&subject(&job, &plan, None), vote, reason, lifetime, key, now)?;
         self.record_vote(id, &approval, now)
     }
 
@@ -514,14 +505,6 @@ impl ControlPlane {
                         });
                     }
                 };
-                let subject = Subject {
-                    job_id: &job.id,
-                    job_hash: &job.job_hash,
-                    plan_hash: plan,
-                    submitter: &job.agent,
-                    environment: &job.environment,
-                    group,
-                };
                 // Votes that no longer count (expired, or by a key since
                 // revoked) do not stop their approver from voting again.
                 let counted = self.counting(job, current.iter().map(|a| &a.approval), group, now);
@@ -531,7 +514,7 @@ impl ControlPlane {
                     Vote::Approve => counted.iter().map(|a| a.key_id.as_str()).collect(),
                     Vote::Reject => Vec::new(),
                 };
-                approval.check(&subject, &self.trust, &earlier, now)?;
+                approval.check(&subject(job, plan, group), &self.trust, &earlier, now)?;
                 Ok(match approval.vote {
                     Vote::Reject => Some((
                         JobState::Rejected,
@@ -558,14 +541,7 @@ impl ControlPlane {
         now: SystemTime,
     ) -> Vec<&'a Approval> {
         let Some(plan) = job.plan_hash.as_deref() else { return Vec::new() };
-        let subject = Subject {
-            job_id: &job.id,
-            job_hash: &job.job_hash,
-            plan_hash: plan,
-            submitter: &job.agent,
-            environment: &job.environment,
-            group,
-        };
+        let subject = subject(job, plan, group);
         let mut counted: Vec<&Approval> = Vec::new();
         for vote in votes.filter(|v| v.vote == Vote::Approve) {
             let earlier: Vec<&str> = counted.iter().map(|a| a.key_id.as_str()).collect();
@@ -1163,14 +1139,13 @@ mod tests {
              [[http]]\nmethods = [\"GET\"]\nprefix = \"http://127.0.0.1/\"\n",
         )
         .unwrap();
-        assert!(mutating(&spec).is_empty());
+        assert_eq!(mutating(&spec), [("fs", 0), ("exec", 0), ("http", 0)]);
         let spec = GrantSpec::parse(
             "[[fs]]\nname = \"a\"\npath = \"/tmp\"\naccess = \"rw\"\n\
              [[http]]\nmethods = [\"GET\", \"POST\"]\nprefix = \"http://127.0.0.1/\"\n",
         )
         .unwrap();
-        assert_eq!(mutating(&spec), ["fs", "http"]);
-        assert_eq!(mutating_scopes(&spec), 2);
+        assert_eq!(mutating(&spec), [("fs", 1), ("exec", 0), ("http", 1)]);
     }
 
     #[test]

@@ -338,6 +338,8 @@ mod tests {
             }],
             ..Default::default()
         };
+        // Granting a shell (or `env`, which runs any program) must be
+        // refused: these paths are named only to show the refusal.
         for shell in ["/bin/sh", "/bin/bash", "/usr/bin/env"] {
             if std::path::Path::new(shell).exists() {
                 assert!(Grant::open(&spec(shell, &[])).is_err(), "{shell}");

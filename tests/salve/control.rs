@@ -114,6 +114,13 @@ impl Plane {
         control.vote(id, key, &ballot, SystemTime::now()).map(|job| job.state)
     }
 
+    /// A plane whose site holds two logs to rotate and one to keep.
+    pub fn with_logs(policy: &str, config: &str) -> Plane {
+        let plane = Plane::new(policy, config);
+        plane.write_logs(2, 5000);
+        plane
+    }
+
     /// Logs to rotate (above 1000 bytes) and one to keep.
     pub fn write_logs(&self, count: usize, bytes: usize) {
         for i in 0..count {
@@ -241,8 +248,7 @@ async fn a_prod_job_needs_two_approvals_outside_the_window_and_then_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_approval_bypass_is_refused() {
-    let plane = Plane::new(DEFAULT_POLICY, &closed_window_config());
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, &closed_window_config());
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-a", "prod", 0.95)).unwrap();
     plane.submit(&control, &plane.rotate("job-b", "prod", 0.95)).unwrap();
@@ -463,8 +469,7 @@ async fn the_policy_matrix_decides_through_the_whole_pipeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_that_changes_after_approval_voids_the_approvals() {
-    let plane = Plane::new(DEFAULT_POLICY, &closed_window_config());
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, &closed_window_config());
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-1", "prod", 0.95)).unwrap();
     let worker = plane.worker();
@@ -505,8 +510,7 @@ permit(principal, action == Action::"plan", resource);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_that_closed_before_apply_denies_and_changes_nothing() {
-    let plane = Plane::new(WINDOW_POLICY, "");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(WINDOW_POLICY, "");
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-1", "prod", 0.95)).unwrap();
     let mut worker = plane.worker();
@@ -584,8 +588,7 @@ pub fn text(output: &std::process::Output) -> String {
 
 #[test]
 fn agent_approvers_and_worker_from_the_command_line() {
-    let plane = Plane::new(DEFAULT_POLICY, &closed_window_config());
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, &closed_window_config());
     let keys = plane.site.root.path().join("keys");
     for key in [&plane.agent, &plane.alice, &plane.bob] {
         key.write(&keys).unwrap();
@@ -643,8 +646,7 @@ async fn recovery_keeps_an_outcome_the_audit_log_already_holds() {
     // A runner that stopped after recording a job's outcome, before the
     // store heard of it: the next start takes the outcome from the audit
     // log instead of rolling back a job that succeeded.
-    let plane = Plane::new(DEFAULT_POLICY, "");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, "");
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-1", "dev", 0.9)).unwrap();
     {

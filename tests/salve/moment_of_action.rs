@@ -5,13 +5,26 @@
 
 use crate::control::{Plane, closed_window_config, entry, salve, step, text};
 use salve::approval::{Approval, DEFAULT_LIFETIME, Subject, Vote};
-use salve::control::{Ballot, ControlError};
+use salve::control::{Ballot, ControlError, Step, Worker};
 use salve::keys::{PrivateKey, Role};
 use salve::policy::{DEFAULT_POLICY, PolicyError, Verdict};
 use salve::store::JobState;
 use salve::trust::TrustFile;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
+
+/// Takes the worker's next step and checks that it left the job in
+/// `state` for a reason that mentions each of `why`, with nothing applied.
+async fn next_step_applies_nothing(plane: &Plane, worker: &Worker, state: JobState, why: &[&str]) -> Step {
+    let before = plane.site.snapshot();
+    let step = step(worker).await;
+    assert_eq!(step.state, state, "{step:?}");
+    for part in why {
+        assert!(step.note.contains(part), "{part:?} not in {}", step.note);
+    }
+    assert_eq!(plane.site.snapshot(), before, "nothing was applied");
+    step
+}
 
 fn sql(plane: &Plane, statement: &str, params: &[&str]) {
     let conn = rusqlite::Connection::open(plane.data().join("salve.db")).unwrap();
@@ -20,8 +33,7 @@ fn sql(plane: &Plane, statement: &str, params: &[&str]) {
 
 #[test]
 fn approvals_racing_from_separate_processes_count_once_each() {
-    let plane = Plane::new(DEFAULT_POLICY, &closed_window_config());
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, &closed_window_config());
     // Six more approvers in group sre, each with a control plane (a store
     // connection) of its own, as six `salve approve` processes would.
     let approvers: Vec<PrivateKey> =
@@ -71,8 +83,7 @@ fn approvals_racing_from_separate_processes_count_once_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_that_closes_after_approval_raises_the_approvals_needed() {
     // Inside the window a prod change needs one approval; outside, two.
-    let plane = Plane::new(DEFAULT_POLICY, "");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, "");
     let control = plane.control();
     let submitted = plane.submit(&control, &plane.rotate("job-1", "prod", 0.95)).unwrap();
     assert_eq!(submitted.decision.verdict, Verdict::NeedsApprovals { approvals: 1, group: "sre".into() });
@@ -82,11 +93,8 @@ async fn a_window_that_closes_after_approval_raises_the_approvals_needed() {
 
     std::fs::write(plane.data().join("salve.toml"), closed_window_config()).unwrap();
     worker.control.reload().unwrap();
-    let before = plane.site.snapshot();
-    let waiting = step(&worker).await;
-    assert_eq!(waiting.state, JobState::WaitingApproval, "{waiting:?}");
-    assert!(waiting.note.contains("needs 2 approval(s)") && waiting.note.contains("1 count now"), "{}", waiting.note);
-    assert_eq!(plane.site.snapshot(), before, "nothing was applied");
+    next_step_applies_nothing(&plane, &worker, JobState::WaitingApproval, &["needs 2 approval(s)", "1 count now"])
+        .await;
 
     // Alice's approval still counts; Bob's is the second.
     assert_eq!(plane.approve(&control, "job-1", &plane.bob).unwrap(), JobState::Approved);
@@ -96,8 +104,7 @@ async fn a_window_that_closes_after_approval_raises_the_approvals_needed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_that_expired_before_apply_does_not_count_and_may_be_given_again() {
-    let plane = Plane::new(DEFAULT_POLICY, "");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, "");
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-1", "prod", 0.95)).unwrap();
     let worker = plane.worker();
@@ -116,11 +123,7 @@ async fn an_approval_that_expired_before_apply_does_not_count_and_may_be_given_a
     let old = Approval::sign(&subject, Vote::Approve, "", Duration::from_secs(600), &plane.alice, then).unwrap();
     assert_eq!(control.record_vote("job-1", &old, then).unwrap().state, JobState::Approved);
 
-    let before = plane.site.snapshot();
-    let waiting = step(&worker).await;
-    assert_eq!(waiting.state, JobState::WaitingApproval, "{waiting:?}");
-    assert!(waiting.note.contains("0 count now"), "{}", waiting.note);
-    assert_eq!(plane.site.snapshot(), before, "nothing was applied");
+    next_step_applies_nothing(&plane, &worker, JobState::WaitingApproval, &["0 count now"]).await;
 
     // A job past its own expiry takes no vote.
     let later = SystemTime::now() + Duration::from_secs(2 * 3600);
@@ -137,8 +140,7 @@ async fn an_approval_that_expired_before_apply_does_not_count_and_may_be_given_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejection_that_comes_first_stands() {
-    let plane = Plane::new(DEFAULT_POLICY, "");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, "");
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-1", "dev", 0.9)).unwrap();
     let worker = plane.worker();
@@ -166,8 +168,7 @@ async fn a_rejection_that_comes_first_stands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approver_may_withdraw_by_rejecting() {
-    let plane = Plane::new(DEFAULT_POLICY, &closed_window_config());
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, &closed_window_config());
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-1", "prod", 0.95)).unwrap();
     step(&plane.worker()).await;
@@ -178,8 +179,7 @@ async fn an_approver_may_withdraw_by_rejecting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_changed_in_the_store_runs_as_signed_or_not_at_all() {
-    let plane = Plane::new(DEFAULT_POLICY, "");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, "");
     plane.site.write("other/app.log", crate::rotate_logs::log_text(5000, 7));
     let control = plane.control();
     let worker = plane.worker();
@@ -190,17 +190,16 @@ async fn a_job_changed_in_the_store_runs_as_signed_or_not_at_all() {
     for _ in ids {
         assert_eq!(step(&worker).await.state, JobState::Approved);
     }
-    let before = plane.site.snapshot();
-
     // A column the runner checks against the envelope. Approvers are
     // warned too: `jobs show` says so and exits 2.
     sql(&plane, "UPDATE jobs SET environment = 'prod' WHERE id = ?1", &["job-env"]);
     let shown = salve(&plane, &["jobs", "show", "job-env"]);
     assert_eq!(shown.status.code(), Some(2), "{}", text(&shown));
     assert!(text(&shown).contains("WARNING: the job does not verify"), "{}", text(&shown));
-    let refused = step(&worker).await;
-    assert_eq!((refused.job.as_str(), refused.state), ("job-env", JobState::Denied), "{refused:?}");
-    assert!(refused.note.contains("does not match the job its agent signed"), "{}", refused.note);
+    let refused =
+        next_step_applies_nothing(&plane, &worker, JobState::Denied, &["does not match the job its agent signed"])
+            .await;
+    assert_eq!(refused.job, "job-env");
     // The envelope itself, swapped for another job's.
     let other = plane.sign(&plane.rotate("job-other", "dev", 0.9));
     sql(
@@ -208,15 +207,12 @@ async fn a_job_changed_in_the_store_runs_as_signed_or_not_at_all() {
         "UPDATE jobs SET envelope = ?2 WHERE id = ?1",
         &["job-envelope", &serde_json::to_string(&other).unwrap()],
     );
-    let refused = step(&worker).await;
-    assert_eq!((refused.job.as_str(), refused.state), ("job-envelope", JobState::Denied), "{refused:?}");
-    assert!(refused.note.contains("stored job was changed"), "{}", refused.note);
+    let refused = next_step_applies_nothing(&plane, &worker, JobState::Denied, &["stored job was changed"]).await;
+    assert_eq!(refused.job, "job-envelope");
     // The expiry the worker goes by, pushed out a day.
     sql(&plane, "UPDATE jobs SET expires_at = expires_at + 86400 WHERE id = ?1", &["job-expiry"]);
-    let refused = step(&worker).await;
-    assert_eq!((refused.job.as_str(), refused.state), ("job-expiry", JobState::Denied), "{refused:?}");
-    assert!(refused.note.contains("expiry"), "{}", refused.note);
-    assert_eq!(plane.site.snapshot(), before, "none of them ran");
+    let refused = next_step_applies_nothing(&plane, &worker, JobState::Denied, &["expiry"]).await;
+    assert_eq!(refused.job, "job-expiry");
 
     // The request as stored beside the envelope, pointed at another
     // directory: what runs is what the agent signed.
@@ -238,8 +234,7 @@ async fn a_job_changed_in_the_store_runs_as_signed_or_not_at_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scopes_bind_an_environment_to_what_its_jobs_may_reach() {
-    let plane = Plane::new(DEFAULT_POLICY, "[scopes.dev]\nfs = [\"/srv/**\"]\n");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, "[scopes.dev]\nfs = [\"/srv/**\"]\n");
     let control = plane.control();
     // The grant reaches outside dev's scope.
     let refused = plane.submit(&control, &plane.rotate("job-1", "dev", 0.9)).unwrap_err();
@@ -258,17 +253,12 @@ async fn scopes_bind_an_environment_to_what_its_jobs_may_reach() {
     assert_eq!(step(&worker).await.state, JobState::Approved);
     std::fs::write(plane.data().join("salve.toml"), "[scopes.dev]\nfs = [\"/srv/**\"]\n").unwrap();
     worker.control.reload().unwrap();
-    let before = plane.site.snapshot();
-    let failed = step(&worker).await;
-    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
-    assert!(failed.note.contains("outside environment"), "{}", failed.note);
-    assert_eq!(plane.site.snapshot(), before);
+    next_step_applies_nothing(&plane, &worker, JobState::Failed, &["outside environment"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_lower_than_one_that_ran_is_refused() {
-    let plane = Plane::new(DEFAULT_POLICY, "");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, "");
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-1", "dev", 0.9)).unwrap();
     let worker = plane.worker();
@@ -288,17 +278,12 @@ async fn a_version_lower_than_one_that_ran_is_refused() {
     plane.submit(&control, &plane.rotate("job-3", "dev", 0.9)).unwrap();
     assert_eq!(step(&worker).await.state, JobState::Approved);
     std::fs::write(plane.data().join("versions.json"), r#"{"rotate-logs": "1.1.0"}"#).unwrap();
-    let before = plane.site.snapshot();
-    let failed = step(&worker).await;
-    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
-    assert!(failed.note.contains("older than 1.1.0"), "{}", failed.note);
-    assert_eq!(plane.site.snapshot(), before);
+    next_step_applies_nothing(&plane, &worker, JobState::Failed, &["older than 1.1.0"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_that_changes_under_a_policy_that_needs_no_approval_is_recorded_and_run() {
-    let plane = Plane::new(DEFAULT_POLICY, "");
-    plane.write_logs(2, 5000);
+    let plane = Plane::with_logs(DEFAULT_POLICY, "");
     let control = plane.control();
     plane.submit(&control, &plane.rotate("job-1", "dev", 0.9)).unwrap();
     let worker = plane.worker();

@@ -29,6 +29,8 @@ impl Playbook for ExecEscape {
             ("an extra argument", argv(&["echo", "hello", "1", "work", "--extra"]), env(&[])),
             ("a missing argument", argv(&["echo", "hello", "1"]), env(&[])),
             ("a different program", argv(&["cat", "/etc/shadow"]), env(&[])),
+            // Hostile on purpose: the host must refuse a shell (the grant
+            // allows only `echo`); nothing here is ever run through one.
             ("a shell", argv(&["sh", "-c", "id"]), env(&[])),
             ("the program by path", argv(&["/bin/echo", "hello", "1", "work"]), env(&[])),
             ("a path escaping by ..", argv(&["echo", "hello", "1", "work/../../etc"]), env(&[])),
