@@ -257,7 +257,7 @@ impl Broker {
     /// The broker a data directory sets up: `secrets.toml` if present, then
     /// the environment.
     pub fn for_data_dir(data_dir: &Path, minter: Option<Arc<PrivateKey>>) -> Result<Broker, CredentialError> {
-        let path = data_dir.join("secrets.toml");
+        let path = crate::data_dir::DataDir::new(data_dir).secrets();
         let mut stores: Vec<Box<dyn SecretStore>> = Vec::new();
         let mut tokens = HashMap::new();
         if path.exists() {

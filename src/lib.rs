@@ -1,19 +1,44 @@
 //! salve runs remediation playbooks that a security team can trust.
 //!
 //! A playbook is a WebAssembly component that exports `plan`, `apply`,
-//! `verify` and `rollback` (see `wit/`). The pipeline, in order:
+//! `verify` and `rollback` (see `wit/`). The crate reads bottom-up, each
+//! layer using only those below it.
 //!
+//! # The vocabulary
+//! - [`keys`]: ed25519 keys with one role each; [`data_dir`]: where a
+//!   runner keeps each file; [`fault`]: whose fault an error is.
+//!
+//! # Trust and artifacts
+//! - [`trust`]: the trust store (keys, roles, environments, expiry,
+//!   revocations).
+//! - [`artifact`]: a signed artifact (component + manifest + signatures),
+//!   its manifest, verification, the version floor.
+//!
+//! # The execution core
 //! 1. [`grant`]: a [`grant::GrantSpec`] (what the task asks for) is opened
-//!    into a [`grant::Grant`]: the only place ambient authority is opened.
-//! 2. [`sandbox`]: the component is compiled and checked once
-//!    ([`sandbox::Sandbox::load`]): all four exports present with the right
-//!    types, and no import beyond salve's capabilities and minimal WASI.
-//! 3. [`run`]: the [`run::Runner`] runs each phase in a fresh instance that
-//!    links only the capabilities the grant allows ([`host`]), under a
-//!    deadline and a memory cap; any failure calls `rollback` with the
-//!    journal `apply` recorded.
-//! 4. [`audit`]: every host call, phase and outcome goes to one hash-chained
+//!    into a [`grant::Grant`] within the signed manifest: the only place
+//!    ambient authority is opened.
+//! 2. [`sandbox`]: the component is compiled and checked once: all four
+//!    exports present with the right types, and no import beyond salve's
+//!    capabilities and minimal WASI.
+//! 3. [`host`]: one module per capability; every host call goes through
+//!    one audited choke point. [`credentials`] leases what a grant names.
+//! 4. [`run`]: the [`run::Runner`] runs each phase in a fresh instance that
+//!    links only the capabilities the grant allows, under a deadline and a
+//!    memory cap; any failure calls `rollback` with the journal `apply`
+//!    recorded.
+//! 5. [`audit`]: every host call, phase and outcome goes to one hash-chained
 //!    log; [`audit::verify`] checks it offline.
+//!
+//! # The control plane
+//! 6. [`job`]: a job an agent signed ([`job::SignedJob`] →
+//!    [`job::VerifiedJob`]) and its life ([`job::JobState`]).
+//! 7. [`policy`]: the Cedar policy's decision on a job at the moment of
+//!    action; [`approval`]: votes signed over the job and its plan.
+//! 8. [`store`]: the [`store::JobStore`] the control plane keeps its state
+//!    in (SQLite by default).
+//! 9. [`control`]: submission, admission, votes, the worker (plan, decide
+//!    again, apply) and recovery.
 //!
 //! # What salve does not do
 //! It does not let a playbook reach anything its grant does not name: no
@@ -28,6 +53,8 @@ pub mod artifact;
 pub mod audit;
 pub mod control;
 pub mod credentials;
+pub mod data_dir;
+pub mod fault;
 pub mod grant;
 pub mod host;
 pub mod job;
@@ -36,4 +63,5 @@ pub mod policy;
 pub mod run;
 pub mod sandbox;
 pub mod store;
+pub mod time;
 pub mod trust;

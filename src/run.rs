@@ -7,11 +7,17 @@
 //! left on disk, never its memory, and `rollback` runs even after `apply`
 //! trapped. `rollback` always gets the journal as read back from disk.
 //!
+//! # Size
+//! Over 600 lines on purpose: this is one phase machine, and its order
+//! (plan; apply, verify, rollback; recover) is easiest to check read top
+//! to bottom in one file. What each phase calls lives elsewhere
+//! (`sandbox`, `host`, `audit`).
+//!
 //! # Errors
 //! [`RunError`] is for what stops a job from being run or recorded at all;
 //! everything the playbook does wrong is an [`Outcome`] with a [`Cause`].
 
-use crate::audit::{AuditError, AuditLog, Event, Head, Phase};
+use crate::audit::{AuditError, AuditLog, Ending, Event, Head, Mode, Phase};
 use crate::credentials::{Broker, CredentialError, Lease};
 use crate::grant::{Grant, Limits};
 use crate::host::journal::{Journal, JournalError};
@@ -47,9 +53,15 @@ pub enum RunError {
     NotARunnerKey { id: String, role: Role },
     #[error("the grant names credential {name:?}: {source}")]
     Credential { name: String, source: CredentialError },
-    #[error("the job's state could not be recorded before {phase}, so it did not start: {reason}")]
-    State { phase: Phase, reason: String },
+    #[error("the job's state could not be recorded before {phase}, so it did not start: {source}")]
+    State { phase: Phase, source: StateNotRecorded },
 }
+
+/// Why whoever keeps the job's state could not record a phase's start
+/// (their own error, e.g. the job store's).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StateNotRecorded(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// What the runner tells whoever keeps the job's state (the job store),
 /// so that a crash at any point leaves a state that recovery can act on.
@@ -58,7 +70,7 @@ pub trait Lifecycle: Send + Sync {
     /// An error before `apply` stops the job with nothing run; before
     /// `verify` it fails the job (which is rolled back); before `rollback`
     /// it is logged and the rollback goes ahead.
-    fn entering(&self, _job: &str, _phase: Phase) -> Result<(), String> {
+    fn entering(&self, _job: &str, _phase: Phase) -> Result<(), StateNotRecorded> {
         Ok(())
     }
 
@@ -229,10 +241,15 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn name(&self) -> &'static str {
+        self.ending().name()
+    }
+
+    /// The outcome as the audit log names it.
+    pub fn ending(&self) -> Ending {
         match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::RolledBack { .. } => "rolled-back",
-            Outcome::RollbackFailed { .. } => "rollback-failed",
+            Outcome::Succeeded => Ending::Succeeded,
+            Outcome::RolledBack { .. } => Ending::RolledBack,
+            Outcome::RollbackFailed { .. } => Ending::RollbackFailed,
         }
     }
 
@@ -338,7 +355,7 @@ impl Runner {
     /// A runner writing to `audit` and keeping journals in
     /// `data_dir/journal`.
     pub fn new(sandbox: Sandbox, audit: AuditLog, data_dir: &Path) -> Result<Runner, RunError> {
-        let journal_dir = data_dir.join("journal");
+        let journal_dir = crate::data_dir::DataDir::new(data_dir).journal();
         std::fs::create_dir_all(&journal_dir)
             .map_err(|source| RunError::JournalDir { path: journal_dir.clone(), source })?;
         Ok(Runner { sandbox, audit, journal_dir, seal_key: None, broker: None })
@@ -437,7 +454,7 @@ impl Runner {
         Ok(())
     }
 
-    fn record_job(&self, mode: &str, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<(), RunError> {
+    fn record_job(&self, mode: Mode, playbook: &Playbook, grant: &Grant, job: &JobContext) -> Result<(), RunError> {
         self.audit.append(
             Some(&job.id),
             &Event::Job {
@@ -469,8 +486,8 @@ impl Runner {
         hooks: &dyn Lifecycle,
     ) -> Result<Report, RunError> {
         self.check_limits(grant)?;
-        hooks.entering(&job.id, Phase::Apply).map_err(|reason| RunError::State { phase: Phase::Apply, reason })?;
-        self.record_job("run", playbook, grant, job)?;
+        hooks.entering(&job.id, Phase::Apply).map_err(|source| RunError::State { phase: Phase::Apply, source })?;
+        self.record_job(Mode::Run, playbook, grant, job)?;
         // Revokes the job's leases however this function ends.
         let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
         let leases = self.lease(grant, job, "apply", hooks)?;
@@ -510,7 +527,7 @@ impl Runner {
         hooks: &dyn Lifecycle,
     ) -> Result<Report, RunError> {
         self.check_limits(grant)?;
-        self.record_job("recover", playbook, grant, job)?;
+        self.record_job(Mode::Recover, playbook, grant, job)?;
         let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
         let leases = self.lease(grant, job, "rollback", hooks)?;
         let journal_path = Journal::new(&self.journal_dir, &job.id).path().to_path_buf();
@@ -597,7 +614,7 @@ impl Runner {
         let cause = outcome.cause().map(ToString::to_string);
         let rollback_cause = outcome.rollback_cause().map(ToString::to_string);
         let event = Event::Outcome {
-            outcome: outcome.name(),
+            outcome: outcome.ending(),
             cause: cause.as_deref(),
             rollback_cause: rollback_cause.as_deref(),
         };
@@ -628,14 +645,14 @@ impl Runner {
     ) -> Result<PlanReport, RunError> {
         self.check_limits(grant)?;
         let grant = grant.read_only();
-        self.record_job("plan", playbook, &grant, job)?;
+        self.record_job(Mode::Plan, playbook, &grant, job)?;
         let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
         let leases = self.lease(&grant, job, "plan", hooks)?;
         let shared = JobShared::new(job, Budget::new(0, 0), leases);
         let changes = self.phase(playbook, &grant, job, &shared, Call::Plan, None).await.map(|c| c.unwrap_or_default());
         self.revoke(job, hooks)?;
         let cause = changes.as_ref().err().map(ToString::to_string);
-        let outcome = if changes.is_ok() { "planned" } else { "plan-failed" };
+        let outcome = if changes.is_ok() { Ending::Planned } else { Ending::PlanFailed };
         self.finish(&job.id, &Event::Outcome { outcome, cause: cause.as_deref(), rollback_cause: None }).await?;
         Ok(PlanReport { job_id: job.id.clone(), changes, audit_head: self.audit.head() })
     }

@@ -31,6 +31,12 @@
 //! disk before they act (a mutating host call's intent, a journal entry, a
 //! job's outcome) use [`AuditLog::append_durable`].
 //!
+//! # Size
+//! Over 600 lines: the writer (chain, anchor, group commit, the broken
+//! state) is one piece whose invariants are checked together; about 150
+//! lines are its tests. Records, reading and verification are apart
+//! ([`record`], [`outcome`], [`verify`]).
+//!
 //! # Errors
 //! When a write or `fdatasync` fails, the log is broken for good (a failed
 //! `fdatasync` cannot be retried safely): every later append fails with
@@ -42,10 +48,11 @@
 //! (`flock`) for the life of the writer, so two runners never fork the
 //! chain. Records never hold file contents or secrets (see [`record`]).
 
+pub mod outcome;
 pub mod record;
 pub mod verify;
 
-pub use record::{CallOutcome, Event, Phase};
+pub use record::{CallOutcome, ControlAction, Ending, Event, Mode, Phase};
 
 use crate::keys::PrivateKey;
 use ed25519_dalek::Signer as _;
@@ -61,9 +68,9 @@ use std::time::SystemTime;
 use tokio::sync::Notify;
 
 /// File name of the log inside the data directory.
-pub const LOG_FILE: &str = "audit.jsonl";
+pub const LOG_FILE: &str = crate::data_dir::AUDIT_LOG_FILE;
 /// File name of the durable head anchor inside the data directory.
-pub const HEAD_FILE: &str = "audit.head";
+pub const HEAD_FILE: &str = crate::data_dir::AUDIT_HEAD_FILE;
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -590,7 +597,7 @@ mod tests {
     use std::time::Duration;
 
     fn event() -> Event<'static> {
-        Event::Outcome { outcome: "succeeded", cause: None, rollback_cause: None }
+        Event::Outcome { outcome: Ending::Succeeded, cause: None, rollback_cause: None }
     }
 
     fn verify(dir: &Path) -> Result<verify::Report, verify::VerifyError> {

@@ -4,7 +4,7 @@
 //! Records hold arguments and outcomes, never file contents (only their
 //! size and SHA-256) and never credential values.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A phase of a job's life, as named in the audit log.
@@ -31,6 +31,121 @@ impl Phase {
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// What a job record says the runner does with the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `plan` only, read-only.
+    Plan,
+    /// `apply`, `verify`, and `rollback` if either fails.
+    Run,
+    /// `rollback` of a job a stopped runner left behind.
+    Recover,
+}
+
+/// How a job ended, as its outcome record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ending {
+    Planned,
+    PlanFailed,
+    Succeeded,
+    RolledBack,
+    RollbackFailed,
+}
+
+impl Ending {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ending::Planned => "planned",
+            Ending::PlanFailed => "plan-failed",
+            Ending::Succeeded => "succeeded",
+            Ending::RolledBack => "rolled-back",
+            Ending::RollbackFailed => "rollback-failed",
+        }
+    }
+
+    /// Whether this ends a `run` or `recover` (not a `plan`).
+    pub fn ends_a_run(self) -> bool {
+        matches!(self, Ending::Succeeded | Ending::RolledBack | Ending::RollbackFailed)
+    }
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A step of the control plane, as the audit log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlAction {
+    /// A job was submitted and stored.
+    Submitted,
+    /// A submission was refused before it was stored.
+    SubmissionRefused,
+    /// The policy decided on a job.
+    Decision,
+    /// An approver approved a job's plan.
+    Approve,
+    /// An approver rejected a job.
+    Reject,
+    /// The job moved from one state to another.
+    State,
+    /// The approvals that counted just before apply.
+    Approvals,
+    /// Recovery starts rolling back a job a stopped runner left.
+    Recovering,
+    /// Recovery took the outcome the audit log already held.
+    Recovered,
+}
+
+impl ControlAction {
+    pub const ALL: [ControlAction; 9] = [
+        ControlAction::Submitted,
+        ControlAction::SubmissionRefused,
+        ControlAction::Decision,
+        ControlAction::Approve,
+        ControlAction::Reject,
+        ControlAction::State,
+        ControlAction::Approvals,
+        ControlAction::Recovering,
+        ControlAction::Recovered,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlAction::Submitted => "submitted",
+            ControlAction::SubmissionRefused => "submission-refused",
+            ControlAction::Decision => "decision",
+            ControlAction::Approve => "approve",
+            ControlAction::Reject => "reject",
+            ControlAction::State => "state",
+            ControlAction::Approvals => "approvals",
+            ControlAction::Recovering => "recovering",
+            ControlAction::Recovered => "recovered",
+        }
+    }
+}
+
+impl std::fmt::Display for ControlAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ControlAction {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ControlAction, String> {
+        ControlAction::ALL
+            .into_iter()
+            .find(|a| a.name() == text)
+            .ok_or_else(|| format!("{text:?} is not a control step"))
     }
 }
 
@@ -67,7 +182,7 @@ pub enum Event<'a> {
     },
     /// A job starts: what runs, where, under which grant.
     Job {
-        mode: &'a str,
+        mode: Mode,
         playbook: &'a str,
         digest: &'a str,
         environment: &'a str,
@@ -139,14 +254,14 @@ pub enum Event<'a> {
     /// Steps taken by other processes (`salve submit`, `salve approve`)
     /// are relayed by the runner, with the time they were taken (`at`).
     Control {
-        action: &'a str,
+        action: ControlAction,
         #[serde(skip_serializing_if = "Option::is_none")]
         at: Option<&'a str>,
         detail: &'a Value,
     },
     /// How the job ended.
     Outcome {
-        outcome: &'a str,
+        outcome: Ending,
         #[serde(skip_serializing_if = "Option::is_none")]
         cause: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,6 @@
 //! What an auditor runs on an artifact: `salve verify`, `salve inspect`.
 
-use super::{DataDir, Exit, refused};
+use super::{DataDirArg, Exit, refused};
 use anyhow::Context as _;
 use salve::artifact::{self, Artifact, ArtifactError, Catalog, Manifest, VersionFloor};
 use salve::keys::Role;
@@ -22,7 +22,7 @@ pub struct VerifyArgs {
     environment: String,
     /// Also refuse a version lower than one that already ran here
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -36,17 +36,17 @@ pub struct InspectArgs {
     #[arg(long, default_value = "dev")]
     environment: String,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
 }
 
 /// Loads the trust store named, or the data directory's.
-pub fn load_trust(trust: Option<&Path>, data_dir: &DataDir) -> anyhow::Result<TrustStore> {
+pub fn load_trust(trust: Option<&Path>, data_dir: &DataDirArg) -> anyhow::Result<TrustStore> {
     let path = match trust {
         Some(path) => path.to_path_buf(),
-        None => data_dir.resolve()?.join("trust.toml"),
+        None => data_dir.layout()?.trust(),
     };
     if !path.exists() {
         return Err(refused(anyhow::anyhow!(
@@ -119,9 +119,9 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
         Some(path) => Some(TrustStore::load(path).map_err(refused)?),
         None => args
             .data_dir
-            .resolve()
+            .layout()
             .ok()
-            .map(|d| d.join("trust.toml"))
+            .map(|d| d.trust())
             .filter(|p| p.exists())
             .map(|p| TrustStore::load(&p))
             .transpose()

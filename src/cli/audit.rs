@@ -1,8 +1,8 @@
 //! `salve audit verify`.
 
-use super::{DataDir, Exit};
+use super::{DataDirArg, Exit};
+use salve::audit::HEAD_FILE;
 use salve::audit::verify::{Anchor, VerifyError, verify_log};
-use salve::audit::{HEAD_FILE, LOG_FILE};
 use salve::trust::TrustStore;
 use std::path::PathBuf;
 
@@ -26,7 +26,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -41,21 +41,21 @@ pub fn main(command: AuditCommand) -> anyhow::Result<super::Exit> {
 fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
     let data_dir = match &args.file {
         Some(_) => None,
-        None => Some(args.data_dir.resolve()?),
+        None => Some(args.data_dir.layout()?),
     };
     let path = match (&args.file, &data_dir) {
         (Some(file), _) => file.clone(),
-        (None, Some(dir)) => dir.join(LOG_FILE),
+        (None, Some(dir)) => dir.audit_log(),
         (None, None) => unreachable!("a data directory when no file is given"),
     };
     let anchor = match (&args.anchor, &data_dir) {
         (Some(file), _) => Anchor::Required(file.clone()),
-        (None, Some(dir)) => Anchor::Required(dir.join(HEAD_FILE)),
+        (None, Some(dir)) => Anchor::Required(dir.audit_head()),
         (None, None) => Anchor::beside(&path),
     };
     let trust_path = args.trust.clone().or_else(|| {
-        let dir = data_dir.clone().or_else(|| args.data_dir.resolve().ok())?;
-        Some(dir.join("trust.toml")).filter(|p| p.exists())
+        let dir = data_dir.clone().or_else(|| args.data_dir.layout().ok())?;
+        Some(dir.trust()).filter(|p| p.exists())
     });
     let trust = trust_path.as_deref().map(TrustStore::load).transpose().map_err(super::refused)?;
     match verify_log(&path, anchor, trust.as_ref()) {

@@ -3,16 +3,16 @@
 //! of them writes the audit log (the worker holds it); their steps wait in
 //! the job store until the worker relays them.
 
-use super::{DataDir, Exit, refused};
+use super::{DataDirArg, Exit, classified, refused};
 use anyhow::Context as _;
 use salve::approval::Vote;
-use salve::control::{ARTIFACTS_DIR, Ballot, ControlError, ControlPlane};
+use salve::control::{Ballot, ControlPlane, Review};
+use salve::job::JobState;
 use salve::job::{JobRequest, SignedJob};
 use salve::keys::PrivateKey;
 use salve::policy::Verdict;
-use salve::store::{InstalledArtifact, JobRecord, JobState};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use salve::store::JobRecord;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// Where the trust store is, for control-plane commands.
@@ -23,28 +23,16 @@ pub struct TrustArg {
     trust: Option<PathBuf>,
 }
 
-pub fn open(trust: &TrustArg, data_dir: &DataDir) -> anyhow::Result<ControlPlane> {
-    let dir = data_dir.resolve()?;
-    let trust_path = trust.trust.clone().unwrap_or_else(|| dir.join("trust.toml"));
+pub fn open(trust: &TrustArg, data_dir: &DataDirArg) -> anyhow::Result<ControlPlane> {
+    let dir = data_dir.layout()?;
+    let trust_path = trust.trust.clone().unwrap_or_else(|| dir.trust());
     if !trust_path.exists() {
         return Err(refused(anyhow::anyhow!(
             "no trust store at {}: run `salve init` or pass --trust FILE",
             trust_path.display()
         )));
     }
-    ControlPlane::open(&dir, &trust_path).map_err(control_error)
-}
-
-/// Refusals (bad input, a check that failed) exit 2; the store or the
-/// runner failing is an internal error.
-pub fn control_error(error: ControlError) -> anyhow::Error {
-    match error {
-        e @ (ControlError::Store(salve::store::StoreError::Sqlite(_) | salve::store::StoreError::Busy)
-        | ControlError::Store(salve::store::StoreError::Open { .. })
-        | ControlError::Run(_)
-        | ControlError::Io { .. }) => e.into(),
-        e => refused(e),
-    }
+    ControlPlane::open(dir.root(), &trust_path).map_err(classified)
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,7 +46,7 @@ pub struct SubmitArgs {
     #[command(flatten)]
     trust: TrustArg,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -77,7 +65,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<Exit> {
             .map_err(|e| refused(anyhow::anyhow!("{}: {e} (to sign a request, pass --key)", args.file.display())))?,
     };
     let control = open(&args.trust, &args.data_dir)?;
-    let submitted = control.submit(&envelope, SystemTime::now()).map_err(control_error)?;
+    let submitted = control.submit(&envelope, SystemTime::now()).map_err(classified)?;
     if args.json {
         println!("{}", serde_json::to_string(&submitted)?);
     } else {
@@ -114,7 +102,7 @@ pub struct ListArgs {
     #[command(flatten)]
     trust: TrustArg,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[arg(long)]
     json: bool,
 }
@@ -125,20 +113,16 @@ pub struct ShowArgs {
     #[command(flatten)]
     trust: TrustArg,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[arg(long)]
     json: bool,
-}
-
-fn time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
 pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
     match command {
         JobsCommand::List(args) => {
             let control = open(&args.trust, &args.data_dir)?;
-            let jobs = control.store.list(args.state, args.limit).map_err(|e| control_error(e.into()))?;
+            let jobs = control.store.list(args.state, args.limit).map_err(classified)?;
             if args.json {
                 println!("{}", serde_json::to_string(&jobs)?);
                 return Ok(Exit::Succeeded);
@@ -155,7 +139,7 @@ pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
                     job.playbook_version,
                     job.environment,
                     job.system,
-                    time(job.updated_at)
+                    job.updated_at
                 );
             }
             Ok(Exit::Succeeded)
@@ -168,43 +152,17 @@ pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
 }
 
 fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
-    let stored = control.job(id).map_err(control_error)?;
-    let store_err = |e: salve::store::StoreError| control_error(e.into());
-    // What approvers review is what the agent signed, not the store's copy;
-    // anything that does not verify is said, loudly, and the exit is 2.
-    let mut problems = Vec::new();
-    let submitted = SystemTime::UNIX_EPOCH + Duration::from_millis(stored.submitted_at.max(0) as u64);
-    let job = match control.signed_job(&stored, submitted) {
-        Ok(job) => job,
-        Err(e) => {
-            problems.push(format!("the job does not verify against what its agent signed: {e}"));
-            stored
-        }
-    };
-    let history = control.store.history(id).map_err(store_err)?;
-    let approvals = control.store.approvals(id).map_err(store_err)?;
-    let leases = control.store.leases(id).map_err(store_err)?;
-    let plan = match &job.plan_hash {
-        Some(hash) => control.store.plan(id, hash).map_err(store_err)?,
-        None => None,
-    };
-    if let Some(plan) = &plan
-        && salve::control::plan_hash(&plan.changes) != plan.hash
-    {
-        problems.push(format!("the stored plan's changes do not hash to {}: the store was changed", plan.hash));
-    }
-    let verdict = || match problems.is_empty() {
+    let review = control.review(id).map_err(classified)?;
+    // Anything that does not verify is said, loudly, and the exit is 2.
+    let verdict = |problems: &[String]| match problems.is_empty() {
         true => Ok(Exit::Succeeded),
         false => Err(refused(anyhow::anyhow!("job {id}: {}; do not approve it", problems.join("; ")))),
     };
     if json {
-        let value = serde_json::json!({
-            "job": job, "plan": plan, "approvals": approvals, "history": history, "leases": leases,
-            "verified": problems.is_empty(), "problems": problems,
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return verdict();
+        println!("{}", serde_json::to_string_pretty(&review)?);
+        return verdict(&review.problems);
     }
+    let Review { job, plan, approvals, history, leases, problems, .. } = review;
     for problem in &problems {
         println!("WARNING: {problem}");
     }
@@ -249,19 +207,19 @@ fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
     println!("history:");
     for t in &history {
         let from = t.from.map_or("-".to_string(), |s| s.to_string());
-        println!("  {}  {from} -> {}  {}", time(t.at), t.to, t.reason);
+        println!("  {}  {from} -> {}  {}", t.at, t.to, t.reason);
     }
     if !leases.is_empty() {
         println!("leases:");
         for lease in &leases {
-            let revoked = lease.revoked_at.map_or("not revoked".to_string(), |t| format!("revoked {}", time(t)));
+            let revoked = lease.revoked_at.map_or("not revoked".to_string(), |t| format!("revoked {t}"));
             println!("  {} {} ({}), {revoked}", lease.id, lease.credential, lease.kind);
         }
     }
     if let Some(outcome) = &job.outcome {
         println!("outcome: {outcome}");
     }
-    verdict()
+    verdict(&problems)
 }
 
 fn short(hash: &str) -> &str {
@@ -321,7 +279,7 @@ pub struct VoteArgs {
     #[command(flatten)]
     trust: TrustArg,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -358,7 +316,7 @@ fn cast(args: &VoteArgs, vote: Vote, reason: &str, reviewed: Option<&str>) -> an
     let key = PrivateKey::load(&args.key).map_err(refused)?;
     let control = open(&args.trust, &args.data_dir)?;
     let ballot = Ballot { vote, reason, lifetime: args.lifetime, reviewed };
-    let job = control.vote(&args.id, &key, &ballot, SystemTime::now()).map_err(control_error)?;
+    let job = control.vote(&args.id, &key, &ballot, SystemTime::now()).map_err(classified)?;
     println!("job {}: {} recorded by key {}; the job is {}", job.id, vote.name(), key.id, job.state);
     Ok(Exit::Succeeded)
 }
@@ -384,7 +342,7 @@ pub struct InstallArgs {
     #[command(flatten)]
     trust: TrustArg,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
 }
 
 /// Verifies an artifact and copies it into the data directory, where jobs
@@ -392,33 +350,11 @@ pub struct InstallArgs {
 pub fn install(args: InstallArgs) -> anyhow::Result<Exit> {
     let control = open(&args.trust, &args.data_dir)?;
     let bytes = std::fs::read(&args.artifact).with_context(|| format!("cannot read {}", args.artifact.display()))?;
-    let verified = salve::artifact::verify(&bytes, &control.trust, &args.environment, SystemTime::now())
-        .with_context(|| format!("{} does not verify for {}", args.artifact.display(), args.environment))
-        .map_err(refused)?;
-    let manifest = verified.manifest();
-    let dir = control.data_dir.join(ARTIFACTS_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join(format!("{}.wasm", verified.digest()));
-    write_atomically(&dir, &path, &bytes)?;
-    let installed = InstalledArtifact {
-        digest: verified.digest().to_string(),
-        name: manifest.name.clone(),
-        version: manifest.version.to_string(),
-        path: path.clone(),
-    };
-    control.store.install(&installed).map_err(|e| control_error(e.into()))?;
+    let name = args.artifact.display().to_string();
+    let installed = control.install(&name, &bytes, &args.environment, SystemTime::now()).map_err(classified)?;
     println!("installed {} {} ({})", installed.name, installed.version, installed.digest);
-    println!("  {}", path.display());
+    println!("  {}", installed.path.display());
     Ok(Exit::Succeeded)
-}
-
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 /// Prints the JSON Schema of a job request.

@@ -11,6 +11,7 @@ mod token;
 mod worker;
 
 use clap::{Parser, Subcommand};
+use salve::fault::{Classify, Fault};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -90,13 +91,18 @@ enum Command {
 
 /// Where salve keeps its state: the audit log, journals.
 #[derive(clap::Args, Debug, Clone)]
-pub struct DataDir {
+pub struct DataDirArg {
     /// Data directory [default: $XDG_DATA_HOME/salve or ~/.local/share/salve]
     #[arg(long, env = "SALVE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }
 
-impl DataDir {
+impl DataDirArg {
+    /// The data directory's layout.
+    fn layout(&self) -> anyhow::Result<salve::data_dir::DataDir> {
+        Ok(salve::data_dir::DataDir::new(self.resolve()?))
+    }
+
     fn resolve(&self) -> anyhow::Result<PathBuf> {
         if let Some(dir) = &self.data_dir {
             return Ok(dir.clone());
@@ -122,22 +128,30 @@ pub enum Exit {
     Denied = 7,
 }
 
-/// An error that means salve refused the input (exit 2), rather than
-/// failed itself (exit 1).
+/// An error with whose fault it is, which gives the exit code. An error
+/// without one is salve's own failure (exit 1).
 #[derive(Debug)]
-struct Refused(anyhow::Error);
+struct Classified {
+    fault: Fault,
+    error: anyhow::Error,
+}
 
-impl std::fmt::Display for Refused {
+impl std::fmt::Display for Classified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.0)
+        write!(f, "{:#}", self.error)
     }
 }
 
-impl std::error::Error for Refused {}
+impl std::error::Error for Classified {}
 
-/// Marks an error as a refusal.
+/// Marks an error as a refusal of the input (exit 2).
 fn refused(error: impl Into<anyhow::Error>) -> anyhow::Error {
-    anyhow::Error::new(Refused(error.into()))
+    anyhow::Error::new(Classified { fault: Fault::Input, error: error.into() })
+}
+
+/// A library error, with the exit code its fault gives it.
+fn classified<E: Classify + std::error::Error + Send + Sync + 'static>(error: E) -> anyhow::Error {
+    anyhow::Error::new(Classified { fault: error.fault(), error: error.into() })
 }
 
 pub fn main() -> ExitCode {
@@ -184,7 +198,8 @@ pub fn main() -> ExitCode {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(error) => {
             eprintln!("salve: {error:#}");
-            ExitCode::from(if error.is::<Refused>() { 2 } else { 1 })
+            let fault = error.downcast_ref::<Classified>().map_or(Fault::Infrastructure, |c| c.fault);
+            ExitCode::from(fault.exit_code())
         }
     }
 }

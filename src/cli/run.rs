@@ -1,15 +1,16 @@
 //! `salve run` and `salve plan`.
 
 use super::artifact::load_trust;
-use super::{DataDir, Exit, refused};
+use super::{DataDirArg, Exit, classified, refused};
 use anyhow::Context as _;
-use salve::artifact::catalog::Admission;
 use salve::artifact::{Catalog, VersionFloor};
 use salve::audit::{AuditLog, Event};
+use salve::control::{Checks, Floor, SignedPlaybook, admit};
 use salve::credentials::Broker;
+use salve::data_dir::DataDir;
 use salve::grant::{Grant, GrantSpec};
 use salve::keys::PrivateKey;
-use salve::run::{JobContext, Outcome, RunError, Runner};
+use salve::run::{JobContext, Outcome, Runner};
 use salve::sandbox::{LoadError, Playbook, Sandbox, SandboxConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub struct RunArgs {
     #[arg(long)]
     dangerous_unsigned: bool,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -85,7 +86,8 @@ struct Prepared {
 
 async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let params = parse_params(&args.params)?;
-    let data_dir = args.data_dir.resolve()?;
+    let layout = args.data_dir.layout()?;
+    let data_dir = layout.root().to_path_buf();
     let audit = AuditLog::open(&data_dir).context("the audit log is unavailable, so nothing may run")?;
     let job = JobContext::new(&args.environment, &args.target, params);
     let name = args.artifact.display().to_string();
@@ -105,8 +107,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         .map_err(refuse)?;
     // One job, a few instances one after the other: a small pool (setting up
     // the default thousand slots costs a process more than the job itself).
-    let config =
-        SandboxConfig { cache_dir: Some(data_dir.join("cache")), max_instances: 8, ..SandboxConfig::default() };
+    let config = SandboxConfig { cache_dir: Some(layout.cache()), max_instances: 8, ..SandboxConfig::default() };
     let sandbox = Sandbox::new(config)?;
 
     let (playbook, grant) = if args.dangerous_unsigned {
@@ -128,25 +129,23 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     } else {
         let trust = load_trust(args.trust.as_deref(), &args.data_dir).map_err(refuse)?;
         let catalog = Catalog::new(sandbox.clone());
-        let playbook = catalog
-            .load(&bytes, &trust, &args.environment, SystemTime::now())
-            .with_context(|| format!("playbook {name}"))
-            .map_err(refuse)?;
-        let manifest = playbook.manifest().expect("a verified artifact has a manifest");
-        let floor = VersionFloor::new(&data_dir);
-        match floor.admit(&manifest.name, &manifest.version, args.allow_downgrade).map_err(|e| refuse(e.into()))? {
-            Admission::Current => {}
-            Admission::Downgrade { highest } => {
-                let highest = highest.to_string();
-                audit
-                    .append(Some(&job.id), &Event::DowngradeAllowed { playbook: playbook.name(), highest: &highest })?;
-            }
+        let playbook = SignedPlaybook::load(&catalog, &name, &bytes, &trust, &args.environment, SystemTime::now())
+            .map_err(|e| refuse(e.into()))?;
+        let checks = Checks {
+            floor: if args.allow_downgrade { Floor::AllowDowngrade } else { Floor::Enforce },
+            // `salve run` runs what its operator hands it, on this host:
+            // no runner config, so no environment scopes and no budget.
+            scopes: None,
+            mutations_at_most: None,
+        };
+        let admitted =
+            admit(playbook, &job.parameters, &spec, &args.environment, &VersionFloor::new(&data_dir), checks)
+                .map_err(|e| refuse(e.into()))?;
+        if let Some(highest) = &admitted.downgrade {
+            let (playbook, highest) = (admitted.playbook.playbook().name(), highest.to_string());
+            audit.append(Some(&job.id), &Event::DowngradeAllowed { playbook, highest: &highest })?;
         }
-        let grant = Grant::open_within(&spec, manifest)
-            .with_context(|| format!("grant {}", args.grant.display()))
-            .map_err(refuse)?;
-        manifest.check_parameters(&job.parameters).map_err(|e| refuse(e.into()))?;
-        (playbook, grant)
+        (admitted.playbook.shared(), admitted.grant)
     };
 
     let runner = runner(sandbox, audit, &data_dir, args.runner_key.as_deref())?;
@@ -164,7 +163,7 @@ pub fn runner(
 ) -> anyhow::Result<Runner> {
     let mut runner = Runner::new(sandbox, audit, data_dir)?;
     let runner_key =
-        runner_key.map(PathBuf::from).or_else(|| Some(data_dir.join("keys/runner.key")).filter(|p| p.exists()));
+        runner_key.map(PathBuf::from).or_else(|| Some(DataDir::new(data_dir).runner_key()).filter(|p| p.exists()));
     let runner_key = match runner_key {
         Some(path) => Some(Arc::new(PrivateKey::load(&path).map_err(refused)?)),
         None => None,
@@ -176,19 +175,12 @@ pub fn runner(
     Ok(runner.with_broker(Arc::new(broker)))
 }
 
-fn run_error(error: RunError) -> anyhow::Error {
-    match error {
-        e @ (RunError::MemoryCeiling { .. } | RunError::Credential { .. }) => refused(e),
-        e => e.into(),
-    }
-}
-
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let Prepared { runner, playbook, grant, job, floor } = prepare(&args).await?;
     if let Some(manifest) = playbook.manifest() {
         floor.record(&manifest.name, &manifest.version)?;
     }
-    let report = runner.run(&playbook, &grant, &job).await.map_err(run_error)?;
+    let report = runner.run(&playbook, &grant, &job).await.map_err(classified)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -217,7 +209,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
 
 pub async fn plan(args: RunArgs) -> anyhow::Result<Exit> {
     let Prepared { runner, playbook, grant, job, .. } = prepare(&args).await?;
-    let report = runner.plan(&playbook, &grant, &job).await.map_err(run_error)?;
+    let report = runner.plan(&playbook, &grant, &job).await.map_err(classified)?;
     if args.json {
         let value = match &report.changes {
             Ok(changes) => serde_json::json!({

@@ -1,6 +1,6 @@
 //! `salve init` and `salve keygen`: keys and a trust store.
 
-use super::{DataDir, Exit, refused};
+use super::{DataDirArg, Exit, refused};
 use anyhow::Context as _;
 use salve::keys::{PrivateKey, Role};
 use salve::trust::{KeyEntry, TrustFile};
@@ -39,7 +39,7 @@ const INIT_KEY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 #[derive(clap::Args, Debug)]
 pub struct InitArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,8 +62,9 @@ fn not_after(lifetime: Duration) -> String {
 /// Creates a data directory with a runner key, a development author key,
 /// and a trust store that trusts the author key for `dev` only.
 pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
-    let dir = args.data_dir.resolve()?;
-    let trust_path = dir.join("trust.toml");
+    let layout = args.data_dir.layout()?;
+    let dir = layout.root();
+    let trust_path = layout.trust();
     if trust_path.exists() {
         return Err(refused(anyhow::anyhow!(
             "{} is already initialised ({} exists); nothing was changed",
@@ -71,7 +72,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
             trust_path.display()
         )));
     }
-    let keys = dir.join("keys");
+    let keys = layout.keys();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -95,15 +96,12 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
         toml::to_string(&trust)?
     );
     std::fs::write(&trust_path, text).with_context(|| format!("cannot write {}", trust_path.display()))?;
-    for (name, text) in
-        [(salve::control::POLICY_FILE, salve::policy::DEFAULT_POLICY), (salve::control::CONFIG_FILE, CONFIG_TEMPLATE)]
-    {
-        let path = dir.join(name);
+    for (path, text) in [(layout.policy(), salve::policy::DEFAULT_POLICY), (layout.config(), CONFIG_TEMPLATE)] {
         if !path.exists() {
             std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         }
     }
-    let secrets = dir.join("secrets.toml");
+    let secrets = layout.secrets();
     if !secrets.exists() {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -116,15 +114,15 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("cannot write {}", secrets.display()))?;
     }
     println!("initialised {}", dir.display());
-    println!("  runner key:     {} ({})", keys.join("runner.key").display(), runner.id);
-    println!("  author key:     {} ({}, trusted for dev)", keys.join("dev-author.key").display(), author.id);
+    println!("  runner key:     {} ({})", layout.runner_key().display(), runner.id);
+    println!("  author key:     {} ({}, trusted for dev)", layout.dev_author_key().display(), author.id);
     println!("  trust store:    {}", trust_path.display());
-    println!("  secrets:        {} (mode 0600)", dir.join("secrets.toml").display());
-    println!("  policy:         {} (Cedar; default deny)", dir.join(salve::control::POLICY_FILE).display());
-    println!("  config:         {}", dir.join(salve::control::CONFIG_FILE).display());
+    println!("  secrets:        {} (mode 0600)", secrets.display());
+    println!("  policy:         {} (Cedar; default deny)", layout.policy().display());
+    println!("  config:         {}", layout.config().display());
     println!(
         "next: salve sign --key {} --manifest playbook.toml COMPONENT.wasm -o NAME-VERSION.wasm",
-        keys.join("dev-author.key").display()
+        layout.dev_author_key().display()
     );
     Ok(Exit::Succeeded)
 }
@@ -146,7 +144,7 @@ pub struct TrustAddArgs {
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -160,7 +158,7 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<Exit> {
     let TrustCommand::Add(args) = command;
     let path = match &args.trust {
         Some(path) => path.clone(),
-        None => args.data_dir.resolve()?.join("trust.toml"),
+        None => args.data_dir.layout()?.trust(),
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the trust store {} (run `salve init`)", path.display()))?;

@@ -2,7 +2,8 @@
 //! library's `credentials::verify_token`) to check a token salve minted.
 
 use super::artifact::load_trust;
-use super::{DataDir, Exit, refused};
+use super::{DataDirArg, Exit, refused};
+use salve::store::JobStore as _;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -24,7 +25,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
 }
 
 pub fn main(command: TokenCommand) -> anyhow::Result<Exit> {
@@ -35,9 +36,9 @@ pub fn main(command: TokenCommand) -> anyhow::Result<Exit> {
                 .map_err(refused)?;
             // A token outlives nothing it was minted for: once its job ends,
             // the runner records the lease as revoked.
-            let store_path = args.data_dir.resolve()?.join(salve::store::STORE_FILE);
+            let store_path = args.data_dir.layout()?.store();
             if store_path.exists() {
-                let store = salve::store::Store::open(&args.data_dir.resolve()?)?;
+                let store = salve::store::SqliteStore::open(&args.data_dir.resolve()?)?;
                 if store.lease_revoked(&claims.jti)? {
                     return Err(refused(anyhow::anyhow!(
                         "the token's lease {} was revoked: job {} has ended",

@@ -1,8 +1,8 @@
 //! `salve worker`: plans submitted jobs and runs approved ones until
 //! stopped; at start, rolls back the jobs a stopped runner left behind.
 
-use super::jobs::{TrustArg, control_error, open};
-use super::{DataDir, Exit};
+use super::jobs::{TrustArg, open};
+use super::{DataDirArg, Exit, classified};
 use anyhow::Context as _;
 use salve::audit::AuditLog;
 use salve::control::{Step, Worker};
@@ -27,7 +27,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     trust: TrustArg,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
 }
 
 fn print(step: &Step) {
@@ -54,18 +54,18 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<Exit> {
-    let data_dir = args.data_dir.resolve()?;
+    let layout = args.data_dir.layout()?;
+    let data_dir = layout.root();
     let control = open(&args.trust, &args.data_dir)?;
-    let audit = AuditLog::open(&data_dir).context("the audit log is unavailable, so nothing may run")?;
-    let config =
-        SandboxConfig { cache_dir: Some(data_dir.join("cache")), max_instances: 32, ..SandboxConfig::default() };
+    let audit = AuditLog::open(data_dir).context("the audit log is unavailable, so nothing may run")?;
+    let config = SandboxConfig { cache_dir: Some(layout.cache()), max_instances: 32, ..SandboxConfig::default() };
     let sandbox = Sandbox::new(config)?;
-    let runner = super::run::runner(sandbox, audit, &data_dir, args.runner_key.as_deref())?;
+    let runner = super::run::runner(sandbox, audit, data_dir, args.runner_key.as_deref())?;
     let mut worker = Worker::new(control, runner);
     let stop = stop_on_signals()?;
 
-    worker.relay().await.map_err(control_error)?;
-    for step in worker.recover().await.map_err(control_error)? {
+    worker.relay().await.map_err(classified)?;
+    for step in worker.recover().await.map_err(classified)? {
         print(&step);
     }
     while !stop.load(Ordering::SeqCst) {
@@ -74,7 +74,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<Exit> {
         if let Err(e) = worker.control.reload() {
             tracing::error!("the trust store, policy or config no longer loads; keeping the last good ones: {e}");
         }
-        match worker.step().await.map_err(control_error)? {
+        match worker.step().await.map_err(classified)? {
             Some(step) => print(&step),
             None if args.until_idle => break,
             None => tokio::time::sleep(args.poll).await,

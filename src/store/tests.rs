@@ -3,6 +3,7 @@ use crate::approval::{Subject, Vote};
 use crate::keys::{PrivateKey, Role};
 use crate::policy::Verdict;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 fn decision() -> Decision {
     Decision {
@@ -13,7 +14,7 @@ fn decision() -> Decision {
     }
 }
 
-fn submit(store: &Store, id: &str, nonce: &str) -> Result<(), StoreError> {
+fn submit(store: &dyn JobStore, id: &str, nonce: &str) -> Result<(), StoreError> {
     let agent = PrivateKey::from_seed("agent", Role::Agent, [1; 32]);
     let mut request = crate::job::tests::request(SystemTime::now());
     request.id = id.into();
@@ -27,25 +28,25 @@ fn submit(store: &Store, id: &str, nonce: &str) -> Result<(), StoreError> {
         playbook: "p",
         playbook_version: "1.0.0",
         digest: "d",
-        expires_at: SystemTime::now() + Duration::from_secs(600),
+        expires_at: Timestamp::from(SystemTime::now() + Duration::from_secs(600)),
     };
-    let event = OutboxEvent::new(id, "submitted", serde_json::json!({ "nonce": nonce }));
+    let event = OutboxEvent::new(id, crate::audit::ControlAction::Submitted, serde_json::json!({ "nonce": nonce }));
     store.submit(&job, &decision(), JobState::Submitted, "submitted", &[event])
 }
 
 #[test]
 fn migrations_run_once_and_a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     submit(&store, "a", "nonce-0000000000001").unwrap();
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     assert!(store.job("a").unwrap().is_some(), "reopening keeps the data");
     let version: i64 = store.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, MIGRATIONS.len() as i64);
     store.conn().pragma_update(None, "user_version", 99).unwrap();
     drop(store);
-    match Store::open(dir.path()) {
+    match SqliteStore::open(dir.path()) {
         Err(StoreError::TooNew { found: 99, .. }) => {}
         other => panic!("{:?}", other.err()),
     }
@@ -54,7 +55,7 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
 #[test]
 fn replayed_nonces_and_reused_ids_are_refused_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     submit(&store, "a", "nonce-0000000000001").unwrap();
     assert!(matches!(submit(&store, "b", "nonce-0000000000001"), Err(StoreError::Replay { job, .. }) if job == "a"));
     assert!(matches!(submit(&store, "a", "nonce-0000000000002"), Err(StoreError::DuplicateJob { .. })));
@@ -66,7 +67,7 @@ fn replayed_nonces_and_reused_ids_are_refused_and_write_nothing() {
 #[test]
 fn a_transition_from_a_state_the_job_left_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     submit(&store, "a", "nonce-0000000000001").unwrap();
     let plan = serde_json::json!([]);
     let changes = Changes { plan: Some(("plan-1", &plan)), ..Changes::default() };
@@ -81,9 +82,21 @@ fn a_transition_from_a_state_the_job_left_is_refused() {
 }
 
 #[test]
+fn a_move_the_jobs_life_does_not_allow_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    submit(&store, "a", "nonce-0000000000001").unwrap();
+    // A caller that expects the right state still cannot skip approval.
+    let skip = store.transition("a", &[JobState::Submitted], JobState::Applying, "skip", &Changes::default(), &[]);
+    assert!(matches!(skip, Err(StoreError::IllegalMove { from: JobState::Submitted, to: JobState::Applying, .. })));
+    assert_eq!(store.job("a").unwrap().unwrap().state, JobState::Submitted);
+    assert_eq!(store.history("a").unwrap().len(), 1, "nothing was written");
+}
+
+#[test]
 fn racing_writers_lose_no_update() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     for i in 0..8 {
         submit(&store, &format!("job-{i}"), &format!("nonce-000000000000{i}")).unwrap();
     }
@@ -97,7 +110,7 @@ fn racing_writers_lose_no_update() {
             let path = dir.path().to_path_buf();
             let winners = Arc::clone(&winners);
             std::thread::spawn(move || {
-                let store = Store::open(&path).unwrap();
+                let store = SqliteStore::open(&path).unwrap();
                 for i in 0..8 {
                     let id = format!("job-{i}");
                     match store.transition(
@@ -124,7 +137,7 @@ fn racing_writers_lose_no_update() {
     assert_eq!(winners.len(), 8, "every job moved once: {winners:?}");
     winners.dedup();
     assert_eq!(winners.len(), 8);
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     for i in 0..8 {
         assert_eq!(store.history(&format!("job-{i}")).unwrap().len(), 2);
     }
@@ -133,8 +146,8 @@ fn racing_writers_lose_no_update() {
 #[test]
 fn votes_are_counted_inside_the_transaction_and_a_key_counts_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
-    submit(&store, "a", "nonce-0000000000001").unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    submit(&*store, "a", "nonce-0000000000001").unwrap();
     let keys: Vec<PrivateKey> =
         (0..6).map(|i| PrivateKey::from_seed(&format!("k{i}"), Role::Approver, [10 + i as u8; 32])).collect();
     let subject =
@@ -157,21 +170,22 @@ fn votes_are_counted_inside_the_transaction_and_a_key_counts_once() {
         .map(|approval| {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
+                let store: &dyn JobStore = &*store;
                 store.vote(
                     "a",
                     &approval,
-                    |_, current| {
+                    &mut |_, current| {
                         if current.iter().any(|a| a.approval.key_id == approval.key_id) {
-                            return Err(StoreError::Corrupt("duplicate".into()));
+                            return VoteCheck::Refuse;
                         }
-                        Ok(None)
+                        VoteCheck::Record(None)
                     },
                     &[],
                 )
             })
         })
         .collect();
-    let accepted = threads.into_iter().map(|t| t.join()).filter(|r| matches!(r, Ok(Ok(_)))).count();
+    let accepted = threads.into_iter().map(|t| t.join()).filter(|r| matches!(r, Ok(Ok(Some(_))))).count();
     assert_eq!(accepted, 6);
     assert_eq!(store.approvals("a").unwrap().len(), 6);
 }

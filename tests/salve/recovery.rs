@@ -7,7 +7,7 @@
 use crate::control::{Plane, ROTATE_GRANT};
 use salve::audit::verify::{Anchor, verify_log};
 use salve::policy::DEFAULT_POLICY;
-use salve::store::{JobState, Store};
+use salve::store::{JobState, JobStore, SqliteStore};
 use serde_json::Value;
 use std::io::{Read, Seek};
 use std::process::{Child, Command, Stdio};
@@ -96,7 +96,7 @@ fn anchored(plane: &Plane) -> (u64, String) {
 /// Runs one job and kills the runner where `kill` says. Returns the number
 /// of kills that landed and the job's final state, or `None` if the job
 /// finished first (try again).
-fn crash_case(plane: &Plane, store: &Store, n: usize, kill: Kill) -> Option<(usize, JobState)> {
+fn crash_case(plane: &Plane, store: &dyn JobStore, n: usize, kill: Kill) -> Option<(usize, JobState)> {
     let logs = plane.site.root.path().join("logs");
     let _ = std::fs::remove_dir_all(&logs);
     plane.write_logs(24, 20_000);
@@ -115,7 +115,7 @@ fn crash_case(plane: &Plane, store: &Store, n: usize, kill: Kill) -> Option<(usi
     };
     let mut intents = 0;
     let mut worker = spawn_worker(plane);
-    let state = |store: &Store| store.job(&id).unwrap().unwrap().state;
+    let state = |store: &dyn JobStore| store.job(&id).unwrap().unwrap().state;
     let landed = kill_when(&mut worker, || {
         let now = state(store);
         if now.is_final() {
@@ -203,7 +203,7 @@ fn crash_case(plane: &Plane, store: &Store, n: usize, kill: Kill) -> Option<(usi
 #[test]
 fn the_runner_killed_anywhere_recovers_every_job() {
     let plane = Plane::new(DEFAULT_POLICY, "[budgets]\njobs_per_playbook_per_hour = 1000\n");
-    let store = Store::open(&plane.data()).unwrap();
+    let store = SqliteStore::open(&plane.data()).unwrap();
     let cases = [
         (Kill::Applying, 6),
         (Kill::AfterIntents(1), 1),

@@ -16,6 +16,10 @@
 //! # Errors
 //! [`JobError`] names the check that refused a job.
 
+mod state;
+
+pub use state::JobState;
+
 use crate::grant::GrantSpec;
 use crate::keys::{PrivateKey, Role};
 use crate::trust::{TrustError, TrustStore};

@@ -1,0 +1,425 @@
+//! The worker: the runner side of the control plane. It plans submitted
+//! jobs, applies approved ones after checking them again at the moment of
+//! action, and is the only writer of the audit log: steps other processes
+//! took (submissions, votes) are relayed from the store's outbox first.
+//!
+//! One [`Worker::step`] takes one job: a submitted one goes through
+//! [`Worker::intake`] (policy for `plan`, the plan, then waiting for
+//! approvals or ready), an approved one through [`Worker::execute`] (the
+//! job as signed, a fresh plan that must be the one approved, the policy
+//! with the change window as it is now, the approvals it asks for, the
+//! hourly budget, then apply). Recovery is in `recovery.rs`.
+
+use super::admission::{Admitted, Checks, Signed, SignedPlaybook};
+use super::facts::{decision_detail, why};
+use super::lifecycle::StoreLifecycle;
+use super::plan::{plan_hash, plan_json};
+use super::{ControlError, ControlPlane};
+use crate::artifact::catalog::{Catalog, VersionFloor};
+use crate::audit::{ControlAction, Event};
+use crate::fault::Classify;
+use crate::job::JobState;
+use crate::policy::{Decision, Verdict};
+use crate::run::{JobContext, Outcome, RunError, Runner};
+use crate::store::{Changes, JobRecord, OutboxEvent, StoreError};
+use crate::time::Timestamp;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// What the worker did with one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub job: String,
+    pub state: JobState,
+    pub note: String,
+}
+
+/// The runner side of the control plane: plans submitted jobs, applies
+/// approved ones, and recovers the jobs a stopped runner left behind.
+pub struct Worker {
+    pub control: ControlPlane,
+    pub(super) runner: Runner,
+    pub(super) catalog: Catalog,
+    pub(super) lifecycle: StoreLifecycle,
+}
+
+/// A plan as the worker took it: its hash and changes, or why it failed.
+type Planned = Result<(String, Value), String>;
+
+impl Worker {
+    pub fn new(control: ControlPlane, runner: Runner) -> Worker {
+        let catalog = Catalog::new(runner.sandbox().clone());
+        let lifecycle = StoreLifecycle { store: Arc::clone(&control.store) };
+        Worker { control, runner, catalog, lifecycle }
+    }
+
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    pub(super) fn audit(&self, job: &str, action: ControlAction, detail: Value) -> Result<(), ControlError> {
+        self.runner
+            .audit()
+            .append(Some(job), &Event::Control { action, at: None, detail: &detail })
+            .map_err(RunError::from)?;
+        Ok(())
+    }
+
+    /// Relays the steps other processes recorded (submissions, votes) into
+    /// the audit log, durably, then forgets them. A crash between the two
+    /// relays them again: the same step may appear twice in the log, never
+    /// not at all.
+    pub async fn relay(&self) -> Result<usize, ControlError> {
+        let pending = self.control.store.outbox()?;
+        let Some((last, _)) = pending.last() else { return Ok(0) };
+        let last = *last;
+        for (_, event) in &pending {
+            self.relay_one(event)?;
+        }
+        let audit = self.runner.audit();
+        audit.sync(audit.head().seq).await.map_err(RunError::from)?;
+        self.control.store.outbox_relayed(last)?;
+        Ok(pending.len())
+    }
+
+    fn relay_one(&self, event: &OutboxEvent) -> Result<(), ControlError> {
+        let at = event.at.rfc3339_millis();
+        let control = Event::Control { action: event.action, at: Some(&at), detail: &event.detail };
+        self.runner.audit().append(event.job.as_deref(), &control).map_err(RunError::from)?;
+        Ok(())
+    }
+
+    /// Moves a job and audits the move, with `detail`.
+    pub(super) fn settle(
+        &self,
+        job: &JobRecord,
+        to: JobState,
+        reason: &str,
+        changes: &Changes<'_>,
+        detail: Value,
+    ) -> Result<Step, ControlError> {
+        // The move first: one that loses a race (a rejection came first)
+        // must not appear in the audit log as done.
+        self.control.store.transition(&job.id, &[job.state], to, reason, changes, &[])?;
+        self.audit(
+            &job.id,
+            ControlAction::State,
+            json!({ "from": job.state, "to": to, "reason": reason, "detail": detail }),
+        )?;
+        Ok(Step { job: job.id.clone(), state: to, note: reason.to_string() })
+    }
+
+    /// [`Worker::settle`] with nothing changed but the state.
+    fn end(&self, job: &JobRecord, to: JobState, reason: &str) -> Result<Step, ControlError> {
+        self.settle(job, to, reason, &Changes::default(), json!({}))
+    }
+
+    pub(super) fn context(job: &JobRecord) -> JobContext {
+        JobContext {
+            id: job.id.clone(),
+            environment: job.environment.clone(),
+            target: job.system.clone(),
+            parameters: job.request.parameter_list(),
+        }
+    }
+
+    /// A job that expired while it waited.
+    fn expired(&self, job: &JobRecord, now: SystemTime) -> Option<Result<Step, ControlError>> {
+        job.expires_at
+            .reached(Timestamp::from(now))
+            .then(|| self.end(job, JobState::Expired, "expired before it could run"))
+    }
+
+    /// Runs `plan` with a read-only grant; returns the plan's hash and
+    /// changes, or why it failed (the plan itself, or a credential or limit
+    /// it could not have). Only a failure of the audit log is an error.
+    async fn plan(&self, admitted: &Admitted<SignedPlaybook>, job: &JobRecord) -> Result<Planned, ControlError> {
+        let playbook = admitted.playbook.playbook();
+        let report =
+            match self.runner.plan_with(playbook, &admitted.grant, &Worker::context(job), &self.lifecycle).await {
+                Ok(report) => report,
+                Err(e @ (RunError::Credential { .. } | RunError::MemoryCeiling { .. })) => {
+                    return Ok(Err(e.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            };
+        Ok(match report.changes {
+            Ok(changes) => {
+                let changes = plan_json(&changes);
+                Ok((plan_hash(&changes), changes))
+            }
+            Err(cause) => Err(cause.to_string()),
+        })
+    }
+
+    /// The job as signed and its playbook and grant, all checked again at
+    /// `at`; or the step that ends it when a check refuses. A failure that
+    /// is not the job's (the store) leaves it for the next step.
+    async fn admit(
+        &self,
+        job: &JobRecord,
+        at: SystemTime,
+    ) -> Result<Result<(JobRecord, Admitted<SignedPlaybook>), Step>, ControlError> {
+        let job = match self.control.signed_job(job, at) {
+            Ok(job) => job,
+            Err(e) if e.fault().retry_later() => return Err(e),
+            Err(e) => return self.end(job, JobState::Denied, &format!("refused: {e}")).map(Err),
+        };
+        match self.control.admit_job(&self.catalog, &job, at, Checks::to_run(&self.control.config)) {
+            Ok(admitted) => Ok(Ok((job, admitted))),
+            Err(e) if e.fault().retry_later() => Err(e),
+            Err(e) => self.end(&job, JobState::Failed, &format!("cannot be run: {e}")).map(Err),
+        }
+    }
+
+    /// A submitted job: the policy for `plan`, then the plan, then waiting
+    /// for approvals or ready to apply.
+    pub async fn intake(&self, job: &JobRecord) -> Result<Step, ControlError> {
+        let now = SystemTime::now();
+        if let Some(step) = self.expired(job, now) {
+            return step;
+        }
+        let (job, admitted) = match self.admit(job, now).await? {
+            Ok(admitted) => admitted,
+            Err(step) => return Ok(step),
+        };
+        let job = &job;
+        let manifest = admitted.playbook.manifest();
+        let (decision, facts) = self.control.decide(&job.agent, &job.request, manifest, "plan", now);
+        self.audit(&job.id, ControlAction::Decision, decision_detail("before-plan", "plan", &decision, &facts))?;
+        if decision.verdict == Verdict::Deny {
+            return self.end(job, JobState::Denied, &format!("the policy denies planning it: {}", why(&decision)));
+        }
+        let (hash, changes) = match self.plan(&admitted, job).await? {
+            Ok(planned) => planned,
+            Err(cause) => return self.end(job, JobState::PlanFailed, &format!("its plan failed: {cause}")),
+        };
+        let submitted_verdict = job.decision.as_ref().map(|d| &d.verdict);
+        let (to, reason) = match submitted_verdict {
+            Some(Verdict::NeedsApprovals { approvals, group }) => {
+                (JobState::WaitingApproval, format!("planned; needs {approvals} approval(s) from group {group}"))
+            }
+            _ => (JobState::Approved, "planned; the policy allows it without approval".to_string()),
+        };
+        let needs = matches!(submitted_verdict, Some(Verdict::NeedsApprovals { .. }));
+        let plan = Changes { plan: Some((&hash, &changes)), ..Changes::default() };
+        let detail = json!({ "plan_hash": hash, "changes": changes, "needs_approvals": needs });
+        self.settle(job, to, &reason, &plan, detail)
+    }
+
+    /// An approved job: checked again at the moment of action. The job as
+    /// signed, the agent's key and the artifact; a fresh plan, which must
+    /// be the one approved; then, last, the policy with the change window
+    /// as it is now, the approvals it asks for, and the hourly budget.
+    pub async fn execute(&self, job: &JobRecord) -> Result<Step, ControlError> {
+        if let Some(step) = self.expired(job, SystemTime::now()) {
+            return step;
+        }
+        let (job, admitted) = match self.admit(job, SystemTime::now()).await? {
+            Ok(admitted) => admitted,
+            Err(step) => return Ok(step),
+        };
+        let job = &job;
+        let (plan, changes) = match self.plan(&admitted, job).await? {
+            Ok(planned) => planned,
+            Err(cause) => {
+                return self.end(job, JobState::PlanFailed, &format!("its plan failed just before apply: {cause}"));
+            }
+        };
+        // Votes cast meanwhile reach the audit log before they count.
+        self.relay().await?;
+        let now = SystemTime::now();
+        let (decision, facts) =
+            self.control.decide(&job.agent, &job.request, admitted.playbook.manifest(), "apply", now);
+        self.audit(&job.id, ControlAction::Decision, decision_detail("before-apply", "apply", &decision, &facts))?;
+        let record_decision = Changes { decision: Some(&decision), ..Changes::default() };
+        if let Verdict::Deny = &decision.verdict {
+            let reason = format!("denied just before apply: {}", why(&decision));
+            return self.settle(job, JobState::Denied, &reason, &record_decision, json!({}));
+        }
+        if Some(&plan) != job.plan_hash.as_ref()
+            && let Some(step) = self.plan_changed(job, &decision, &plan, &changes)?
+        {
+            return Ok(step);
+        }
+        if let Some(step) = self.approvals_missing(job, &decision, &plan, now)? {
+            return Ok(step);
+        }
+        if let Some(step) = self.over_budget(job, &decision, now)? {
+            return Ok(step);
+        }
+        self.control.store.record_decision(&job.id, &decision)?;
+        self.apply(job, &admitted).await
+    }
+
+    /// The plan changed since it was approved: the approvals are void and
+    /// the job waits for votes on the new plan (`Some`), unless the policy
+    /// allows it without approval: then the new plan is recorded and the
+    /// job goes on (`None`; a plan that changes at every look must not keep
+    /// it from ever running).
+    fn plan_changed(
+        &self,
+        job: &JobRecord,
+        decision: &Decision,
+        plan: &str,
+        changes: &Value,
+    ) -> Result<Option<Step>, ControlError> {
+        let was = job.plan_hash.as_deref().unwrap_or("none");
+        let (to, reason) = match &decision.verdict {
+            Verdict::NeedsApprovals { .. } => (
+                JobState::WaitingApproval,
+                format!(
+                    "the plan changed before apply (was {was}, now {plan}): the approvals are void; review the new plan"
+                ),
+            ),
+            _ => (
+                JobState::Approved,
+                format!(
+                    "the plan changed before apply (was {was}, now {plan}); the policy allows the new one without approval"
+                ),
+            ),
+        };
+        let recorded = Changes {
+            decision: Some(decision),
+            plan: Some((plan, changes)),
+            void_approvals: Some("the plan changed"),
+            outcome: None,
+        };
+        let step = self.settle(job, to, &reason, &recorded, json!({ "plan_hash": plan, "changes": changes }))?;
+        Ok((to != JobState::Approved).then_some(step))
+    }
+
+    /// The step that sends the job back to wait when the approvals the
+    /// decision asks for do not all count now; `None` when they do (and
+    /// which counted is audited).
+    fn approvals_missing(
+        &self,
+        job: &JobRecord,
+        decision: &Decision,
+        plan: &str,
+        now: SystemTime,
+    ) -> Result<Option<Step>, ControlError> {
+        let Verdict::NeedsApprovals { approvals, group } = &decision.verdict else { return Ok(None) };
+        let votes = self.control.store.approvals(&job.id)?;
+        let valid = self.control.counting(
+            job,
+            votes.iter().filter(|v| v.void.is_none()).map(|v| &v.approval),
+            Some(group),
+            now,
+        );
+        if (valid.len() as u32) < *approvals {
+            let reason =
+                format!("needs {approvals} approval(s) from group {group} for plan {plan}; {} count now", valid.len());
+            let record_decision = Changes { decision: Some(decision), ..Changes::default() };
+            return self.settle(job, JobState::WaitingApproval, &reason, &record_decision, json!({})).map(Some);
+        }
+        let keys: Vec<&str> = valid.iter().map(|a| a.key_id.as_str()).collect();
+        self.audit(
+            &job.id,
+            ControlAction::Approvals,
+            json!({ "plan_hash": plan, "counted": keys, "needed": approvals }),
+        )?;
+        Ok(None)
+    }
+
+    /// The step that denies the job when its playbook already ran as often
+    /// in its environment in the last hour as the budget allows.
+    fn over_budget(&self, job: &JobRecord, decision: &Decision, now: SystemTime) -> Result<Option<Step>, ControlError> {
+        let limit = self.control.config.budgets.jobs_per_playbook_per_hour;
+        let hour_ago = Timestamp::from(now.checked_sub(Duration::from_secs(3600)).unwrap_or(SystemTime::UNIX_EPOCH));
+        let recent = self.control.store.applied_since(&job.playbook, &job.environment, hour_ago)?;
+        if recent < limit {
+            return Ok(None);
+        }
+        let reason = format!(
+            "budget: {recent} jobs of {} already ran in {} in the last hour (at most {limit}); resubmit later",
+            job.playbook, job.environment
+        );
+        let record_decision = Changes { decision: Some(decision), ..Changes::default() };
+        self.settle(job, JobState::Denied, &reason, &record_decision, json!({ "budget": "jobs-per-hour" })).map(Some)
+    }
+
+    /// Applies, verifies, and rolls back if either fails; records the
+    /// outcome and raises the version floor.
+    async fn apply(&self, job: &JobRecord, admitted: &Admitted<SignedPlaybook>) -> Result<Step, ControlError> {
+        let playbook = admitted.playbook.playbook();
+        let report = match self.runner.run_with(playbook, &admitted.grant, &Worker::context(job), &self.lifecycle).await
+        {
+            Ok(report) => report,
+            Err(e @ (RunError::State { .. } | RunError::MemoryCeiling { .. } | RunError::Credential { .. })) => {
+                return self.not_started(job, e);
+            }
+            // The audit log or the journal failed: the job's state is left
+            // for recovery at the next start.
+            Err(e) => return Err(e.into()),
+        };
+        let step = self.finished(&job.id, &report.outcome)?;
+        let manifest = admitted.playbook.manifest();
+        if let Err(e) = VersionFloor::new(&self.control.data_dir).record(&manifest.name, &manifest.version) {
+            tracing::warn!(job = %job.id, "the version floor could not be raised: {e}");
+        }
+        Ok(step)
+    }
+
+    /// Apply never started: at most leases were taken.
+    fn not_started(&self, job: &JobRecord, error: RunError) -> Result<Step, ControlError> {
+        self.control.store.revoke_leases(&job.id)?;
+        let current = self.control.job(&job.id)?;
+        if !matches!(current.state, JobState::Approved | JobState::Applying) {
+            // Someone moved it first (a rejection): theirs stands.
+            return Ok(Step { job: job.id.clone(), state: current.state, note: format!("not run: {error}") });
+        }
+        self.end(&current, JobState::Failed, &format!("could not start: {error}"))
+    }
+
+    /// Records a job's outcome as its final state.
+    pub(super) fn finished(&self, id: &str, outcome: &Outcome) -> Result<Step, ControlError> {
+        let to = match outcome {
+            Outcome::Succeeded => JobState::Succeeded,
+            Outcome::RolledBack { .. } => JobState::RolledBack,
+            Outcome::RollbackFailed { .. } => JobState::RollbackFailed,
+        };
+        let value = serde_json::to_value(outcome).unwrap_or(Value::Null);
+        let reason = match outcome.cause() {
+            Some(cause) => format!("{}: {cause}", outcome.name()),
+            None => outcome.name().to_string(),
+        };
+        let changes = Changes { outcome: Some(&value), ..Changes::default() };
+        let acting = [JobState::Applying, JobState::Verifying, JobState::RollingBack];
+        self.control.store.transition(id, &acting, to, &reason, &changes, &[])?;
+        Ok(Step { job: id.to_string(), state: to, note: reason })
+    }
+
+    /// Does what can be done now, one job at a time: relays the outbox,
+    /// then takes the job that waited longest among those submitted or
+    /// approved. `None` when there is nothing to do.
+    pub async fn step(&self) -> Result<Option<Step>, ControlError> {
+        self.relay().await?;
+        let now = SystemTime::now();
+        let expired = self
+            .control
+            .store
+            .all_in(&[JobState::WaitingApproval], 100)?
+            .into_iter()
+            .find(|waiting| waiting.expires_at.reached(Timestamp::from(now)));
+        let step = if let Some(waiting) = expired {
+            self.end(&waiting, JobState::Expired, "expired waiting for approvals")
+        } else {
+            let Some(job) = self.control.store.next(&[JobState::Submitted, JobState::Approved])? else {
+                return Ok(None);
+            };
+            match job.state {
+                JobState::Submitted => self.intake(&job).await,
+                _ => self.execute(&job).await,
+            }
+        };
+        match step {
+            // Someone moved the job meanwhile (a rejection): not an error.
+            Err(ControlError::Store(StoreError::Conflict { id, state, .. })) => {
+                Ok(Some(Step { job: id, state, note: "moved by someone else meanwhile".into() }))
+            }
+            other => other.map(Some),
+        }
+    }
+}

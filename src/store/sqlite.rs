@@ -1,0 +1,726 @@
+//! The embedded job store: SQLite (bundled) in the data directory,
+//! `salve.db`. Zero services to start.
+//!
+//! # Concurrency
+//! Every write is one `BEGIN IMMEDIATE` transaction that reads the row it
+//! changes and checks the state it expects (compare and set). WAL mode,
+//! `synchronous = FULL`: a transition is durable when the call returns. A
+//! busy database is waited for (up to [`BUSY_TIMEOUT`]).
+//!
+//! # Size
+//! Over 600 lines: every SQL statement of the store is in this one file,
+//! so that each transaction can be reviewed whole; about 100 lines are the
+//! schema.
+//!
+//! # Migrations
+//! `PRAGMA user_version` is the schema version; [`MIGRATIONS`] are applied
+//! in order, each in its own transaction. A database written by a newer
+//! salve is refused, not guessed at.
+
+use super::{
+    Changes, InstalledArtifact, JobRecord, JobState, JobStore, NewJob, OutboxEvent, StoreError, StoredApproval,
+    StoredLease, StoredPlan, Transition, VoteCheck,
+};
+use crate::approval::Approval;
+use crate::policy::Decision;
+use crate::time::Timestamp;
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a write waits for another process's transaction.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema, one migration per version.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: jobs, transitions, nonces, plans, approvals, leases, artifacts, outbox.
+    "CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        job_hash TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        request TEXT NOT NULL,
+        playbook TEXT NOT NULL,
+        playbook_version TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        system TEXT NOT NULL,
+        decision TEXT,
+        plan_hash TEXT,
+        outcome TEXT,
+        expires_at INTEGER NOT NULL,
+        submitted_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX jobs_by_state ON jobs (state, updated_at);
+    CREATE TABLE transitions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT NOT NULL REFERENCES jobs (id),
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX transitions_by_job ON transitions (job, seq);
+    CREATE INDEX transitions_by_state ON transitions (to_state, at);
+    CREATE TABLE nonces (
+        agent TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        job TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (agent, nonce)
+    ) STRICT;
+    CREATE TABLE plans (
+        job TEXT NOT NULL REFERENCES jobs (id),
+        hash TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (job, hash)
+    ) STRICT;
+    CREATE TABLE approvals (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT NOT NULL REFERENCES jobs (id),
+        key_id TEXT NOT NULL,
+        vote TEXT NOT NULL,
+        plan_hash TEXT NOT NULL,
+        approval TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        void TEXT
+    ) STRICT;
+    CREATE UNIQUE INDEX approvals_once ON approvals (job, key_id) WHERE void IS NULL;
+    CREATE TABLE leases (
+        id TEXT PRIMARY KEY,
+        job TEXT NOT NULL,
+        credential TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        expires_at TEXT,
+        leased_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    ) STRICT;
+    CREATE INDEX leases_by_job ON leases (job);
+    CREATE TABLE artifacts (
+        digest TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        path TEXT NOT NULL,
+        installed_at INTEGER NOT NULL,
+        UNIQUE (name, version)
+    ) STRICT;
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT,
+        action TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        detail TEXT NOT NULL
+    ) STRICT;",
+];
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => StoreError::Busy,
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// Most refused submissions kept in the outbox until a worker relays them.
+pub const MAX_PENDING_REFUSALS: i64 = 1000;
+
+impl ToSql for Timestamp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.unix_ms()))
+    }
+}
+
+impl FromSql for Timestamp {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Timestamp> {
+        i64::column_result(value).map(Timestamp::from_unix_ms)
+    }
+}
+
+/// The SQLite job store of one data directory.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn parse_state(text: &str) -> Result<JobState, StoreError> {
+    text.parse().map_err(|e: String| corrupt("state", e))
+}
+
+const JOB_COLUMNS: &str = "id, state, agent, job_hash, envelope, request, playbook, playbook_version, digest, \
+                           environment, system, decision, plan_hash, outcome, expires_at, submitted_at, updated_at";
+
+type JobRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+fn read_job_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+        row.get(10)?,
+        row.get(11)?,
+        row.get(12)?,
+        row.get(13)?,
+        row.get(14)?,
+        row.get(15)?,
+        row.get(16)?,
+    ))
+}
+
+fn job_from_row(row: JobRow) -> Result<JobRecord, StoreError> {
+    let (id, state, agent, job_hash, envelope, request, playbook, playbook_version, digest, environment, system) =
+        (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10);
+    Ok(JobRecord {
+        state: parse_state(&state)?,
+        envelope: serde_json::from_str(&envelope).map_err(|e| corrupt("envelope", e))?,
+        request: serde_json::from_str(&request).map_err(|e| corrupt("request", e))?,
+        decision: row.11.as_deref().map(serde_json::from_str).transpose().map_err(|e| corrupt("decision", e))?,
+        plan_hash: row.12,
+        outcome: row.13.as_deref().map(serde_json::from_str).transpose().map_err(|e| corrupt("outcome", e))?,
+        // An expiry is kept in whole seconds; every other time in ms.
+        expires_at: Timestamp::from_unix_secs(row.14),
+        submitted_at: Timestamp::from_unix_ms(row.15),
+        updated_at: Timestamp::from_unix_ms(row.16),
+        id,
+        agent,
+        job_hash,
+        playbook,
+        playbook_version,
+        digest,
+        environment,
+        system,
+    })
+}
+
+fn get_job(tx: &Connection, id: &str) -> Result<Option<JobRecord>, StoreError> {
+    let row = tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], read_job_row).optional()?;
+    row.map(job_from_row).transpose()
+}
+
+fn insert_outbox(tx: &Transaction<'_>, events: &[OutboxEvent]) -> Result<(), StoreError> {
+    for event in events {
+        tx.execute(
+            "INSERT INTO outbox (job, action, at, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![event.job, event.action.name(), event.at, event.detail.to_string()],
+        )?;
+    }
+    Ok(())
+}
+
+fn expected_names(states: &[JobState]) -> String {
+    states.iter().map(|s| s.name()).collect::<Vec<_>>().join(" or ")
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir`, and migrates it.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = crate::data_dir::DataDir::new(data_dir).store();
+        let open_err = |source| StoreError::Open { path: path.clone(), source };
+        let io_err = |e: std::io::Error| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            // Jobs carry evidence and grants: the store is readable by the
+            // runner's user only, from the moment it exists (SQLite gives
+            // its -wal and -shm files the same mode).
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(io_err)?;
+            // Only when it does not exist yet: closing any descriptor of
+            // a database file drops every POSIX lock this process holds on
+            // it, including those of a connection already open.
+            match std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Also for a store created by an older salve, or copied in (a
+            // store owned by another user is left as it is).
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        SqliteStore::migrate(&mut conn, &path)?;
+        Ok(SqliteStore { path, conn: Mutex::new(conn) })
+    }
+
+    fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        loop {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version > known {
+                return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
+            }
+            if version == known {
+                return Ok(());
+            }
+            tx.execute_batch(MIGRATIONS[version as usize])?;
+            tx.pragma_update(None, "user_version", version + 1)?;
+            tx.commit()?;
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction; commits if it
+    /// returns `Ok`.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    fn transition_in(
+        tx: &Transaction<'_>,
+        id: &str,
+        expected: &[JobState],
+        to: JobState,
+        reason: &str,
+        changes: &Changes<'_>,
+        outbox: &[OutboxEvent],
+    ) -> Result<JobRecord, StoreError> {
+        let now = Timestamp::now();
+        let job = get_job(tx, id)?.ok_or_else(|| StoreError::UnknownJob { id: id.into() })?;
+        // A final state is final: no caller's `expected` can undo it.
+        if job.state.is_final() || !expected.contains(&job.state) {
+            return Err(StoreError::Conflict { id: id.into(), state: job.state, expected: expected_names(expected) });
+        }
+        if !job.state.may_move_to(to) {
+            return Err(StoreError::IllegalMove { id: id.into(), from: job.state, to });
+        }
+        if let Some(decision) = changes.decision {
+            let text = serde_json::to_string(decision).map_err(|e| corrupt("decision", e))?;
+            tx.execute("UPDATE jobs SET decision = ?2 WHERE id = ?1", params![id, text])?;
+        }
+        if let Some((hash, plan)) = changes.plan {
+            tx.execute(
+                "INSERT OR REPLACE INTO plans (job, hash, changes, at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, hash, plan.to_string(), now],
+            )?;
+            tx.execute("UPDATE jobs SET plan_hash = ?2 WHERE id = ?1", params![id, hash])?;
+        }
+        if let Some(outcome) = changes.outcome {
+            tx.execute("UPDATE jobs SET outcome = ?2 WHERE id = ?1", params![id, outcome.to_string()])?;
+        }
+        if let Some(why) = changes.void_approvals {
+            tx.execute("UPDATE approvals SET void = ?2 WHERE job = ?1 AND void IS NULL", params![id, why])?;
+        }
+        tx.execute("UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, to.name(), now])?;
+        tx.execute(
+            "INSERT INTO transitions (job, from_state, to_state, at, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, job.state.name(), to.name(), now, reason],
+        )?;
+        insert_outbox(tx, outbox)?;
+        get_job(tx, id)?.ok_or_else(|| StoreError::UnknownJob { id: id.into() })
+    }
+
+    fn approvals_in(conn: &Connection, id: &str) -> Result<Vec<StoredApproval>, StoreError> {
+        let mut statement = conn.prepare("SELECT approval, at, void FROM approvals WHERE job = ?1 ORDER BY seq")?;
+        let rows = statement.query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Timestamp>(1)?, r.get::<_, Option<String>>(2)?))
+        })?;
+        rows.map(|row| {
+            let (text, at, void) = row?;
+            let approval = serde_json::from_str(&text).map_err(|e| corrupt("approval", e))?;
+            Ok(StoredApproval { approval, at, void })
+        })
+        .collect()
+    }
+}
+
+impl JobStore for SqliteStore {
+    fn submit(
+        &self,
+        job: &NewJob<'_>,
+        decision: &Decision,
+        state: JobState,
+        reason: &str,
+        outbox: &[OutboxEvent],
+    ) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        self.write(|tx| {
+            let used: Option<String> = tx
+                .query_row(
+                    "SELECT job FROM nonces WHERE agent = ?1 AND nonce = ?2",
+                    params![job.agent, job.request.nonce],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(used) = used {
+                return Err(StoreError::Replay {
+                    agent: job.agent.into(),
+                    nonce: job.request.nonce.clone(),
+                    job: used,
+                });
+            }
+            let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1)", [&job.request.id], |r| {
+                r.get(0)
+            })?;
+            if exists {
+                return Err(StoreError::DuplicateJob { id: job.request.id.clone() });
+            }
+            let expires_at = job.expires_at.unix_secs();
+            // Nonces of jobs that expired a day ago cannot be replayed (the
+            // expiry is checked first): forget them.
+            tx.execute("DELETE FROM nonces WHERE expires_at < ?1", [now.unix_secs() - 86_400])?;
+            tx.execute(
+                "INSERT INTO nonces (agent, nonce, job, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![job.agent, job.request.nonce, job.request.id, expires_at],
+            )?;
+            tx.execute(
+                &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL, ?13, ?14, ?14)"),
+                params![
+                    job.request.id,
+                    state.name(),
+                    job.agent,
+                    job.job_hash,
+                    serde_json::to_string(job.envelope).map_err(|e| corrupt("envelope", e))?,
+                    serde_json::to_string(job.request).map_err(|e| corrupt("request", e))?,
+                    job.playbook,
+                    job.playbook_version,
+                    job.digest,
+                    job.request.target.environment,
+                    job.request.target.system,
+                    serde_json::to_string(decision).map_err(|e| corrupt("decision", e))?,
+                    expires_at,
+                    now,
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO transitions (job, from_state, to_state, at, reason) VALUES (?1, NULL, ?2, ?3, ?4)",
+                params![job.request.id, state.name(), now, reason],
+            )?;
+            insert_outbox(tx, outbox)
+        })
+    }
+
+    fn submit_refusal(&self, event: &OutboxEvent) -> Result<(), StoreError> {
+        self.write(|tx| {
+            // Anyone who can reach the store can be refused: a flood of
+            // refusals must not grow it without end while no worker relays.
+            let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE job IS NULL", [], |r| r.get(0))?;
+            if pending >= MAX_PENDING_REFUSALS {
+                return Err(StoreError::OutboxFull { pending });
+            }
+            insert_outbox(tx, std::slice::from_ref(event))
+        })
+    }
+
+    fn record_decision(&self, id: &str, decision: &Decision) -> Result<(), StoreError> {
+        let text = serde_json::to_string(decision).map_err(|e| corrupt("decision", e))?;
+        // Only while the job is about to run: a job moved meanwhile (a
+        // rejection) keeps the decision it ended with.
+        self.conn().execute("UPDATE jobs SET decision = ?2 WHERE id = ?1 AND state = 'approved'", params![id, text])?;
+        Ok(())
+    }
+
+    fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        get_job(&self.conn(), id)
+    }
+
+    fn list(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY submitted_at DESC, id LIMIT ?2"
+        ))?;
+        let rows = statement.query_map(params![state.map(JobState::name), limit], read_job_row)?;
+        rows.map(|row| job_from_row(row?)).collect()
+    }
+
+    fn all_in(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+        let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (SELECT value FROM json_each(?1)) \
+             ORDER BY updated_at, id LIMIT ?2"
+        ))?;
+        let rows = statement.query_map(
+            params![serde_json::to_string(&names).map_err(|e| corrupt("states", e))?, limit],
+            read_job_row,
+        )?;
+        rows.map(|row| job_from_row(row?)).collect()
+    }
+
+    fn transition(
+        &self,
+        id: &str,
+        expected: &[JobState],
+        to: JobState,
+        reason: &str,
+        changes: &Changes<'_>,
+        outbox: &[OutboxEvent],
+    ) -> Result<JobRecord, StoreError> {
+        self.write(|tx| SqliteStore::transition_in(tx, id, expected, to, reason, changes, outbox))
+    }
+
+    fn vote(
+        &self,
+        id: &str,
+        approval: &Approval,
+        check: &mut dyn FnMut(&JobRecord, &[StoredApproval]) -> VoteCheck,
+        outbox: &[OutboxEvent],
+    ) -> Result<Option<JobRecord>, StoreError> {
+        self.write(|tx| {
+            let job = get_job(tx, id)?.ok_or_else(|| StoreError::UnknownJob { id: id.into() })?;
+            let current =
+                SqliteStore::approvals_in(tx, id)?.into_iter().filter(|a| a.void.is_none()).collect::<Vec<_>>();
+            let next = match check(&job, &current) {
+                VoteCheck::Refuse => return Ok(None),
+                VoteCheck::Record(next) => next,
+            };
+            // `check` let this key vote, so a vote it cast before no longer
+            // counts (it expired, or its plan moved): it gives way.
+            tx.execute(
+                "UPDATE approvals SET void = 'superseded: it no longer counted when its key voted again' \
+                 WHERE job = ?1 AND key_id = ?2 AND void IS NULL",
+                params![id, approval.key_id],
+            )?;
+            tx.execute(
+                "INSERT INTO approvals (job, key_id, vote, plan_hash, approval, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id,
+                    approval.key_id,
+                    approval.vote.name(),
+                    approval.plan_hash,
+                    serde_json::to_string(approval).map_err(|e| corrupt("approval", e))?,
+                    Timestamp::now()
+                ],
+            )?;
+            match next {
+                Some((to, reason)) => {
+                    SqliteStore::transition_in(tx, id, &[job.state], to, &reason, &Changes::default(), outbox).map(Some)
+                }
+                None => {
+                    insert_outbox(tx, outbox)?;
+                    Ok(Some(job))
+                }
+            }
+        })
+    }
+
+    fn approvals(&self, id: &str) -> Result<Vec<StoredApproval>, StoreError> {
+        SqliteStore::approvals_in(&self.conn(), id)
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<Transition>, StoreError> {
+        let conn = self.conn();
+        let mut statement =
+            conn.prepare("SELECT from_state, to_state, at, reason FROM transitions WHERE job = ?1 ORDER BY seq")?;
+        let rows = statement.query_map([id], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Timestamp>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (from, to, at, reason) = row?;
+            Ok(Transition { from: from.as_deref().map(parse_state).transpose()?, to: parse_state(&to)?, at, reason })
+        })
+        .collect()
+    }
+
+    fn plan(&self, id: &str, hash: &str) -> Result<Option<StoredPlan>, StoreError> {
+        let row = self
+            .conn()
+            .query_row("SELECT changes, at FROM plans WHERE job = ?1 AND hash = ?2", params![id, hash], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Timestamp>(1)?))
+            })
+            .optional()?;
+        row.map(|(changes, at)| {
+            Ok(StoredPlan {
+                hash: hash.into(),
+                changes: serde_json::from_str(&changes).map_err(|e| corrupt("plan", e))?,
+                at,
+            })
+        })
+        .transpose()
+    }
+
+    fn applied_since(&self, playbook: &str, environment: &str, since: Timestamp) -> Result<u32, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM transitions t JOIN jobs j ON j.id = t.job \
+             WHERE t.to_state = 'applying' AND t.from_state = 'approved' AND t.at >= ?3 \
+             AND j.playbook = ?1 AND j.environment = ?2",
+            params![playbook, environment, since],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn outbox(&self) -> Result<Vec<(i64, OutboxEvent)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare("SELECT seq, job, action, at, detail FROM outbox ORDER BY seq")?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Timestamp>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (seq, job, action, at, detail) = row?;
+            let detail = serde_json::from_str(&detail).map_err(|e| corrupt("outbox", e))?;
+            let action = action.parse().map_err(|e: String| corrupt("outbox", e))?;
+            Ok((seq, OutboxEvent { job, action, at, detail }))
+        })
+        .collect()
+    }
+
+    fn outbox_relayed(&self, seq: i64) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM outbox WHERE seq <= ?1", [seq])?;
+        Ok(())
+    }
+
+    fn lease(&self, job: &str, lease: &StoredLease) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO leases (id, job, credential, kind, expires_at, leased_at, revoked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![lease.id, job, lease.credential, lease.kind, lease.expires_at, lease.leased_at, lease.revoked_at],
+        )?;
+        Ok(())
+    }
+
+    fn revoke_leases(&self, job: &str) -> Result<Vec<String>, StoreError> {
+        self.write(|tx| {
+            let ids: Vec<String> = {
+                let mut statement = tx.prepare("SELECT id FROM leases WHERE job = ?1 AND revoked_at IS NULL")?;
+                statement.query_map([job], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            tx.execute(
+                "UPDATE leases SET revoked_at = ?2 WHERE job = ?1 AND revoked_at IS NULL",
+                params![job, Timestamp::now()],
+            )?;
+            Ok::<_, StoreError>(ids)
+        })
+    }
+
+    fn leases(&self, job: &str) -> Result<Vec<StoredLease>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT id, credential, kind, expires_at, leased_at, revoked_at FROM leases WHERE job = ?1 ORDER BY leased_at",
+        )?;
+        let rows = statement.query_map([job], |r| {
+            Ok(StoredLease {
+                id: r.get(0)?,
+                credential: r.get(1)?,
+                kind: r.get(2)?,
+                expires_at: r.get(3)?,
+                leased_at: r.get(4)?,
+                revoked_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn lease_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        let revoked: Option<Option<Timestamp>> =
+            self.conn().query_row("SELECT revoked_at FROM leases WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        Ok(matches!(revoked, Some(Some(_))))
+    }
+
+    fn install(&self, artifact: &InstalledArtifact) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT digest FROM artifacts WHERE name = ?1 AND version = ?2",
+                    params![artifact.name, artifact.version],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match taken {
+                Some(digest) if digest == artifact.digest => Ok(()),
+                Some(digest) => Err(StoreError::VersionTaken {
+                    name: artifact.name.clone(),
+                    version: artifact.version.clone(),
+                    digest,
+                }),
+                None => {
+                    tx.execute(
+                        "INSERT INTO artifacts (digest, name, version, path, installed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            artifact.digest,
+                            artifact.name,
+                            artifact.version,
+                            artifact.path.to_string_lossy(),
+                            Timestamp::now()
+                        ],
+                    )?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn artifact(
+        &self,
+        name_version: Option<(&str, &str)>,
+        digest: Option<&str>,
+    ) -> Result<Option<InstalledArtifact>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT digest, name, version, path FROM artifacts \
+                 WHERE (?1 IS NULL OR (name = ?1 AND version = ?2)) AND (?3 IS NULL OR digest = ?3)",
+                params![name_version.map(|n| n.0), name_version.map(|n| n.1), digest],
+                |r| {
+                    Ok(InstalledArtifact {
+                        digest: r.get(0)?,
+                        name: r.get(1)?,
+                        version: r.get(2)?,
+                        path: PathBuf::from(r.get::<_, String>(3)?),
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+}
