@@ -204,8 +204,8 @@ impl Approval {
                 actual: subject.plan_hash.into(),
             });
         }
-        let expires = humantime::parse_rfc3339_weak(&self.expires_at)
-            .map_err(|e| ApprovalError::Invalid(format!("expires_at {:?}: {e}", self.expires_at)))?;
+        let expires = crate::time::Timestamp::parse_rfc3339_system(&self.expires_at)
+            .map_err(|e| ApprovalError::Invalid(format!("expires_at: {e}")))?;
         if expires <= now {
             return Err(ApprovalError::Expired { expires_at: self.expires_at.clone() });
         }

@@ -411,7 +411,8 @@ pub fn verify_token(
     if claims.aud != audience {
         return Err(invalid(&format!("it is for audience {:?}, not {audience:?}", claims.aud)));
     }
-    let expires = humantime::parse_rfc3339_weak(&claims.exp).map_err(|_| invalid("its expiry is not a time"))?;
+    let expires = crate::time::Timestamp::parse_rfc3339_system(&claims.exp)
+        .map_err(|e| invalid(&format!("its expiry is not a time: {e}")))?;
     if now > expires {
         return Err(invalid(&format!("it expired at {}", claims.exp)));
     }

@@ -240,17 +240,36 @@ impl Policy {
     }
 }
 
-/// When changes may be made in an environment (UTC).
+/// When changes may be made in an environment, in local time of `tz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeWindow {
     /// Days of the week: `mon`..`sun`; empty: every day.
     #[serde(default)]
     pub days: Vec<String>,
-    /// `HH:MM`, UTC.
+    /// `HH:MM`, local time.
     pub from: String,
-    /// `HH:MM`, UTC; before `from` means the window crosses midnight.
+    /// `HH:MM`, local time; before `from` means the window crosses midnight.
+    /// Equal to `from` is refused.
     pub to: String,
+    /// The IANA time zone the times are in (`Europe/Berlin`); UTC if not
+    /// given. Daylight saving time is followed: `09:00` is nine on the
+    /// wall clock all year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+}
+
+impl ChangeWindow {
+    fn zone(&self) -> Result<jiff::tz::TimeZone, PolicyError> {
+        match &self.tz {
+            None => Ok(jiff::tz::TimeZone::UTC),
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
+                PolicyError::Config(format!(
+                    "window time zone {name:?} is not an IANA time zone (like \"Europe/Berlin\"): {e}"
+                ))
+            }),
+        }
+    }
 }
 
 /// The runner's own configuration (`DATA_DIR/salve.toml`).
@@ -325,7 +344,7 @@ fn minutes(text: &str) -> Result<u32, PolicyError> {
     Ok(h * 60 + m)
 }
 
-const DAYS: [&str; 7] = ["thu", "fri", "sat", "sun", "mon", "tue", "wed"]; // 1970-01-01 was a Thursday
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 impl RunnerConfig {
     pub fn load(path: &Path) -> Result<RunnerConfig, PolicyError> {
@@ -353,8 +372,13 @@ impl RunnerConfig {
             }
         }
         for window in config.windows.values().flatten() {
-            minutes(&window.from)?;
-            minutes(&window.to)?;
+            if minutes(&window.from)? == minutes(&window.to)? {
+                return Err(PolicyError::Config(format!(
+                    "a change window from {} to {} is empty; give the time it closes (before `from` to cross midnight)",
+                    window.from, window.to
+                )));
+            }
+            window.zone()?;
             if let Some(day) = window.days.iter().find(|d| !DAYS.contains(&d.to_ascii_lowercase().as_str())) {
                 return Err(PolicyError::Config(format!("{day:?} is not a day (mon..sun)")));
             }
@@ -407,11 +431,13 @@ impl RunnerConfig {
         if windows.is_empty() {
             return true;
         }
-        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let day_index = (secs / 86_400) as usize;
-        let minute = ((secs % 86_400) / 60) as u32;
-        let day = |offset: usize| DAYS[(day_index + 7 - offset) % 7];
         windows.iter().any(|w| {
+            // Checked at load; a window whose zone is gone is closed.
+            let Ok(zone) = w.zone() else { return false };
+            let local = crate::time::Timestamp::from(now).zoned(&zone);
+            let minute = u32::from(local.hour().unsigned_abs()) * 60 + u32::from(local.minute().unsigned_abs());
+            let today = usize::from(local.weekday().to_monday_zero_offset().unsigned_abs());
+            let day = |offset: usize| DAYS[(today + 7 - offset) % 7];
             let (from, to) = (minutes(&w.from).unwrap_or(0), minutes(&w.to).unwrap_or(0));
             let on = |d: &str| w.days.is_empty() || w.days.iter().any(|x| x.eq_ignore_ascii_case(d));
             if from <= to {
@@ -553,5 +579,35 @@ mod tests {
         assert!(config.window_open("dev", at(3, 3, 0)), "no windows: always open");
         assert!(RunnerConfig::parse("[windows]\nprod = [{ from = \"25:00\", to = \"01:00\" }]\n").is_err());
         assert!(RunnerConfig::parse("[budgets]\njobs_per_playbook_per_hour = 3\nextra = 1\n").is_err());
+    }
+
+    #[test]
+    fn a_window_in_a_time_zone_follows_daylight_saving_time() {
+        let config = RunnerConfig::parse(
+            "[windows]\nprod = [{ days = [\"mon\"], from = \"09:00\", to = \"10:00\", tz = \"Europe/Berlin\" }]\n",
+        )
+        .unwrap();
+        let at = |text: &str| crate::time::Timestamp::parse_rfc3339(text).unwrap().system();
+        // Winter: Berlin is UTC+1; summer: UTC+2. Nine on the wall clock both times.
+        assert!(config.window_open("prod", at("2026-01-05T08:30:00Z")), "Monday 09:30 CET");
+        assert!(!config.window_open("prod", at("2026-01-05T09:30:00Z")), "Monday 10:30 CET");
+        assert!(config.window_open("prod", at("2026-07-06T07:30:00Z")), "Monday 09:30 CEST");
+        assert!(!config.window_open("prod", at("2026-07-06T08:30:00Z")), "Monday 10:30 CEST");
+        // The day is Berlin's: 23:30 UTC on Sunday is already Monday there.
+        let night = RunnerConfig::parse(
+            "[windows]\nprod = [{ days = [\"mon\"], from = \"00:00\", to = \"01:00\", tz = \"Europe/Berlin\" }]\n",
+        )
+        .unwrap();
+        assert!(night.window_open("prod", at("2026-01-04T23:30:00Z")));
+    }
+
+    #[test]
+    fn an_empty_window_and_an_unknown_zone_are_refused() {
+        let empty = RunnerConfig::parse("[windows]\nprod = [{ from = \"10:00\", to = \"10:00\" }]\n").unwrap_err();
+        assert!(empty.to_string().contains("is empty"), "{empty}");
+        let zone =
+            RunnerConfig::parse("[windows]\nprod = [{ from = \"10:00\", to = \"11:00\", tz = \"Mars/Olympus\" }]\n")
+                .unwrap_err();
+        assert!(zone.to_string().contains("is not an IANA time zone"), "{zone}");
     }
 }

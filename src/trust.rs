@@ -129,8 +129,8 @@ impl TrustStore {
             if entry.environments.is_empty() {
                 return Err(invalid("lists no environments".into()));
             }
-            let not_after = humantime::parse_rfc3339_weak(&entry.not_after)
-                .map_err(|e| invalid(format!("not_after {:?} is not an RFC 3339 time: {e}", entry.not_after)))?;
+            let not_after = crate::time::Timestamp::parse_rfc3339_system(&entry.not_after)
+                .map_err(|e| invalid(format!("not_after: {e}")))?;
             if let Some(other) = keys.get(&entry.id) {
                 let other: &TrustedKey = other;
                 return Err(invalid(format!(

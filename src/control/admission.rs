@@ -275,7 +275,7 @@ impl ControlPlane {
         if let Some((what, stored, signed)) = columns.iter().find(|(_, stored, signed)| stored != signed) {
             return Err(tampered(format!("{what} {stored:?} in the store, {signed:?} signed")));
         }
-        let signed_expiry = Timestamp::parse_rfc3339(&request.expires_at).map(Timestamp::unix_secs);
+        let signed_expiry = Timestamp::parse_rfc3339(&request.expires_at).ok().map(Timestamp::unix_secs);
         if signed_expiry != Some(job.expires_at.unix_secs()) {
             return Err(tampered(format!("expiry {} in the store, {} signed", job.expires_at, request.expires_at)));
         }

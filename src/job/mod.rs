@@ -237,8 +237,8 @@ impl JobRequest {
                 return Err(JobError::Invalid { field: "parameters", reason: format!("has a bad name {key:?}") });
             }
         }
-        let expires_at = humantime::parse_rfc3339_weak(&self.expires_at)
-            .map_err(|e| invalid("expires_at", &format!("is not an RFC 3339 time: {e}")))?;
+        let expires_at = crate::time::Timestamp::parse_rfc3339_system(&self.expires_at)
+            .map_err(|e| invalid("expires_at", &format!("is refused: {e}")))?;
         if expires_at <= now {
             return Err(JobError::Expired { expires_at: self.expires_at.clone() });
         }
