@@ -35,5 +35,6 @@ pub mod keys;
 pub mod policy;
 pub mod run;
 pub mod sandbox;
+pub mod scope;
 pub mod store;
 pub mod trust;

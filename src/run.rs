@@ -13,12 +13,13 @@
 
 use crate::audit::{AuditError, AuditLog, Event, Head, Phase};
 use crate::credentials::{Broker, CredentialError, Lease};
-use crate::grant::{Grant, Limits};
+use crate::grant::Grant;
 use crate::host::journal::{Journal, JournalError};
 use crate::host::{AuditUnavailable, Budget, Calls, HostCallTimedOut, InFlight, MutationBudgetSpent};
 use crate::keys::{PrivateKey, Role};
 use crate::sandbox::bindings::{Change, Context, Error as GuestError};
 use crate::sandbox::{MemoryLimitExceeded, PhaseSetup, PhaseTimeout, Playbook, Sandbox, TableLimitExceeded};
+use crate::scope::limits::Limits;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

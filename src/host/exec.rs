@@ -22,9 +22,10 @@
 
 use super::{Calls, CapError, Effect};
 use crate::grant::Mount;
-use crate::grant::exec::{ArgPattern, ExecRule, MAX_ARG_BYTES, MAX_ARGS, dangerous_env};
+use crate::grant::exec::ExecRule;
 use crate::sandbox::bindings::Error as GuestError;
 use crate::sandbox::bindings::salve::playbook::exec::{Host, Output};
+use crate::scope::exec::{ArgPattern, MAX_ARG_BYTES, MAX_ARGS, dangerous_env};
 use serde_json::json;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -294,7 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("conf")).unwrap();
         let spec = GrantSpec {
-            fs: vec![FsEntry { name: "conf".into(), path: dir.path().join("conf"), access: crate::grant::Access::Rw }],
+            fs: vec![FsEntry { name: "conf".into(), path: dir.path().join("conf"), access: crate::scope::Access::Rw }],
             exec: vec![ExecEntry {
                 program: "/bin/echo".into(),
                 argv: ["echo", "-n", "{int:1..10}", "{word:start|stop}", "{path:conf}", "{match:[a-z]+}"]
@@ -328,7 +329,7 @@ mod tests {
     fn shells_and_dangerous_variables_are_refused_in_grants() {
         let dir = tempfile::tempdir().unwrap();
         let spec = |program: &str, env: &[&str]| GrantSpec {
-            fs: vec![FsEntry { name: "d".into(), path: dir.path().into(), access: crate::grant::Access::Ro }],
+            fs: vec![FsEntry { name: "d".into(), path: dir.path().into(), access: crate::scope::Access::Ro }],
             exec: vec![ExecEntry {
                 program: program.into(),
                 argv: vec!["x".into()],

@@ -18,9 +18,10 @@
 //! written, never the data itself.
 
 use super::{Calls, CapError, Effect};
-use crate::grant::{Access, Mount};
+use crate::grant::Mount;
 use crate::sandbox::bindings::Error as GuestError;
 use crate::sandbox::bindings::salve::playbook::fs::{DirEntry, Host, Kind, Metadata};
+use crate::scope::Access;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt, PermissionsExt};
 use serde_json::{Value, json};
 use std::io::{Read, Seek, SeekFrom, Write};
