@@ -26,6 +26,7 @@
 pub mod approval;
 pub mod artifact;
 pub mod audit;
+pub mod bindings;
 pub mod control;
 pub mod credentials;
 pub mod grant;

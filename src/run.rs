@@ -12,12 +12,12 @@
 //! everything the playbook does wrong is an [`Outcome`] with a [`Cause`].
 
 use crate::audit::{AuditError, AuditLog, Event, Head, Phase};
+use crate::bindings::{Change, Context, Error as GuestError};
 use crate::credentials::{Broker, CredentialError, Lease};
 use crate::grant::Grant;
 use crate::host::journal::{Journal, JournalError};
 use crate::host::{AuditUnavailable, Budget, Calls, HostCallTimedOut, InFlight, MutationBudgetSpent};
 use crate::keys::{PrivateKey, Role};
-use crate::sandbox::bindings::{Change, Context, Error as GuestError};
 use crate::sandbox::{MemoryLimitExceeded, PhaseSetup, PhaseTimeout, Playbook, Sandbox, TableLimitExceeded};
 use crate::scope::limits::Limits;
 use serde::Serialize;

@@ -77,7 +77,7 @@ pub enum ArtifactError {
     #[error("a bare component needs --manifest to be signed")]
     ManifestNeeded,
     #[error(transparent)]
-    Load(#[from] crate::sandbox::LoadError),
+    Load(#[from] crate::bindings::LoadError),
 }
 
 /// One signature section.

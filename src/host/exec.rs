@@ -21,10 +21,10 @@
 //! output sizes, never the output, and names a credential by its lease.
 
 use super::{Calls, CapError, Effect};
+use crate::bindings::Error as GuestError;
+use crate::bindings::salve::playbook::exec::{Host, Output};
 use crate::grant::Mount;
 use crate::grant::exec::ExecRule;
-use crate::sandbox::bindings::Error as GuestError;
-use crate::sandbox::bindings::salve::playbook::exec::{Host, Output};
 use crate::scope::exec::{ArgPattern, MAX_ARG_BYTES, MAX_ARGS, dangerous_env};
 use serde_json::json;
 use std::ffi::OsString;

@@ -18,9 +18,9 @@
 //! written, never the data itself.
 
 use super::{Calls, CapError, Effect};
+use crate::bindings::Error as GuestError;
+use crate::bindings::salve::playbook::fs::{DirEntry, Host, Kind, Metadata};
 use crate::grant::Mount;
-use crate::sandbox::bindings::Error as GuestError;
-use crate::sandbox::bindings::salve::playbook::fs::{DirEntry, Host, Kind, Metadata};
 use crate::scope::Access;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt, PermissionsExt};
 use serde_json::{Value, json};

@@ -18,9 +18,9 @@
 //! sizes, the status, the duration and the lease id. Never a body.
 
 use super::{Calls, CapError, Effect};
+use crate::bindings::Error as GuestError;
+use crate::bindings::salve::playbook::http::{Host, Request, Response};
 use crate::grant::http::HttpRule;
-use crate::sandbox::bindings::Error as GuestError;
-use crate::sandbox::bindings::salve::playbook::http::{Host, Request, Response};
 use crate::scope::http::{canonical, mutating_method, under_prefix};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};

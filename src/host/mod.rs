@@ -23,8 +23,8 @@ pub mod journal;
 pub mod log;
 
 use crate::audit::{AuditLog, CallOutcome, Event, Phase};
+use crate::bindings::Error as GuestError;
 use crate::credentials::Lease;
-use crate::sandbox::bindings::Error as GuestError;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -188,6 +188,12 @@ impl Budget {
             .map(drop)
             .map_err(|_| MutationBudgetSpent { limit: self.total_mutations })
     }
+}
+
+/// A store's data that holds its phase's [`Calls`]: how [`denied`] audits a
+/// refused call without naming the sandbox's store type.
+pub trait HasCalls {
+    fn calls(&self) -> &Calls;
 }
 
 /// What every host call of one phase shares: the job, the phase, the audit
