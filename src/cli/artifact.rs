@@ -2,9 +2,9 @@
 
 use super::{DataDir, Exit, refused};
 use anyhow::Context as _;
-use salve::artifact::{self, Artifact, ArtifactError, Catalog, Manifest, VersionFloor};
+use salve::artifact::{self, Artifact, ArtifactError, Manifest, VersionFloor};
 use salve::keys::Role;
-use salve::sandbox::{Sandbox, SandboxConfig};
+use salve::sandbox::{Catalog, Sandbox, SandboxConfig};
 use salve::trust::TrustStore;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -7,13 +7,13 @@
 
 use super::Exit;
 use anyhow::{Context as _, anyhow};
-use salve::artifact::{self, Catalog};
+use salve::artifact;
 use salve::audit::{AuditLog, Phase};
 use salve::grant::{Grant, GrantSpec};
 use salve::host::{Budget, Calls, InFlight};
 use salve::keys::{PrivateKey, Role};
 use salve::run::{JobContext, Outcome, Runner};
-use salve::sandbox::{PhaseSetup, Playbook, Sandbox, SandboxConfig};
+use salve::sandbox::{Catalog, PhaseSetup, Playbook, Sandbox, SandboxConfig};
 use salve::trust::{KeyEntry, TrustFile, TrustStore};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -21,10 +21,12 @@
 //! [`LoadError`] says why a component was refused, naming the missing
 //! export or the forbidden import.
 
+pub mod catalog;
 pub mod limits;
 pub mod output;
 
 pub use crate::bindings::LoadError;
+pub use catalog::Catalog;
 pub use limits::{MemoryCap, MemoryLimitExceeded, PhaseTimeout, TableLimitExceeded};
 
 // Transitional: the old path of `crate::bindings`, kept only until

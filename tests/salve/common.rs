@@ -1,12 +1,11 @@
 //! What every test needs: the playbooks, built once; one shared sandbox; a
 //! site (a temporary root with a data directory and granted directories).
 
-use salve::artifact::Catalog;
 use salve::audit::AuditLog;
 use salve::grant::{Grant, GrantSpec};
 use salve::keys::{PrivateKey, Role};
 use salve::run::{JobContext, Report, Runner};
-use salve::sandbox::{Playbook, Sandbox, SandboxConfig};
+use salve::sandbox::{Catalog, Playbook, Sandbox, SandboxConfig};
 use salve::trust::{KeyEntry, TrustFile, TrustStore};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
