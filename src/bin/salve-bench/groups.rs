@@ -89,17 +89,13 @@ pub(crate) async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
         let playbook = load(b, &sandbox, "noop")?;
         let grant = Grant::open(&GrantSpec::default())?;
         let audit = AuditLog::open(&b.data_dir(&format!("instantiate-{pooling}")))?;
-        let calls = Calls {
-            audit,
-            job: "bench".into(),
-            phase: Phase::Apply,
-            timeout: Duration::from_secs(10),
-            inflight: Arc::new(InFlight::default()),
-            budget: Arc::new(Budget::new(0, 0)),
-            inline_reads: true,
-            leases: Vec::new().into(),
-            deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
-        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let calls = Calls::new(audit, "bench".into(), Phase::Apply, deadline)
+            .with_timeout(Duration::from_secs(10))
+            .with_inflight(Arc::new(InFlight::default()))
+            .with_budget(Arc::new(Budget::new(0, 0)))
+            .with_inline_reads(true)
+            .with_leases(Vec::new().into());
         let mut samples = Vec::new();
         for i in 0..b.n(3000) + 100 {
             let setup =
