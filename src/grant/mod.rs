@@ -1,8 +1,9 @@
 //! Grants: what one task may touch, and for how long.
 //!
 //! A grant file (TOML) parses into a [`GrantSpec`], which holds no
-//! authority. [`Grant::open`] turns it into a [`Grant`] by opening each
-//! granted directory once, as a capability (a cap-std `Dir`): this is the
+//! authority. [`Grant::open_within`] turns it into a [`Grant`], refusing
+//! anything beyond what the playbook's signed manifest declares, by opening
+//! each granted directory once, as a capability (a cap-std `Dir`): this is the
 //! only place salve opens ambient authority on a playbook's behalf. From
 //! then on a playbook can reach nothing but what those handles reach.
 //!
@@ -167,10 +168,23 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Opens every directory the spec names, with nothing to check it
-    /// against: for unsigned components only (see `--dangerous-unsigned`).
-    pub fn open(spec: &GrantSpec) -> Result<Grant, GrantError> {
+    /// Opens every directory the spec names with NO manifest to bound it:
+    /// it skips every check of [`Grant::open_within`] against what the
+    /// playbook declares (undeclared mounts and commands, paths outside the
+    /// declared patterns, `rw` over `ro`, limits above the declared ones).
+    /// Only for what has no signed manifest: an unsigned component under
+    /// `salve run --dangerous-unsigned`, and tests of grants and host
+    /// capabilities themselves.
+    pub fn open_unbounded(spec: &GrantSpec) -> Result<Grant, GrantError> {
         Grant::open_checked(spec, None)
+    }
+
+    /// Transitional: [`Grant::open_unbounded`] under its old name, kept only
+    /// until cli/run.rs names it; the plain name then goes to the checked
+    /// path.
+    #[doc(hidden)]
+    pub fn open(spec: &GrantSpec) -> Result<Grant, GrantError> {
+        Grant::open_unbounded(spec)
     }
 
     /// Opens every directory the spec names, refusing anything beyond what
@@ -494,7 +508,7 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         let entry = |name: &str, path: &Path| FsEntry { name: name.into(), path: path.into(), access: Access::Ro };
-        let open = |entries: Vec<FsEntry>| Grant::open(&GrantSpec { fs: entries, ..Default::default() });
+        let open = |entries: Vec<FsEntry>| Grant::open_unbounded(&GrantSpec { fs: entries, ..Default::default() });
 
         assert!(matches!(open(vec![entry("a/b", dir.path())]), Err(GrantError::FsName { .. })));
         assert!(matches!(open(vec![entry("", dir.path())]), Err(GrantError::FsName { .. })));

@@ -439,7 +439,7 @@ mod tests {
         };
         std::fs::create_dir_all(dir.join("rw")).unwrap();
         std::fs::create_dir_all(dir.join("ro")).unwrap();
-        Grant::open(&spec).unwrap().mounts().to_vec()
+        Grant::open_unbounded(&spec).unwrap().mounts().to_vec()
     }
 
     #[test]
@@ -473,7 +473,7 @@ mod tests {
             ..Default::default()
         };
         std::fs::write(dir.path().join("one/file"), b"x").unwrap();
-        let grant = Grant::open(&spec).unwrap();
+        let grant = Grant::open_unbounded(&spec).unwrap();
         let audit = crate::audit::AuditLog::open(&dir.path().join("data")).unwrap();
         let calls = Calls {
             audit: audit.clone(),

@@ -87,7 +87,7 @@ pub(crate) async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
     for pooling in [true, false] {
         let sandbox = Sandbox::new(SandboxConfig { pooling, ..SandboxConfig::default() })?;
         let playbook = load(b, &sandbox, "noop")?;
-        let grant = Grant::open(&GrantSpec::default())?;
+        let grant = Grant::open_within(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
         let audit = AuditLog::open(&b.data_dir(&format!("instantiate-{pooling}")))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let calls = Calls::new(audit, "bench".into(), Phase::Apply, deadline)
