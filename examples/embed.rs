@@ -34,10 +34,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One sandbox (engine) per process; a playbook is compiled and checked
     // once: its exports, and imports that are exactly what it declares.
     let sandbox = Sandbox::new(SandboxConfig::default())?;
-    let playbook = sandbox.load_verified(&verified)?;
+    let playbook = sandbox.load(&verified)?;
     // The grant opens its directories here, and nowhere else, and never
     // beyond what the signed manifest declares.
-    let grant = Grant::open_within(&GrantSpec::load(&grant)?, manifest)?;
+    let grant = Grant::open(&GrantSpec::load(&grant)?, manifest)?;
     let runner = Runner::new(sandbox, AuditLog::open(&data_dir)?, &data_dir)?;
 
     let job = JobContext::new(environment, "localhost", vec![("max_bytes".into(), "1048576".into())]);

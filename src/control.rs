@@ -387,7 +387,7 @@ impl ControlPlane {
         let (_, verified) = self.verify_installed(&installed, environment, now)?;
         let manifest = verified.manifest();
         manifest.check_parameters(&request.parameter_list())?;
-        self.config.check_scope(environment, &Grant::open_within(&request.grant, manifest)?)?;
+        self.config.check_scope(environment, &Grant::open(&request.grant, manifest)?)?;
         VersionFloor::new(&self.data_dir).admit(&manifest.name, &manifest.version, false)?;
         let facts = self.facts(&agent, &request, manifest, "apply", now);
         let decision = self.policy.decide(&facts);
@@ -726,7 +726,7 @@ impl Worker {
         if checks == Checks::ToRun {
             VersionFloor::new(&self.control.data_dir).admit(&manifest.name, &manifest.version, false)?;
         }
-        let grant = Grant::open_within(&job.request.grant, manifest)?
+        let grant = Grant::open(&job.request.grant, manifest)?
             .with_mutations_at_most(self.control.config.budgets.mutations_per_job);
         if checks == Checks::ToRun {
             self.control.config.check_scope(&job.environment, &grant)?;

@@ -6,7 +6,7 @@
 //! 1. [`grant`]: a [`grant::GrantSpec`] (what the task asks for) is opened
 //!    into a [`grant::Grant`]: the only place ambient authority is opened.
 //! 2. [`sandbox`]: the component is compiled and checked once
-//!    ([`sandbox::Sandbox::load_verified`]): all four exports present with the right
+//!    ([`sandbox::Sandbox::load`]): all four exports present with the right
 //!    types, and no import beyond salve's capabilities and minimal WASI.
 //! 3. [`run`]: the [`run::Runner`] runs each phase in a fresh instance that
 //!    links only the capabilities the grant allows ([`host`]), under a

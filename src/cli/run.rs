@@ -116,14 +116,15 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
                 args.environment
             )));
         }
-        let playbook = match sandbox.load(&name, &bytes) {
+        let playbook = match sandbox.load_unverified(&name, &bytes) {
             Ok(playbook) => playbook,
             Err(e @ LoadError::Engine(_)) => return Err(e.into()),
             Err(e) => return Err(refuse(anyhow::Error::new(e).context(format!("playbook {name}")))),
         };
         audit.append(Some(&job.id), &Event::DangerousUnsigned { playbook: &name, digest: playbook.digest() })?;
         tracing::warn!(playbook = %name, "running an UNSIGNED component (--dangerous-unsigned)");
-        let grant = Grant::open(&spec).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
+        let grant =
+            Grant::open_unbounded(&spec).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
         (Arc::new(playbook), grant)
     } else {
         let trust = load_trust(args.trust.as_deref(), &args.data_dir).map_err(refuse)?;
@@ -142,9 +143,8 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
                     .append(Some(&job.id), &Event::DowngradeAllowed { playbook: playbook.name(), highest: &highest })?;
             }
         }
-        let grant = Grant::open_within(&spec, manifest)
-            .with_context(|| format!("grant {}", args.grant.display()))
-            .map_err(refuse)?;
+        let grant =
+            Grant::open(&spec, manifest).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
         manifest.check_parameters(&job.parameters).map_err(|e| refuse(e.into()))?;
         (playbook, grant)
     };

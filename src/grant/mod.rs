@@ -1,7 +1,7 @@
 //! Grants: what one task may touch, and for how long.
 //!
 //! A grant file (TOML) parses into a [`GrantSpec`], which holds no
-//! authority. [`Grant::open_within`] turns it into a [`Grant`], refusing
+//! authority. [`Grant::open`] turns it into a [`Grant`], refusing
 //! anything beyond what the playbook's signed manifest declares, by opening
 //! each granted directory once, as a capability (a cap-std `Dir`): this is the
 //! only place salve opens ambient authority on a playbook's behalf. From
@@ -169,7 +169,7 @@ pub struct Grant {
 
 impl Grant {
     /// Opens every directory the spec names with NO manifest to bound it:
-    /// it skips every check of [`Grant::open_within`] against what the
+    /// it skips every check of [`Grant::open`] against what the
     /// playbook declares (undeclared mounts and commands, paths outside the
     /// declared patterns, `rw` over `ro`, limits above the declared ones).
     /// Only for what has no signed manifest: an unsigned component under
@@ -179,19 +179,11 @@ impl Grant {
         Grant::open_checked(spec, None)
     }
 
-    /// Transitional: [`Grant::open_unbounded`] under its old name, kept only
-    /// until cli/run.rs names it; the plain name then goes to the checked
-    /// path.
-    #[doc(hidden)]
-    pub fn open(spec: &GrantSpec) -> Result<Grant, GrantError> {
-        Grant::open_unbounded(spec)
-    }
-
     /// Opens every directory the spec names, refusing anything beyond what
     /// the playbook's manifest declares: an undeclared mount, a directory
     /// outside the declared patterns, `rw` where `ro` is declared, a limit
     /// above the declared one.
-    pub fn open_within(spec: &GrantSpec, manifest: &Manifest) -> Result<Grant, GrantError> {
+    pub fn open(spec: &GrantSpec, manifest: &Manifest) -> Result<Grant, GrantError> {
         Grant::open_checked(spec, Some(manifest))
     }
 

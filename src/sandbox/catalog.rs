@@ -68,7 +68,7 @@ impl Catalog {
     }
 
     fn insert(&self, key: String, verified: VerifiedArtifact) -> Result<Arc<Playbook>, ArtifactError> {
-        let playbook = Arc::new(self.sandbox.load_verified(&verified)?);
+        let playbook = Arc::new(self.sandbox.load(&verified)?);
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (verified, Arc::clone(&playbook)));
         Ok(playbook)
     }

@@ -217,23 +217,15 @@ impl Sandbox {
     /// signed artifact: `salve run --dangerous-unsigned`, `salve sign`
     /// checking a bare component before signing it, `salve inspect`, and
     /// tests of the sandbox itself. Everything else goes through
-    /// [`Sandbox::load_verified`].
+    /// [`Sandbox::load`].
     pub fn load_unverified(&self, name: &str, bytes: &[u8]) -> Result<Playbook, LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
         Playbook::check(self, name, crate::host::digest(bytes), component, None)
     }
 
-    /// Transitional: [`Sandbox::load_unverified`] under its old name, kept
-    /// only until cli/run.rs names it; the plain name then goes to the
-    /// checked path.
-    #[doc(hidden)]
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Playbook, LoadError> {
-        self.load_unverified(name, bytes)
-    }
-
     /// Compiles a verified artifact's component, checks it is a playbook,
     /// and that its real imports are exactly what its manifest declares.
-    pub fn load_verified(&self, artifact: &VerifiedArtifact) -> Result<Playbook, LoadError> {
+    pub fn load(&self, artifact: &VerifiedArtifact) -> Result<Playbook, LoadError> {
         let manifest = artifact.manifest();
         let name = format!("{}@{}", manifest.name, manifest.version);
         let component = Component::new(&self.engine, artifact.component())

@@ -186,7 +186,7 @@ impl Site {
     pub fn grant_for(&self, playbook: &Playbook, toml: &str) -> Grant {
         let toml = toml.replace("{root}", &self.root.path().display().to_string());
         let spec = GrantSpec::parse(&toml).unwrap();
-        Grant::open_within(&spec, playbook.manifest().unwrap()).unwrap()
+        Grant::open(&spec, playbook.manifest().unwrap()).unwrap()
     }
 
     pub async fn run(&self, name: &str, grant: &str, params: &[(&str, &str)]) -> Report {

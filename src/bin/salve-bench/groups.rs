@@ -87,7 +87,7 @@ pub(crate) async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
     for pooling in [true, false] {
         let sandbox = Sandbox::new(SandboxConfig { pooling, ..SandboxConfig::default() })?;
         let playbook = load(b, &sandbox, "noop")?;
-        let grant = Grant::open_within(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
+        let grant = Grant::open(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
         let audit = AuditLog::open(&b.data_dir(&format!("instantiate-{pooling}")))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let calls = Calls::new(audit, "bench".into(), Phase::Apply, deadline)
@@ -144,7 +144,7 @@ pub(crate) async fn host_calls(b: &mut Bench) -> anyhow::Result<()> {
         "[[fs]]\nname = \"work\"\npath = \"{}\"\naccess = \"rw\"\n",
         std::fs::canonicalize(&work)?.display()
     ))?;
-    let grant = Grant::open_within(&spec, playbook.manifest().expect("signed"))?;
+    let grant = Grant::open(&spec, playbook.manifest().expect("signed"))?;
     let runner = b.runner(&sandbox, &b.data_dir("calls"))?;
     for (mode, calls, batches, goal, name, note) in [
         (
@@ -198,7 +198,7 @@ pub(crate) async fn per_job(b: &mut Bench) -> anyhow::Result<()> {
             let t = Instant::now();
             let playbook = catalog.get(&digest, &b.trust, "dev", SystemTime::now()).expect("loaded above")?;
             let manifest = playbook.manifest().expect("signed");
-            let grant = Grant::open_within(&spec, manifest)?;
+            let grant = Grant::open(&spec, manifest)?;
             let job = JobContext::new("dev", "bench", Vec::new());
             manifest.check_parameters(&job.parameters)?;
             let report = runner.run(&playbook, &grant, &job).await?;
@@ -231,7 +231,7 @@ pub(crate) async fn per_job(b: &mut Bench) -> anyhow::Result<()> {
 pub(crate) async fn throughput(b: &mut Bench) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let playbook = load(b, &sandbox, "noop")?;
-    let grant = Grant::open_within(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
+    let grant = Grant::open(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
     let window = if b.scale > 1 { Duration::from_millis(500) } else { Duration::from_secs(3) };
     for concurrency in [1usize, 16, 64] {
         let runner = b.runner(&sandbox, &b.data_dir(&format!("throughput-{concurrency}")))?;
@@ -308,7 +308,7 @@ pub(crate) async fn parked(b: &mut Bench) -> anyhow::Result<()> {
     let spec = GrantSpec::parse(&format!(
         "[[http]]\nmethods = [\"GET\"]\nprefix = \"http://127.0.0.1:{port}/\"\ntimeout = \"5m\"\n"
     ))?;
-    let grant = Grant::open_within(&spec, playbook.manifest().expect("signed"))?;
+    let grant = Grant::open(&spec, playbook.manifest().expect("signed"))?;
     let runner = b.runner(&sandbox, &b.data_dir("park"))?;
     let url = format!("http://127.0.0.1:{port}/park");
     let params = |mode: &str| vec![("mode".to_string(), mode.to_string()), ("url".to_string(), url.clone())];
