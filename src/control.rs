@@ -23,17 +23,19 @@
 //! do.
 
 use crate::approval::{Approval, ApprovalError, Subject, Vote};
-use crate::artifact::catalog::Catalog;
 use crate::artifact::manifest::{Manifest, ParamError};
 use crate::artifact::{ArtifactError, VerifiedArtifact, VersionFloor};
 use crate::audit::{Event, Phase};
 use crate::credentials::Lease;
-use crate::grant::{Access, Grant, GrantError, GrantSpec};
+use crate::grant::{Grant, GrantError, GrantSpec};
 use crate::job::{JobError, JobRequest, SignedJob, VerifiedJob};
 use crate::keys::PrivateKey;
 use crate::policy::{Decision, Facts, Policy, PolicyError, RunnerConfig, Verdict};
 use crate::run::{Cause, CauseKind, JobContext, Lifecycle, Outcome, RunError, Runner};
+use crate::sandbox::Catalog;
 use crate::sandbox::Playbook;
+use crate::scope::Access;
+use crate::scope::http::mutating_method;
 use crate::store::{
     Changes, InstalledArtifact, JobRecord, JobState, NewJob, OutboxEvent, Store, StoreError, StoredLease,
 };
@@ -97,7 +99,7 @@ pub enum ControlError {
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Version(#[from] crate::artifact::catalog::VersionError),
+    Version(#[from] crate::artifact::floor::VersionError),
     #[error(
         "job {id}'s stored record does not match the job its agent signed ({what}): the job store was changed; the job is not run"
     )]
@@ -146,7 +148,7 @@ fn mutating(spec: &GrantSpec) -> [(&'static str, usize); 3] {
     [
         ("fs", spec.fs.iter().filter(|f| f.access == Access::Rw).count()),
         ("exec", spec.exec.iter().filter(|e| !e.read_only).count()),
-        ("http", spec.http.iter().filter(|h| h.methods.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD"))).count()),
+        ("http", spec.http.iter().filter(|h| h.methods.iter().any(|m| mutating_method(m))).count()),
     ]
 }
 
@@ -168,7 +170,7 @@ pub fn plan_hash(changes: &Value) -> String {
 }
 
 /// The changes a plan reported, as JSON.
-pub fn plan_json(changes: &[crate::sandbox::bindings::Change]) -> Value {
+pub fn plan_json(changes: &[crate::bindings::Change]) -> Value {
     Value::Array(
         changes
             .iter()

@@ -37,11 +37,6 @@ use crate::scope::http::HttpCredential;
 use crate::scope::limits::{LimitError, Limits, LimitsSpec};
 use serde::{Deserialize, Serialize};
 
-// Transitional: the old path of `crate::scope::pattern::path_matches`, kept
-// only until policy.rs names it there. Remove then.
-#[doc(hidden)]
-pub use crate::scope::pattern::path_matches;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {

@@ -27,18 +27,6 @@ pub mod manifest;
 pub use floor::VersionFloor;
 pub use manifest::Manifest;
 
-// Transitional: the old paths of the catalog (now `crate::sandbox::Catalog`)
-// and of the version floor (now `floor`), kept only until control.rs and
-// cli/run.rs name the new ones. Remove then: this is artifact's last
-// reference to the sandbox.
-#[doc(hidden)]
-pub mod catalog {
-    pub use super::floor::{Admission, VersionError};
-    pub use crate::sandbox::Catalog;
-}
-#[doc(hidden)]
-pub use crate::sandbox::Catalog;
-
 use crate::keys::{PrivateKey, Role};
 use crate::trust::{TrustError, TrustStore};
 use ed25519_dalek::{Signature, Signer as _};

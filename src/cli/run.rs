@@ -3,14 +3,14 @@
 use super::artifact::load_trust;
 use super::{DataDir, Exit, refused};
 use anyhow::Context as _;
-use salve::artifact::catalog::Admission;
-use salve::artifact::{Catalog, VersionFloor};
+use salve::artifact::VersionFloor;
+use salve::artifact::floor::Admission;
 use salve::audit::{AuditLog, Event};
 use salve::credentials::Broker;
 use salve::grant::{Grant, GrantSpec};
 use salve::keys::PrivateKey;
 use salve::run::{JobContext, Outcome, RunError, Runner};
-use salve::sandbox::{LoadError, Playbook, Sandbox, SandboxConfig};
+use salve::sandbox::{Catalog, LoadError, Playbook, Sandbox, SandboxConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -18,16 +18,11 @@
 //! resolved once and the connection pinned to the address that was checked.
 
 use super::GrantError;
-use crate::scope::http::{HttpCredential, special_address};
+use crate::scope::http::{HttpCredential, canonical, special_address};
 use crate::scope::limits::{parse_size, parse_timeout};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
-
-// Transitional: the old path of `crate::scope::http::canonical`, kept only
-// until policy.rs names it there. Remove then.
-#[doc(hidden)]
-pub use crate::scope::http::canonical;
 
 /// Default time a request may take, connecting included.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -30,14 +30,8 @@ pub mod http;
 pub use exec::{ExecEntry, ExecRule};
 pub use http::{HttpEntry, HttpRule};
 
-// Transitional: old paths of vocabulary that moved to `crate::scope`, kept
-// only until control.rs and policy.rs name `crate::scope` themselves.
-#[doc(hidden)]
-pub use crate::scope::Access;
-#[doc(hidden)]
-pub use crate::scope::limits::DEFAULT_MUTATIONS;
-
 use crate::artifact::manifest::Manifest;
+use crate::scope::Access;
 use crate::scope::exec::{ArgPattern, parse_argv};
 use crate::scope::http::{host_text, mutating_method, pattern_host, special_address};
 use crate::scope::limits::{LimitError, Limits, LimitsSpec};

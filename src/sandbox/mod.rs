@@ -29,11 +29,6 @@ pub use crate::bindings::LoadError;
 pub use catalog::Catalog;
 pub use limits::{MemoryCap, MemoryLimitExceeded, PhaseTimeout, TableLimitExceeded};
 
-// Transitional: the old path of `crate::bindings`, kept only until
-// control.rs names it there. Remove then.
-#[doc(hidden)]
-pub use crate::bindings;
-
 use crate::artifact::{Manifest, VerifiedArtifact};
 use crate::audit::Phase;
 use crate::bindings::{PACKAGE, Remediation, RemediationPre, VERSION};
