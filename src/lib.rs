@@ -5,8 +5,13 @@
 //! layer using only those below it.
 //!
 //! # The vocabulary
-//! - [`keys`]: ed25519 keys with one role each; [`data_dir`]: where a
-//!   runner keeps each file; [`fault`]: whose fault an error is.
+//! - [`scope`]: what a manifest and a grant both speak (access modes,
+//!   limits, path and URL patterns, argv templates, credential names).
+//! - [`bindings`]: the WIT contract (`wit/`), the types host and guest
+//!   share.
+//! - [`keys`]: ed25519 keys with one role each; [`time`]: one time type;
+//!   [`data_dir`]: where a runner keeps each file; [`fault`]: whose fault
+//!   an error is.
 //!
 //! # Trust and artifacts
 //! - [`trust`]: the trust store (keys, roles, environments, expiry,
@@ -14,13 +19,18 @@
 //! - [`artifact`]: a signed artifact (component + manifest + signatures),
 //!   its manifest, verification, the version floor.
 //!
+//! Benchmarks are their own binary (`src/bin/salve-bench`), built on the
+//! public API only.
+//!
 //! # The execution core
 //! 1. [`grant`]: a [`grant::GrantSpec`] (what the task asks for) is opened
 //!    into a [`grant::Grant`] within the signed manifest: the only place
 //!    ambient authority is opened.
-//! 2. [`sandbox`]: the component is compiled and checked once: all four
-//!    exports present with the right types, and no import beyond salve's
-//!    capabilities and minimal WASI.
+//! 2. [`sandbox`]: the component is compiled and checked once
+//!    ([`sandbox::Sandbox::load`] takes a verified artifact; its
+//!    [`sandbox::Catalog`] caches by digest): all four exports present
+//!    with the right types, and no import beyond salve's capabilities and
+//!    minimal WASI.
 //! 3. [`host`]: one module per capability; every host call goes through
 //!    one audited choke point. [`credentials`] leases what a grant names.
 //! 4. [`run`]: the [`run::Runner`] runs each phase in a fresh instance that
@@ -51,6 +61,7 @@
 pub mod approval;
 pub mod artifact;
 pub mod audit;
+pub mod bindings;
 pub mod control;
 pub mod credentials;
 pub mod data_dir;
@@ -62,6 +73,7 @@ pub mod keys;
 pub mod policy;
 pub mod run;
 pub mod sandbox;
+pub mod scope;
 pub mod store;
 pub mod time;
 pub mod trust;

@@ -323,7 +323,7 @@ fn default_jobs_per_hour() -> u32 {
 }
 
 fn default_mutations() -> u64 {
-    crate::grant::DEFAULT_MUTATIONS
+    crate::scope::limits::DEFAULT_MUTATIONS
 }
 
 impl Default for Budgets {
@@ -359,7 +359,7 @@ impl RunnerConfig {
         let config: RunnerConfig = toml::from_str(text).map_err(|e| PolicyError::Config(e.to_string()))?;
         for (environment, scope) in &config.scopes {
             if let Some(prefix) = scope.http.iter().find(|p| {
-                !p.ends_with('/') || crate::grant::http::canonical(p).map(|u| u.as_str() != p.as_str()).unwrap_or(true)
+                !p.ends_with('/') || crate::scope::http::canonical(p).map(|u| u.as_str() != p.as_str()).unwrap_or(true)
             }) {
                 return Err(PolicyError::Config(format!(
                     "scopes.{environment}.http: {prefix:?} must be a canonical URL ending in '/' (like \"https://api.internal/v1/\")"
@@ -397,7 +397,7 @@ impl RunnerConfig {
             ))
         })?;
         for mount in grant.mounts() {
-            if !scope.fs.iter().any(|p| crate::artifact::manifest::path_matches(p, &mount.path)) {
+            if !scope.fs.iter().any(|p| crate::scope::pattern::path_matches(p, &mount.path)) {
                 return Err(PolicyError::Scope(format!(
                     "directory {} is outside environment {environment:?}'s scope {:?}",
                     mount.path.display(),

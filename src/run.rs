@@ -18,13 +18,14 @@
 //! everything the playbook does wrong is an [`Outcome`] with a [`Cause`].
 
 use crate::audit::{AuditError, AuditLog, Ending, Event, Head, Mode, Phase};
+use crate::bindings::{Change, Context, Error as GuestError};
 use crate::credentials::{Broker, CredentialError, Lease};
-use crate::grant::{Grant, Limits};
+use crate::grant::Grant;
 use crate::host::journal::{Journal, JournalError};
 use crate::host::{AuditUnavailable, Budget, Calls, HostCallTimedOut, InFlight, MutationBudgetSpent};
 use crate::keys::{PrivateKey, Role};
-use crate::sandbox::bindings::{Change, Context, Error as GuestError};
 use crate::sandbox::{MemoryLimitExceeded, PhaseSetup, PhaseTimeout, Playbook, Sandbox, TableLimitExceeded};
+use crate::scope::limits::Limits;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -671,17 +672,12 @@ impl Runner {
         let phase = call.phase();
         let started = Instant::now();
         let deadline = crate::sandbox::phase_deadline(grant, phase);
-        let calls = Calls {
-            audit: self.audit.clone(),
-            job: Arc::clone(&shared.job),
-            phase,
-            timeout: self.sandbox.config().host_call_timeout,
-            inflight: Arc::clone(&shared.inflight),
-            budget: Arc::clone(&shared.budget),
-            inline_reads: self.sandbox.config().inline_reads,
-            leases: Arc::clone(&shared.leases),
-            deadline: started + deadline,
-        };
+        let calls = Calls::new(self.audit.clone(), Arc::clone(&shared.job), phase, started + deadline)
+            .with_timeout(self.sandbox.config().host_call_timeout)
+            .with_inflight(Arc::clone(&shared.inflight))
+            .with_budget(Arc::clone(&shared.budget))
+            .with_inline_reads(self.sandbox.config().inline_reads)
+            .with_leases(Arc::clone(&shared.leases));
         let audit_failed = |e: AuditError| Cause::new(phase, CauseKind::AuditUnavailable, e.to_string());
         self.audit
             .append(Some(&job.id), &Event::Phase { phase, status: "started", detail: None, duration_us: None })
@@ -702,7 +698,7 @@ impl Runner {
                 let store = &mut instance.store;
                 // Epochs stop wasm code; host calls have their own timeout.
                 // This outer bound only catches what slips between the two.
-                let backstop = deadline + calls.timeout + Duration::from_secs(1);
+                let backstop = deadline + calls.timeout() + Duration::from_secs(1);
                 let returned = tokio::time::timeout(backstop, async {
                     match &call {
                         Call::Plan => guest.call_plan(&mut *store, &ctx).await.map(|r| r.map(Some)),

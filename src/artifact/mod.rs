@@ -21,10 +21,10 @@
 //! [`ArtifactError`] names the check that failed: format, layout, manifest,
 //! a signature that does not verify, or a signer the trust store refuses.
 
-pub mod catalog;
+pub mod floor;
 pub mod manifest;
 
-pub use catalog::{Catalog, VersionFloor};
+pub use floor::VersionFloor;
 pub use manifest::Manifest;
 
 use crate::keys::{PrivateKey, Role};
@@ -77,7 +77,7 @@ pub enum ArtifactError {
     #[error("a bare component needs --manifest to be signed")]
     ManifestNeeded,
     #[error(transparent)]
-    Load(#[from] crate::sandbox::LoadError),
+    Load(#[from] crate::bindings::LoadError),
 }
 
 /// One signature section.

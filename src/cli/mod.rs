@@ -3,7 +3,6 @@
 mod artifact;
 mod audit;
 mod author;
-mod bench;
 mod jobs;
 mod run;
 mod setup;
@@ -75,8 +74,6 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Print the JSON Schema of a job request.
     Schema,
-    /// Measure what salve costs on this machine; print a table, write JSON.
-    Bench(bench::BenchArgs),
     /// Check tokens salve minted for a credential.
     Token {
         #[command(subcommand)]
@@ -181,7 +178,6 @@ pub fn main() -> ExitCode {
             Command::Verify(args) => artifact::verify(args),
             Command::Inspect(args) => artifact::inspect(args),
             Command::Run(args) => run::run(args).await,
-            Command::Bench(args) => bench::bench(args).await,
             Command::Plan(args) => run::plan(args).await,
             Command::Audit { command } => audit::main(command),
             Command::Install(args) => jobs::install(args),

@@ -3,7 +3,7 @@
 use super::artifact::load_trust;
 use super::{DataDirArg, Exit, classified, refused};
 use anyhow::Context as _;
-use salve::artifact::{Catalog, VersionFloor};
+use salve::artifact::VersionFloor;
 use salve::audit::{AuditLog, Event};
 use salve::control::{Checks, Floor, SignedPlaybook, admit};
 use salve::credentials::Broker;
@@ -11,7 +11,7 @@ use salve::data_dir::DataDir;
 use salve::grant::{Grant, GrantSpec};
 use salve::keys::PrivateKey;
 use salve::run::{JobContext, Outcome, Runner};
-use salve::sandbox::{LoadError, Playbook, Sandbox, SandboxConfig};
+use salve::sandbox::{Catalog, LoadError, Playbook, Sandbox, SandboxConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -117,14 +117,15 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
                 args.environment
             )));
         }
-        let playbook = match sandbox.load(&name, &bytes) {
+        let playbook = match sandbox.load_unverified(&name, &bytes) {
             Ok(playbook) => playbook,
             Err(e @ LoadError::Engine(_)) => return Err(e.into()),
             Err(e) => return Err(refuse(anyhow::Error::new(e).context(format!("playbook {name}")))),
         };
         audit.append(Some(&job.id), &Event::DangerousUnsigned { playbook: &name, digest: playbook.digest() })?;
         tracing::warn!(playbook = %name, "running an UNSIGNED component (--dangerous-unsigned)");
-        let grant = Grant::open(&spec).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
+        let grant =
+            Grant::open_unbounded(&spec).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
         (Arc::new(playbook), grant)
     } else {
         let trust = load_trust(args.trust.as_deref(), &args.data_dir).map_err(refuse)?;

@@ -17,12 +17,13 @@
 //! manifest is not optional ([`Signed`]).
 
 use super::{ControlError, ControlPlane};
-use crate::artifact::catalog::{Admission, Catalog, VersionFloor};
+use crate::artifact::floor::{Admission, VersionFloor};
 use crate::artifact::manifest::Manifest;
 use crate::artifact::{VerifiedArtifact, digest};
 use crate::grant::{Grant, GrantSpec};
 use crate::job::JobRequest;
 use crate::policy::RunnerConfig;
+use crate::sandbox::Catalog;
 use crate::sandbox::Playbook;
 use crate::store::{InstalledArtifact, JobRecord};
 use crate::time::Timestamp;
@@ -167,7 +168,7 @@ pub fn admit<P: Signed>(
             }
         }
     };
-    let mut grant = Grant::open_within(spec, manifest)?;
+    let mut grant = Grant::open(spec, manifest)?;
     if let Some(max) = checks.mutations_at_most {
         grant = grant.with_mutations_at_most(max);
     }

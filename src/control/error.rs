@@ -2,7 +2,7 @@
 
 use crate::approval::ApprovalError;
 use crate::artifact::ArtifactError;
-use crate::artifact::catalog::VersionError;
+use crate::artifact::floor::VersionError;
 use crate::artifact::manifest::ParamError;
 use crate::fault::{Classify, Fault};
 use crate::grant::GrantError;

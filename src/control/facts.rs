@@ -3,9 +3,11 @@
 
 use super::ControlPlane;
 use crate::artifact::manifest::Manifest;
-use crate::grant::{Access, GrantSpec};
+use crate::grant::GrantSpec;
 use crate::job::JobRequest;
 use crate::policy::{Decision, Facts};
+use crate::scope::Access;
+use crate::scope::http::mutating_method;
 use serde_json::{Value, json};
 use std::time::SystemTime;
 
@@ -17,7 +19,7 @@ pub(super) fn mutating(spec: &GrantSpec) -> [(&'static str, usize); 3] {
     [
         ("fs", spec.fs.iter().filter(|f| f.access == Access::Rw).count()),
         ("exec", spec.exec.iter().filter(|e| !e.read_only).count()),
-        ("http", spec.http.iter().filter(|h| h.methods.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD"))).count()),
+        ("http", spec.http.iter().filter(|h| h.methods.iter().any(|m| mutating_method(m))).count()),
     ]
 }
 

@@ -1,7 +1,7 @@
 //! A job's plan as approvers review it: its changes as JSON, and the hash
 //! an approval is bound to.
 
-use crate::sandbox::bindings::Change;
+use crate::bindings::Change;
 use serde_json::{Value, json};
 
 /// The hash a plan is known by: SHA-256 of its changes as canonical JSON.

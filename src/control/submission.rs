@@ -4,7 +4,7 @@
 use super::admission::{Checks, admit};
 use super::facts::{decision_detail, why};
 use super::{ControlError, ControlPlane};
-use crate::artifact::catalog::VersionFloor;
+use crate::artifact::floor::VersionFloor;
 use crate::audit::ControlAction;
 use crate::job::{JobState, SignedJob, VerifiedJob};
 use crate::policy::{Decision, Verdict};

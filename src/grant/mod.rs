@@ -1,8 +1,9 @@
 //! Grants: what one task may touch, and for how long.
 //!
 //! A grant file (TOML) parses into a [`GrantSpec`], which holds no
-//! authority. [`Grant::open`] turns it into a [`Grant`] by opening each
-//! granted directory once, as a capability (a cap-std `Dir`): this is the
+//! authority. [`Grant::open`] turns it into a [`Grant`], refusing
+//! anything beyond what the playbook's signed manifest declares, by opening
+//! each granted directory once, as a capability (a cap-std `Dir`): this is the
 //! only place salve opens ambient authority on a playbook's behalf. From
 //! then on a playbook can reach nothing but what those handles reach.
 //!
@@ -29,26 +30,16 @@ pub mod http;
 pub use exec::{ExecEntry, ExecRule};
 pub use http::{HttpEntry, HttpRule};
 
-use crate::artifact::manifest::{Manifest, path_matches};
+use crate::artifact::manifest::Manifest;
+use crate::scope::Access;
+use crate::scope::exec::{ArgPattern, parse_argv};
+use crate::scope::http::{host_text, mutating_method, pattern_host, special_address};
+use crate::scope::limits::{LimitError, Limits, LimitsSpec};
+use crate::scope::pattern::path_matches;
 use cap_std::ambient_authority;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Default deadline of each phase.
-pub const DEFAULT_PHASE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest deadline a grant may set for a phase.
-pub const MAX_PHASE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Default linear-memory cap of a playbook.
-pub const DEFAULT_MEMORY: u64 = 64 << 20;
-/// Default of the bytes one job may write, all mutating calls together.
-pub const DEFAULT_WRITES: u64 = 1 << 30;
-/// Default of the mutating host calls one job may make.
-pub const DEFAULT_MUTATIONS: u64 = 10_000;
-/// Smallest memory cap a grant may set (a Rust playbook needs about 1 MiB
-/// to start).
-pub const MIN_MEMORY: u64 = 2 << 20;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -82,20 +73,14 @@ pub enum GrantError {
     AboveDeclaration { what: String, asked: String, declared: String },
 }
 
-/// Read-only or read-write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    Ro,
-    Rw,
-}
-
-impl std::fmt::Display for Access {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Access::Ro => "ro",
-            Access::Rw => "rw",
-        })
+impl From<LimitError> for GrantError {
+    fn from(error: LimitError) -> GrantError {
+        match error {
+            LimitError::Invalid { field, value, reason } => GrantError::Limit { field, value, reason },
+            LimitError::AboveCeiling { field, asked, declared } => {
+                GrantError::AboveDeclaration { what: format!("limits.{field}"), asked, declared }
+            }
+        }
     }
 }
 
@@ -122,69 +107,6 @@ pub struct FsEntry {
     pub access: Access,
 }
 
-/// Limits as written; every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan_timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apply_timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify_timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback_timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub writes: Option<String>,
-    /// Mutating host calls the job may make, all phases but rollback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mutations: Option<u64>,
-}
-
-/// Limits in effect for one task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    #[serde(with = "duration_ms")]
-    pub plan: Duration,
-    #[serde(with = "duration_ms")]
-    pub apply: Duration,
-    #[serde(with = "duration_ms")]
-    pub verify: Duration,
-    #[serde(with = "duration_ms")]
-    pub rollback: Duration,
-    pub memory: u64,
-    /// Bytes the job may write in all (written, appended, or added by
-    /// extending a file).
-    pub writes: u64,
-    /// Mutating host calls the job may make (a blast-radius budget: the
-    /// call past it stops the job, which is then rolled back).
-    pub mutations: u64,
-}
-
-mod duration_ms {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            plan: DEFAULT_PHASE_TIMEOUT,
-            apply: DEFAULT_PHASE_TIMEOUT,
-            verify: DEFAULT_PHASE_TIMEOUT,
-            rollback: DEFAULT_PHASE_TIMEOUT,
-            memory: DEFAULT_MEMORY,
-            writes: DEFAULT_WRITES,
-            mutations: DEFAULT_MUTATIONS,
-        }
-    }
-}
-
 impl GrantSpec {
     /// Reads and parses a grant file.
     pub fn load(path: &Path) -> Result<GrantSpec, GrantError> {
@@ -207,118 +129,8 @@ impl GrantSpec {
     /// The limits this spec sets, none above `ceiling` (a playbook's
     /// declared limits); unset fields take the ceiling's.
     pub fn limits_within(&self, ceiling: Option<&Limits>) -> Result<Limits, GrantError> {
-        let spec = &self.limits;
-        let fallback = ceiling.copied().unwrap_or_default();
-        let above = |field: &'static str, asked: String, declared: String| GrantError::AboveDeclaration {
-            what: format!("limits.{field}"),
-            asked,
-            declared,
-        };
-        let base = spec.timeout.as_deref().map(|t| parse_timeout("timeout", t)).transpose()?;
-        let phase = |field: &'static str, value: &Option<String>, max: Duration| -> Result<Duration, GrantError> {
-            let asked = match value.as_deref() {
-                Some(text) => Some(parse_timeout(field, text)?),
-                None => base,
-            };
-            match asked {
-                None => Ok(max),
-                Some(asked) if ceiling.is_some() && asked > max => Err(above(
-                    field,
-                    humantime::format_duration(asked).to_string(),
-                    humantime::format_duration(max).to_string(),
-                )),
-                Some(asked) => Ok(asked),
-            }
-        };
-        let memory = match &spec.memory {
-            None => fallback.memory,
-            Some(text) => {
-                let bytes = parse_size(text).ok_or_else(|| GrantError::Limit {
-                    field: "memory",
-                    value: text.clone(),
-                    reason: "not a size; write it like \"64MiB\", \"512KiB\" or \"1GiB\"".into(),
-                })?;
-                if bytes < MIN_MEMORY {
-                    return Err(GrantError::Limit {
-                        field: "memory",
-                        value: text.clone(),
-                        reason: format!("below the minimum of {} MiB", MIN_MEMORY >> 20),
-                    });
-                }
-                if ceiling.is_some() && bytes > fallback.memory {
-                    return Err(above("memory", format!("{bytes} bytes"), format!("{} bytes", fallback.memory)));
-                }
-                bytes
-            }
-        };
-        let writes = match &spec.writes {
-            None => fallback.writes,
-            Some(text) => {
-                let bytes = parse_size(text).ok_or_else(|| GrantError::Limit {
-                    field: "writes",
-                    value: text.clone(),
-                    reason: "not a size; write it like \"100MiB\" or \"1GiB\"".into(),
-                })?;
-                if ceiling.is_some() && bytes > fallback.writes {
-                    return Err(above("writes", format!("{bytes} bytes"), format!("{} bytes", fallback.writes)));
-                }
-                bytes
-            }
-        };
-        let mutations = match spec.mutations {
-            None => fallback.mutations,
-            Some(0) => {
-                return Err(GrantError::Limit {
-                    field: "mutations",
-                    value: "0".into(),
-                    reason: "must be at least 1; a playbook that changes nothing needs a read-only grant".into(),
-                });
-            }
-            Some(n) if ceiling.is_some() && n > fallback.mutations => {
-                return Err(above("mutations", n.to_string(), fallback.mutations.to_string()));
-            }
-            Some(n) => n,
-        };
-        Ok(Limits {
-            mutations,
-            plan: phase("plan_timeout", &spec.plan_timeout, fallback.plan)?,
-            apply: phase("apply_timeout", &spec.apply_timeout, fallback.apply)?,
-            verify: phase("verify_timeout", &spec.verify_timeout, fallback.verify)?,
-            rollback: phase("rollback_timeout", &spec.rollback_timeout, fallback.rollback)?,
-            memory,
-            writes,
-        })
+        Ok(self.limits.resolve(ceiling)?)
     }
-}
-
-pub(crate) fn parse_timeout(field: &'static str, text: &str) -> Result<Duration, GrantError> {
-    let err = |reason: String| GrantError::Limit { field, value: text.to_string(), reason };
-    let duration =
-        humantime::parse_duration(text).map_err(|e| err(format!("{e}; write it like \"30s\", \"500ms\" or \"2m\"")))?;
-    if duration.is_zero() || duration > MAX_PHASE_TIMEOUT {
-        return Err(err(format!("must be above zero and at most {}", humantime::format_duration(MAX_PHASE_TIMEOUT))));
-    }
-    Ok(duration)
-}
-
-/// Parses `64MiB`, `512 KiB`, `1GiB`, `1000000` (bytes); `KB`/`MB`/`GB`
-/// are read as powers of 1000.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return None,
-    };
-    number.checked_mul(factor)
 }
 
 /// A granted directory, opened.
@@ -350,9 +162,14 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Opens every directory the spec names, with nothing to check it
-    /// against: for unsigned components only (see `--dangerous-unsigned`).
-    pub fn open(spec: &GrantSpec) -> Result<Grant, GrantError> {
+    /// Opens every directory the spec names with NO manifest to bound it:
+    /// it skips every check of [`Grant::open`] against what the
+    /// playbook declares (undeclared mounts and commands, paths outside the
+    /// declared patterns, `rw` over `ro`, limits above the declared ones).
+    /// Only for what has no signed manifest: an unsigned component under
+    /// `salve run --dangerous-unsigned`, and tests of grants and host
+    /// capabilities themselves.
+    pub fn open_unbounded(spec: &GrantSpec) -> Result<Grant, GrantError> {
         Grant::open_checked(spec, None)
     }
 
@@ -360,7 +177,7 @@ impl Grant {
     /// the playbook's manifest declares: an undeclared mount, a directory
     /// outside the declared patterns, `rw` where `ro` is declared, a limit
     /// above the declared one.
-    pub fn open_within(spec: &GrantSpec, manifest: &Manifest) -> Result<Grant, GrantError> {
+    pub fn open(spec: &GrantSpec, manifest: &Manifest) -> Result<Grant, GrantError> {
         Grant::open_checked(spec, Some(manifest))
     }
 
@@ -451,8 +268,7 @@ impl Grant {
             .http
             .iter()
             .filter_map(|r| {
-                let methods: Vec<String> =
-                    r.methods.iter().filter(|m| matches!(m.as_str(), "GET" | "HEAD")).cloned().collect();
+                let methods: Vec<String> = r.methods.iter().filter(|m| !mutating_method(m)).cloned().collect();
                 (!methods.is_empty()).then(|| HttpRule { methods, ..r.clone() })
             })
             .collect();
@@ -565,9 +381,9 @@ fn check_exec_declared(
     };
     let declared: Vec<String> = manifest.capabilities.exec.iter().map(|d| d.argv.join(" ")).collect();
     let matching = manifest.capabilities.exec.iter().filter(|d| {
-        exec::parse_argv(&d.argv).is_ok_and(|patterns| {
+        parse_argv(&d.argv).is_ok_and(|patterns| {
             patterns.len() == rule.args.len() + 1
-                && matches!(&patterns[0], exec::ArgPattern::Literal(name) if *name == rule.name)
+                && matches!(&patterns[0], ArgPattern::Literal(name) if *name == rule.name)
                 && rule.args.iter().zip(&patterns[1..]).all(|(mine, theirs)| mine.within(theirs))
         })
     });
@@ -595,7 +411,8 @@ fn check_exec_declared(
 }
 
 fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Result<(), GrantError> {
-    use crate::artifact::manifest::{HttpDeclaration, glob_matches};
+    use crate::artifact::manifest::HttpDeclaration;
+    use crate::scope::pattern::glob_matches;
     let beyond = |asked: String, declared: Vec<String>| GrantError::Beyond {
         kind: "http",
         index,
@@ -604,12 +421,12 @@ fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Re
     };
     // A loopback, private or link-local address must be in the declaration
     // as written, not reached through a `*`.
-    let special = rule.named_ip.filter(|ip| http::special_address(*ip));
+    let special = rule.named_ip.filter(|ip| special_address(*ip));
     let covers = |d: &&HttpDeclaration| {
         rule.methods.iter().all(|m| d.methods.iter().any(|dm| dm.eq_ignore_ascii_case(m)))
             && d.urls.iter().any(|pattern| {
                 glob_matches(pattern, &rule.prefix)
-                    && special.is_none_or(|ip| http::pattern_host(pattern) == Some(http::host_text(ip).as_str()))
+                    && special.is_none_or(|ip| pattern_host(pattern) == Some(host_text(ip).as_str()))
             })
             && (rule.credential.is_none() || rule.credential == d.credential)
     };
@@ -645,16 +462,7 @@ fn check_mount_name(index: usize, name: &str) -> Result<(), GrantError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_and_decimal_units() {
-        assert_eq!(parse_size("64MiB"), Some(64 << 20));
-        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
-        assert_eq!(parse_size("1000000"), Some(1_000_000));
-        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
-        assert_eq!(parse_size("12 parsecs"), None);
-        assert_eq!(parse_size("MiB"), None);
-    }
+    use std::time::Duration;
 
     #[test]
     fn unknown_fields_and_duplicate_keys_are_refused() {
@@ -686,7 +494,7 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         let entry = |name: &str, path: &Path| FsEntry { name: name.into(), path: path.into(), access: Access::Ro };
-        let open = |entries: Vec<FsEntry>| Grant::open(&GrantSpec { fs: entries, ..Default::default() });
+        let open = |entries: Vec<FsEntry>| Grant::open_unbounded(&GrantSpec { fs: entries, ..Default::default() });
 
         assert!(matches!(open(vec![entry("a/b", dir.path())]), Err(GrantError::FsName { .. })));
         assert!(matches!(open(vec![entry("", dir.path())]), Err(GrantError::FsName { .. })));

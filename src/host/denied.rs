@@ -9,8 +9,7 @@
 //! `result<_, error>` with a `denied` case: such an interface cannot be
 //! stubbed, and the component is refused.
 
-use super::CapError;
-use crate::sandbox::HostState;
+use super::{CapError, HasCalls};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use wasmtime::Engine;
@@ -21,8 +20,8 @@ use wasmtime::component::{Component, Linker, Type, Val};
 const AUDITED_STRING_BYTES: usize = 512;
 
 /// Links `import` (an interface the component imports) as a denying stub.
-pub fn link(
-    linker: &mut Linker<HostState>,
+pub fn link<T: HasCalls + Send + 'static>(
+    linker: &mut Linker<T>,
     engine: &Engine,
     component: &Component,
     import: &str,
@@ -53,7 +52,7 @@ pub fn link(
                     params.iter().cloned().zip(args.iter().map(summarize)).collect();
                 let refusal = CapError::Denied(reason.clone());
                 let _guest_view: Result<(), _> =
-                    store.data().calls.refuse(capability, &function, &Value::Object(args), refusal)?;
+                    store.data().calls().refuse(capability, &function, &Value::Object(args), refusal)?;
                 let denied = Val::Variant("denied".into(), Some(Box::new(Val::String(reason))));
                 results[0] = Val::Result(Err(Some(Box::new(denied))));
                 Ok(())

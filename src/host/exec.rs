@@ -21,10 +21,11 @@
 //! output sizes, never the output, and names a credential by its lease.
 
 use super::{Calls, CapError, Effect};
+use crate::bindings::Error as GuestError;
+use crate::bindings::salve::playbook::exec::{Host, Output};
 use crate::grant::Mount;
-use crate::grant::exec::{ArgPattern, ExecRule, MAX_ARG_BYTES, MAX_ARGS, dangerous_env};
-use crate::sandbox::bindings::Error as GuestError;
-use crate::sandbox::bindings::salve::playbook::exec::{Host, Output};
+use crate::grant::exec::ExecRule;
+use crate::scope::exec::{ArgPattern, MAX_ARG_BYTES, MAX_ARGS, dangerous_env};
 use serde_json::json;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -294,7 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("conf")).unwrap();
         let spec = GrantSpec {
-            fs: vec![FsEntry { name: "conf".into(), path: dir.path().join("conf"), access: crate::grant::Access::Rw }],
+            fs: vec![FsEntry { name: "conf".into(), path: dir.path().join("conf"), access: crate::scope::Access::Rw }],
             exec: vec![ExecEntry {
                 program: "/bin/echo".into(),
                 argv: ["echo", "-n", "{int:1..10}", "{word:start|stop}", "{path:conf}", "{match:[a-z]+}"]
@@ -305,7 +306,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let grant = Grant::open(&spec).unwrap();
+        let grant = Grant::open_unbounded(&spec).unwrap();
         let rule = &grant.exec()[0];
         let argv = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         let ok = match_rule(rule, &argv(&["echo", "-n", "7", "stop", "conf/x.conf", "abc"]), grant.mounts()).unwrap();
@@ -328,7 +329,7 @@ mod tests {
     fn shells_and_dangerous_variables_are_refused_in_grants() {
         let dir = tempfile::tempdir().unwrap();
         let spec = |program: &str, env: &[&str]| GrantSpec {
-            fs: vec![FsEntry { name: "d".into(), path: dir.path().into(), access: crate::grant::Access::Ro }],
+            fs: vec![FsEntry { name: "d".into(), path: dir.path().into(), access: crate::scope::Access::Ro }],
             exec: vec![ExecEntry {
                 program: program.into(),
                 argv: vec!["x".into()],
@@ -342,11 +343,11 @@ mod tests {
         // refused: these paths are named only to show the refusal.
         for shell in ["/bin/sh", "/bin/bash", "/usr/bin/env"] {
             if std::path::Path::new(shell).exists() {
-                assert!(Grant::open(&spec(shell, &[])).is_err(), "{shell}");
+                assert!(Grant::open_unbounded(&spec(shell, &[])).is_err(), "{shell}");
             }
         }
-        assert!(Grant::open(&spec("/bin/echo", &["LD_PRELOAD"])).is_err());
-        assert!(Grant::open(&spec("relative/echo", &[])).is_err());
-        assert!(Grant::open(&spec("/bin/echo", &["TZ"])).is_ok());
+        assert!(Grant::open_unbounded(&spec("/bin/echo", &["LD_PRELOAD"])).is_err());
+        assert!(Grant::open_unbounded(&spec("relative/echo", &[])).is_err());
+        assert!(Grant::open_unbounded(&spec("/bin/echo", &["TZ"])).is_ok());
     }
 }

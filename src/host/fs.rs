@@ -18,9 +18,10 @@
 //! written, never the data itself.
 
 use super::{Calls, CapError, Effect};
-use crate::grant::{Access, Mount};
-use crate::sandbox::bindings::Error as GuestError;
-use crate::sandbox::bindings::salve::playbook::fs::{DirEntry, Host, Kind, Metadata};
+use crate::bindings::Error as GuestError;
+use crate::bindings::salve::playbook::fs::{DirEntry, Host, Kind, Metadata};
+use crate::grant::Mount;
+use crate::scope::Access;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt, PermissionsExt};
 use serde_json::{Value, json};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -438,7 +439,7 @@ mod tests {
         };
         std::fs::create_dir_all(dir.join("rw")).unwrap();
         std::fs::create_dir_all(dir.join("ro")).unwrap();
-        Grant::open(&spec).unwrap().mounts().to_vec()
+        Grant::open_unbounded(&spec).unwrap().mounts().to_vec()
     }
 
     #[test]
@@ -472,7 +473,7 @@ mod tests {
             ..Default::default()
         };
         std::fs::write(dir.path().join("one/file"), b"x").unwrap();
-        let grant = Grant::open(&spec).unwrap();
+        let grant = Grant::open_unbounded(&spec).unwrap();
         let audit = crate::audit::AuditLog::open(&dir.path().join("data")).unwrap();
         let calls = Calls {
             audit: audit.clone(),

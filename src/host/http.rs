@@ -1,6 +1,6 @@
 //! The `http` capability: requests the grant allows, made by the host.
 //!
-//! A request's URL is canonicalised (see [`crate::grant::http::canonical`])
+//! A request's URL is canonicalised (see [`crate::scope::http::canonical`])
 //! and must fall under a granted prefix with a granted method. The host
 //! name is resolved once; the first address the rule lets the request
 //! reach (loopback and private ones only when the prefix names them) is the
@@ -18,9 +18,10 @@
 //! sizes, the status, the duration and the lease id. Never a body.
 
 use super::{Calls, CapError, Effect};
-use crate::grant::http::{HttpRule, canonical, under_prefix};
-use crate::sandbox::bindings::Error as GuestError;
-use crate::sandbox::bindings::salve::playbook::http::{Host, Request, Response};
+use crate::bindings::Error as GuestError;
+use crate::bindings::salve::playbook::http::{Host, Request, Response};
+use crate::grant::http::HttpRule;
+use crate::scope::http::{canonical, mutating_method, under_prefix};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -241,7 +242,7 @@ impl Host for HttpView<'_> {
             "headers": header_names,
             "body_bytes": request.body.len(),
         });
-        let read_only = matches!(request.method.to_ascii_uppercase().as_str(), "GET" | "HEAD");
+        let read_only = !mutating_method(&request.method);
         let prepared = self.prepare(request);
         let limit = match &prepared {
             Ok(outgoing) => {

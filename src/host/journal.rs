@@ -20,8 +20,8 @@
 
 use super::{Calls, CapError};
 use crate::audit::Event;
-use crate::sandbox::bindings::Error as GuestError;
-use crate::sandbox::bindings::salve::playbook::journal::Host;
+use crate::bindings::Error as GuestError;
+use crate::bindings::salve::playbook::journal::Host;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

@@ -9,7 +9,7 @@
 
 use super::Calls;
 use crate::audit::Event;
-use crate::sandbox::bindings::salve::playbook::log::{Host, Level};
+use crate::bindings::salve::playbook::log::{Host, Level};
 use wasmtime::component::HasData;
 
 /// Longest message kept, in bytes.

@@ -23,8 +23,8 @@ pub mod journal;
 pub mod log;
 
 use crate::audit::{AuditLog, CallOutcome, Event, Phase};
+use crate::bindings::Error as GuestError;
 use crate::credentials::Lease;
-use crate::sandbox::bindings::Error as GuestError;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -190,27 +190,85 @@ impl Budget {
     }
 }
 
+/// A store's data that holds its phase's [`Calls`]: how [`denied`] audits a
+/// refused call without naming the sandbox's store type.
+pub trait HasCalls {
+    fn calls(&self) -> &Calls;
+}
+
 /// What every host call of one phase shares: the job, the phase, the audit
 /// log, the per-call timeout, and the job's in-flight operations and write
 /// budget.
+///
+/// Built with [`Calls::new`] and the `with_` methods; its fields are the
+/// host modules' own.
 #[derive(Clone)]
 pub struct Calls {
-    pub audit: AuditLog,
-    pub job: Arc<str>,
-    pub phase: Phase,
-    pub timeout: Duration,
-    pub inflight: Arc<InFlight>,
-    pub budget: Arc<Budget>,
+    audit: AuditLog,
+    job: Arc<str>,
+    phase: Phase,
+    timeout: Duration,
+    inflight: Arc<InFlight>,
+    budget: Arc<Budget>,
     /// Run reads on the calling thread instead of the blocking pool (see
     /// [`crate::sandbox::SandboxConfig::inline_reads`]).
-    pub inline_reads: bool,
+    inline_reads: bool,
     /// The credentials leased to the job.
-    pub leases: Arc<[Lease]>,
+    leases: Arc<[Lease]>,
     /// When the phase's deadline passes: no host operation is given longer.
-    pub deadline: Instant,
+    deadline: Instant,
 }
 
 impl Calls {
+    /// The calls of `job`'s `phase`, audited to `audit`, until `deadline`.
+    /// Until told otherwise: the default host-call timeout, reads on the
+    /// blocking pool, a budget of nothing (no bytes written, no mutating
+    /// call), no credentials, and in-flight operations of its own.
+    pub fn new(audit: AuditLog, job: Arc<str>, phase: Phase, deadline: Instant) -> Calls {
+        Calls {
+            audit,
+            job,
+            phase,
+            timeout: DEFAULT_HOST_CALL_TIMEOUT,
+            inflight: Arc::default(),
+            budget: Arc::new(Budget::new(0, 0)),
+            inline_reads: false,
+            leases: Vec::new().into(),
+            deadline,
+        }
+    }
+
+    /// Longest one host call may take.
+    pub fn with_timeout(self, timeout: Duration) -> Calls {
+        Calls { timeout, ..self }
+    }
+
+    /// The job's in-flight operations, shared by its phases.
+    pub fn with_inflight(self, inflight: Arc<InFlight>) -> Calls {
+        Calls { inflight, ..self }
+    }
+
+    /// The job's budget, shared by its phases.
+    pub fn with_budget(self, budget: Arc<Budget>) -> Calls {
+        Calls { budget, ..self }
+    }
+
+    /// Run reads on the calling thread (see
+    /// [`crate::sandbox::SandboxConfig::inline_reads`]).
+    pub fn with_inline_reads(self, inline_reads: bool) -> Calls {
+        Calls { inline_reads, ..self }
+    }
+
+    /// The credentials leased to the job.
+    pub fn with_leases(self, leases: Arc<[Lease]>) -> Calls {
+        Calls { leases, ..self }
+    }
+
+    /// Longest one host call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Appends a record for this job (buffered).
     pub fn record(&self, event: &Event<'_>) -> wasmtime::Result<u64> {
         self.audit.append(Some(&self.job), event).map_err(|e| AuditUnavailable(e.to_string()).into())

@@ -21,22 +21,24 @@
 //! [`LoadError`] says why a component was refused, naming the missing
 //! export or the forbidden import.
 
-pub mod bindings;
+pub mod catalog;
 pub mod limits;
 pub mod output;
 
+pub use crate::bindings::LoadError;
+pub use catalog::Catalog;
 pub use limits::{MemoryCap, MemoryLimitExceeded, PhaseTimeout, TableLimitExceeded};
 
 use crate::artifact::{Manifest, VerifiedArtifact};
 use crate::audit::Phase;
+use crate::bindings::{PACKAGE, Remediation, RemediationPre, VERSION};
 use crate::grant::{Capabilities, Grant};
 use crate::host::exec::{Exec, ExecView};
 use crate::host::fs::{Fs, FsView};
 use crate::host::http::{Http, HttpView};
 use crate::host::journal::{Journal, JournalHost, JournalView};
 use crate::host::log::{LogBudget, LogHost, LogView};
-use crate::host::{Calls, denied};
-use bindings::{Remediation, RemediationPre};
+use crate::host::{Calls, HasCalls, denied};
 use output::Capture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,9 +48,6 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// The package and version of the contract this runner provides.
-pub const PACKAGE: &str = "salve:playbook";
-pub const VERSION: &str = "0.1.0";
 /// Most WASI resources (streams, pollables) one playbook may hold at once.
 pub const MAX_RESOURCES: usize = 1000;
 /// The four exports every playbook must have.
@@ -137,36 +136,6 @@ impl Default for SandboxConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    #[error("cannot set up the sandbox: {0}")]
-    Engine(String),
-    #[error("not a WebAssembly component that this runner can compile: {0}")]
-    NotAComponent(String),
-    #[error(
-        "the component does not export {PACKAGE}/playbook@{VERSION} (it exports: {exports:?}); \
-         build the playbook against salve's wit/ world `remediation`"
-    )]
-    NotAPlaybook { exports: Vec<String> },
-    #[error(
-        "the playbook does not export {}: plan, apply, verify and rollback are all mandatory",
-        missing.join(", ")
-    )]
-    MissingExports { missing: Vec<String> },
-    #[error("the playbook's exports do not have the types of {PACKAGE}@{VERSION}: {0}")]
-    ExportTypes(String),
-    #[error("the component imports `{import}`, which salve never provides: {why}")]
-    ForbiddenImport { import: String, why: String },
-    #[error("the component imports `{import}` whose types differ from salve's: {detail}")]
-    ImportTypes { import: String, detail: String },
-    #[error(
-        "the component imports salve:playbook/{interface}, which its manifest does not declare: \
-         declare it under [capabilities] or the playbook cannot be loaded"
-    )]
-    UndeclaredImport { interface: String },
-}
-
 /// The process-wide sandbox: the engine and its epoch ticker.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -236,17 +205,22 @@ impl Sandbox {
         self.cache.as_ref().map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
-    /// Compiles an unsigned component and checks it is a playbook this
-    /// runner can run. Only for `--dangerous-unsigned` and tests of the
-    /// sandbox itself: everything else goes through [`Sandbox::load_verified`].
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Playbook, LoadError> {
+    /// Compiles a component with NO signature or manifest check and checks
+    /// it is a playbook this runner can run: it skips verifying who signed
+    /// it and whether its imports are what a manifest declares, and the
+    /// playbook it returns has no manifest. Only for what is not (yet) a
+    /// signed artifact: `salve run --dangerous-unsigned`, `salve sign`
+    /// checking a bare component before signing it, `salve inspect`, and
+    /// tests of the sandbox itself. Everything else goes through
+    /// [`Sandbox::load`].
+    pub fn load_unverified(&self, name: &str, bytes: &[u8]) -> Result<Playbook, LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
         Playbook::check(self, name, crate::host::digest(bytes), component, None)
     }
 
     /// Compiles a verified artifact's component, checks it is a playbook,
     /// and that its real imports are exactly what its manifest declares.
-    pub fn load_verified(&self, artifact: &VerifiedArtifact) -> Result<Playbook, LoadError> {
+    pub fn load(&self, artifact: &VerifiedArtifact) -> Result<Playbook, LoadError> {
         let manifest = artifact.manifest();
         let name = format!("{}@{}", manifest.name, manifest.version);
         let component = Component::new(&self.engine, artifact.component())
@@ -342,6 +316,12 @@ pub struct HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl HasCalls for HostState {
+    fn calls(&self) -> &Calls {
+        &self.calls
     }
 }
 
@@ -548,7 +528,7 @@ impl Playbook {
     /// runtime, `log` and `journal`, and each imported capability either for
     /// real (granted) or as the denying stub (not granted).
     fn linker(&self, sandbox: &Sandbox, caps: Capabilities) -> Result<Linker<HostState>, LoadError> {
-        use bindings::salve::playbook::{exec, fs, http, journal, log};
+        use crate::bindings::salve::playbook::{exec, fs, http, journal, log};
         use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut linker = Linker::new(&sandbox.engine);
@@ -609,7 +589,7 @@ fn check_export_types(
     pre: &RemediationPre<HostState>,
     instance: &wasmtime::component::types::ComponentInstance,
 ) -> Result<(), LoadError> {
-    use bindings::{Change, Context, Error};
+    use crate::bindings::{Change, Context, Error};
     let instance_type = pre.instance_pre().instance_type();
     for (name, export) in instance.exports(engine) {
         let ComponentItem::ComponentFunc(func) = export.ty else {

@@ -346,8 +346,7 @@ fn sign_refuses_a_manifest_that_does_not_declare_the_imports() {
 
 #[test]
 fn compiled_code_is_cached_on_disk_and_the_signature_is_checked_every_time() {
-    use salve::artifact::Catalog;
-    use salve::sandbox::{Sandbox, SandboxConfig};
+    use salve::sandbox::{Catalog, Sandbox, SandboxConfig};
     let site = Site::new();
     let config =
         SandboxConfig { cache_dir: Some(site.root.path().join("cache")), pooling: false, ..Default::default() };

@@ -228,7 +228,7 @@ async fn minted_tokens_reach_the_service_and_verify_downstream() {
 fn open_within(site: &Site, playbook: &str, grant: &str) -> Result<salve::grant::Grant, salve::grant::GrantError> {
     let toml = grant.replace("{root}", &site.root.path().display().to_string());
     let playbook = crate::common::playbook(playbook);
-    salve::grant::Grant::open_within(&salve::grant::GrantSpec::parse(&toml).unwrap(), playbook.manifest().unwrap())
+    salve::grant::Grant::open(&salve::grant::GrantSpec::parse(&toml).unwrap(), playbook.manifest().unwrap())
 }
 
 #[test]

@@ -1,12 +1,11 @@
 //! What every test needs: the playbooks, built once; one shared sandbox; a
 //! site (a temporary root with a data directory and granted directories).
 
-use salve::artifact::Catalog;
 use salve::audit::AuditLog;
 use salve::grant::{Grant, GrantSpec};
 use salve::keys::{PrivateKey, Role};
 use salve::run::{JobContext, Report, Runner};
-use salve::sandbox::{Playbook, Sandbox, SandboxConfig};
+use salve::sandbox::{Catalog, Playbook, Sandbox, SandboxConfig};
 use salve::trust::{KeyEntry, TrustFile, TrustStore};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -187,7 +186,7 @@ impl Site {
     pub fn grant_for(&self, playbook: &Playbook, toml: &str) -> Grant {
         let toml = toml.replace("{root}", &self.root.path().display().to_string());
         let spec = GrantSpec::parse(&toml).unwrap();
-        Grant::open_within(&spec, playbook.manifest().unwrap()).unwrap()
+        Grant::open(&spec, playbook.manifest().unwrap()).unwrap()
     }
 
     pub async fn run(&self, name: &str, grant: &str, params: &[(&str, &str)]) -> Report {

@@ -300,7 +300,7 @@ pub(crate) fn wasi_fs() {
 
 #[test]
 fn bytes_that_are_not_a_component_are_refused() {
-    assert!(matches!(sandbox().load("junk", b"\0asm junk"), Err(LoadError::NotAComponent(_))));
+    assert!(matches!(sandbox().load_unverified("junk", b"\0asm junk"), Err(LoadError::NotAComponent(_))));
 }
 
 /// The benchmark's playbook: N audited host calls, read-only or mutating.

@@ -1,226 +1,22 @@
-//! `salve bench`: what salve costs, measured on this machine, against the
-//! targets the project holds it to. Prints a table and writes JSON.
-//!
-//! Every figure runs the real pipeline (signed artifacts, the trust store,
-//! the pooling allocator, a durable audit log on the data disk) unless its
-//! note says otherwise. Times are wall-clock; p50/p99 over the samples.
+//! The measurements, one function per group of figures (`--only`).
 
-use super::Exit;
-use anyhow::{Context as _, anyhow};
-use salve::artifact::{self, Catalog};
+use super::{Bench, Goal, micros};
+use anyhow::anyhow;
+use salve::artifact;
 use salve::audit::{AuditLog, Phase};
 use salve::grant::{Grant, GrantSpec};
 use salve::host::{Budget, Calls, InFlight};
 use salve::keys::{PrivateKey, Role};
 use salve::run::{JobContext, Outcome, Runner};
-use salve::sandbox::{PhaseSetup, Playbook, Sandbox, SandboxConfig};
-use salve::trust::{KeyEntry, TrustFile, TrustStore};
-use serde::Serialize;
-use std::path::{Path, PathBuf};
+use salve::sandbox::{Catalog, PhaseSetup, Playbook, Sandbox, SandboxConfig};
+use salve::trust::TrustFile;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    /// Where the playbooks were built for wasm32-wasip2
-    #[arg(long, value_name = "DIR", default_value = "playbooks/target/wasm32-wasip2/release")]
-    playbooks: PathBuf,
-    /// Where to write the results as JSON
-    #[arg(long, value_name = "FILE", default_value = "bench/results.json")]
-    out: PathBuf,
-    /// Fewer samples: a smoke run, not figures to publish
-    #[arg(long)]
-    quick: bool,
-    /// Run only the groups named (artifacts, instantiation, calls, job,
-    /// throughput, memory, process), e.g. to profile one
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Figure {
-    name: String,
-    unit: &'static str,
-    p50: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p99: Option<f64>,
-    samples: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    met: Option<bool>,
-    note: String,
-}
-
-/// Whether lower or higher is better for a target.
-enum Goal {
-    AtMost(f64),
-    AtLeast(f64),
-}
-
-struct Bench {
-    figures: Vec<Figure>,
-    dir: tempfile::TempDir,
-    trust: TrustStore,
-    key: PrivateKey,
-    runner_key: Arc<PrivateKey>,
-    playbooks: PathBuf,
-    scale: usize,
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-impl Bench {
-    fn record(&mut self, name: &str, unit: &'static str, mut samples: Vec<f64>, goal: Option<Goal>, note: &str) {
-        samples.sort_by(f64::total_cmp);
-        let p50 = percentile(&samples, 0.5);
-        let p99 = (samples.len() > 1).then(|| percentile(&samples, 0.99));
-        let (target, met) = match goal {
-            Some(Goal::AtMost(t)) => (Some(format!("<= {t} {unit}")), Some(p50 <= t)),
-            Some(Goal::AtLeast(t)) => (Some(format!(">= {t} {unit}")), Some(p50 >= t)),
-            None => (None, None),
-        };
-        eprintln!("  {name}: p50 {p50:.1} {unit}");
-        self.figures.push(Figure {
-            name: name.into(),
-            unit,
-            p50,
-            p99,
-            samples: samples.len(),
-            target,
-            met,
-            note: note.into(),
-        });
-    }
-
-    fn component(&self, name: &str) -> anyhow::Result<Vec<u8>> {
-        let path = self.playbooks.join(format!("{}.wasm", name.replace('-', "_")));
-        std::fs::read(&path).with_context(|| {
-            format!(
-                "cannot read {}: build the playbooks first (cargo build --release --target wasm32-wasip2 \
-                 --manifest-path playbooks/Cargo.toml)",
-                path.display()
-            )
-        })
-    }
-
-    /// A playbook's component signed with its manifest by the bench's key.
-    fn artifact(&self, name: &str) -> anyhow::Result<Vec<u8>> {
-        let manifest = ["playbooks", "playbooks/tests"]
-            .iter()
-            .map(|dir| Path::new(dir).join(name).join("playbook.toml"))
-            .find(|p| p.exists())
-            .ok_or_else(|| anyhow!("no playbook.toml for {name}: run salve bench from the repository's root"))?;
-        let text = std::fs::read_to_string(manifest)?;
-        Ok(artifact::sign(&self.component(name)?, Some(&text), &self.key)?)
-    }
-
-    fn runner(&self, sandbox: &Sandbox, data: &Path) -> anyhow::Result<Runner> {
-        let audit = AuditLog::open(data)?;
-        Ok(Runner::new(sandbox.clone(), audit, data)?.with_seal_key(Arc::clone(&self.runner_key))?)
-    }
-
-    fn data_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn n(&self, full: usize) -> usize {
-        (full / self.scale).max(3)
-    }
-}
-
-fn conditions() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    serde_json::json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "kernel": kernel,
-        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "allocator": "system (glibc malloc); wasm instances: pooling allocator unless noted",
-        "salve": env!("CARGO_PKG_VERSION"),
-        "when": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-    })
-}
-
-pub async fn bench(args: BenchArgs) -> anyhow::Result<Exit> {
-    if cfg!(debug_assertions) {
-        eprintln!("salve bench: this is a debug build; figures are only meaningful from `cargo build --release`");
-    }
-    let key = PrivateKey::generate("bench-author", Role::Author)?;
-    let runner_key = Arc::new(PrivateKey::generate("bench-runner", Role::Runner)?);
-    let until = "2099-01-01T00:00:00Z".to_string();
-    let trust_file = TrustFile {
-        keys: vec![
-            KeyEntry::new(&key.public(), vec!["dev".into()], until.clone()),
-            KeyEntry::new(&runner_key.public(), vec!["*".into()], until),
-        ],
-        revoked: vec![],
-    };
-    let mut b = Bench {
-        figures: Vec::new(),
-        dir: tempfile::Builder::new().prefix("salve-bench-").tempdir_in(if Path::new("target").is_dir() {
-            "target"
-        } else {
-            "."
-        })?,
-        trust: TrustStore::from_file(trust_file.clone())?,
-        key,
-        runner_key,
-        playbooks: args.playbooks.clone(),
-        scale: if args.quick { 10 } else { 1 },
-    };
-    eprintln!("salve bench: measuring (this takes a minute or two)");
-
-    let wanted = |group: &str| args.only.is_empty() || args.only.iter().any(|g| g == group);
-    if wanted("artifacts") {
-        artifacts(&mut b)?;
-    }
-    if wanted("instantiation") {
-        instantiation(&mut b).await?;
-    }
-    if wanted("calls") {
-        host_calls(&mut b).await?;
-    }
-    if wanted("job") {
-        per_job(&mut b).await?;
-    }
-    if wanted("throughput") {
-        throughput(&mut b).await?;
-    }
-    if wanted("memory") {
-        parked(&mut b).await?;
-    }
-    if wanted("process") {
-        whole_process(&mut b, &trust_file)?;
-    }
-
-    print_table(&b.figures);
-    let report = serde_json::json!({ "conditions": conditions(), "figures": b.figures });
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
-    eprintln!("salve bench: wrote {}", args.out.display());
-    Ok(Exit::Succeeded)
-}
-
 /// Artifact verification: cold, from the process cache, with and without
 /// the disk cache of compiled code.
-fn artifacts(b: &mut Bench) -> anyhow::Result<()> {
+pub(crate) fn artifacts(b: &mut Bench) -> anyhow::Result<()> {
     let bytes = b.artifact("noop")?;
     let now = SystemTime::now();
     let mut samples = Vec::new();
@@ -287,23 +83,19 @@ fn load(b: &Bench, sandbox: &Sandbox, name: &str) -> anyhow::Result<Arc<Playbook
 }
 
 /// A store and instance from the cached pre-instantiation.
-async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
+pub(crate) async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
     for pooling in [true, false] {
         let sandbox = Sandbox::new(SandboxConfig { pooling, ..SandboxConfig::default() })?;
         let playbook = load(b, &sandbox, "noop")?;
-        let grant = Grant::open(&GrantSpec::default())?;
+        let grant = Grant::open(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
         let audit = AuditLog::open(&b.data_dir(&format!("instantiate-{pooling}")))?;
-        let calls = Calls {
-            audit,
-            job: "bench".into(),
-            phase: Phase::Apply,
-            timeout: Duration::from_secs(10),
-            inflight: Arc::new(InFlight::default()),
-            budget: Arc::new(Budget::new(0, 0)),
-            inline_reads: true,
-            leases: Vec::new().into(),
-            deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
-        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let calls = Calls::new(audit, "bench".into(), Phase::Apply, deadline)
+            .with_timeout(Duration::from_secs(10))
+            .with_inflight(Arc::new(InFlight::default()))
+            .with_budget(Arc::new(Budget::new(0, 0)))
+            .with_inline_reads(true)
+            .with_leases(Vec::new().into());
         let mut samples = Vec::new();
         for i in 0..b.n(3000) + 100 {
             let setup =
@@ -342,7 +134,7 @@ async fn timed_job(
 
 /// One guest→host call with its audit record: the extra time of a job that
 /// makes N calls over one that makes none, divided by N, per batch.
-async fn host_calls(b: &mut Bench) -> anyhow::Result<()> {
+pub(crate) async fn host_calls(b: &mut Bench) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let playbook = load(b, &sandbox, "bench-calls")?;
     let work = b.data_dir("work");
@@ -352,7 +144,7 @@ async fn host_calls(b: &mut Bench) -> anyhow::Result<()> {
         "[[fs]]\nname = \"work\"\npath = \"{}\"\naccess = \"rw\"\n",
         std::fs::canonicalize(&work)?.display()
     ))?;
-    let grant = Grant::open_within(&spec, playbook.manifest().expect("signed"))?;
+    let grant = Grant::open(&spec, playbook.manifest().expect("signed"))?;
     let runner = b.runner(&sandbox, &b.data_dir("calls"))?;
     for (mode, calls, batches, goal, name, note) in [
         (
@@ -386,7 +178,7 @@ async fn host_calls(b: &mut Bench) -> anyhow::Result<()> {
 
 /// A no-op job through every phase it runs: load from the process cache,
 /// grant, instantiate + apply, instantiate + verify, outcome, seal.
-async fn per_job(b: &mut Bench) -> anyhow::Result<()> {
+pub(crate) async fn per_job(b: &mut Bench) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let catalog = Catalog::new(sandbox.clone());
     let bytes = b.artifact("noop")?;
@@ -406,7 +198,7 @@ async fn per_job(b: &mut Bench) -> anyhow::Result<()> {
             let t = Instant::now();
             let playbook = catalog.get(&digest, &b.trust, "dev", SystemTime::now()).expect("loaded above")?;
             let manifest = playbook.manifest().expect("signed");
-            let grant = Grant::open_within(&spec, manifest)?;
+            let grant = Grant::open(&spec, manifest)?;
             let job = JobContext::new("dev", "bench", Vec::new());
             manifest.check_parameters(&job.parameters)?;
             let report = runner.run(&playbook, &grant, &job).await?;
@@ -436,10 +228,10 @@ async fn per_job(b: &mut Bench) -> anyhow::Result<()> {
 }
 
 /// No-op jobs per second at several concurrencies, audit log durable.
-async fn throughput(b: &mut Bench) -> anyhow::Result<()> {
+pub(crate) async fn throughput(b: &mut Bench) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let playbook = load(b, &sandbox, "noop")?;
-    let grant = Grant::open_within(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
+    let grant = Grant::open(&GrantSpec::default(), playbook.manifest().expect("signed"))?;
     let window = if b.scale > 1 { Duration::from_millis(500) } else { Duration::from_secs(3) };
     for concurrency in [1usize, 16, 64] {
         let runner = b.runner(&sandbox, &b.data_dir(&format!("throughput-{concurrency}")))?;
@@ -494,7 +286,7 @@ fn rss_kib() -> u64 {
 
 /// Memory per job with many jobs parked inside a host call at once: each
 /// waits in an HTTP request to a server that holds the connection open.
-async fn parked(b: &mut Bench) -> anyhow::Result<()> {
+pub(crate) async fn parked(b: &mut Bench) -> anyhow::Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let jobs = if b.scale > 1 { 50 } else { 500 };
     let sandbox = Sandbox::new(SandboxConfig::default())?;
@@ -516,7 +308,7 @@ async fn parked(b: &mut Bench) -> anyhow::Result<()> {
     let spec = GrantSpec::parse(&format!(
         "[[http]]\nmethods = [\"GET\"]\nprefix = \"http://127.0.0.1:{port}/\"\ntimeout = \"5m\"\n"
     ))?;
-    let grant = Grant::open_within(&spec, playbook.manifest().expect("signed"))?;
+    let grant = Grant::open(&spec, playbook.manifest().expect("signed"))?;
     let runner = b.runner(&sandbox, &b.data_dir("park"))?;
     let url = format!("http://127.0.0.1:{port}/park");
     let params = |mode: &str| vec![("mode".to_string(), mode.to_string()), ("url".to_string(), url.clone())];
@@ -557,8 +349,8 @@ async fn parked(b: &mut Bench) -> anyhow::Result<()> {
 
 /// `salve run` as a whole process: first run (compiles) and later runs
 /// (compiled code from the disk cache).
-fn whole_process(b: &mut Bench, trust: &TrustFile) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
+pub(crate) fn whole_process(b: &mut Bench, trust: &TrustFile) -> anyhow::Result<()> {
+    let exe = b.salve.clone();
     let artifact = b.dir.path().join("noop.wasm");
     std::fs::write(&artifact, b.artifact("noop")?)?;
     let grant = b.dir.path().join("grant.toml");
@@ -615,29 +407,4 @@ fn whole_process(b: &mut Bench, trust: &TrustFile) -> anyhow::Result<()> {
         "no-op playbook: start, open the audit log, verify, load compiled code, run, seal, exit",
     );
     Ok(())
-}
-
-fn print_table(figures: &[Figure]) {
-    let width = figures.iter().map(|f| f.name.chars().count()).max().unwrap_or(10);
-    println!("{:<width$}  {:>12}  {:>12}  {:>14}", "figure", "p50", "p99", "target");
-    for f in figures {
-        let fmt = |v: f64| match f.unit {
-            "jobs/s" => format!("{v:.0} {}", f.unit),
-            _ if v >= 100.0 => format!("{v:.0} {}", f.unit),
-            _ => format!("{v:.1} {}", f.unit),
-        };
-        let p99 = f.p99.map(fmt).unwrap_or_default();
-        let status = match f.met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "",
-        };
-        println!(
-            "{:<width$}  {:>12}  {:>12}  {:>14}  {status}",
-            f.name,
-            fmt(f.p50),
-            p99,
-            f.target.as_deref().unwrap_or("")
-        );
-    }
 }
