@@ -23,9 +23,10 @@ const SECRETS_TEMPLATE: &str = "\
 /// What `init` writes to `salve.toml`.
 const CONFIG_TEMPLATE: &str = "\
 # salve runner config.
-# Change windows per environment, UTC; an environment without windows is always open.
+# Change windows per environment; an environment without windows is always open.
+# Times are local to tz (an IANA zone, UTC if not given), daylight saving included.
 [windows]
-# prod = [{ days = [\"sat\", \"sun\"], from = \"22:00\", to = \"04:00\" }]
+# prod = [{ days = [\"sat\", \"sun\"], from = \"22:00\", to = \"04:00\", tz = \"Europe/Berlin\" }]
 
 # Blast-radius budgets, enforced by the runner whatever the playbook does.
 [budgets]
