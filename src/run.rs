@@ -420,6 +420,7 @@ impl Runner {
         if key.role != Role::Runner {
             return Err(RunError::NotARunnerKey { id: key.id.clone(), role: key.role });
         }
+        self.audit.sign_checkpoints(Arc::clone(&key));
         self.seal_key = Some(key);
         Ok(self)
     }

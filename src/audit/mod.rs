@@ -48,6 +48,8 @@
 //! (`flock`) for the life of the writer, so two runners never fork the
 //! chain. Records never hold file contents or secrets (see [`record`]).
 
+pub mod checkpoint;
+pub mod merkle;
 pub mod outcome;
 pub mod record;
 pub mod verify;
@@ -55,7 +57,9 @@ pub mod verify;
 pub use record::{CallOutcome, ControlAction, Ending, Event, Mode, Phase};
 
 use crate::keys::PrivateKey;
+use checkpoint::Checkpoint;
 use ed25519_dalek::Signer as _;
+use merkle::CompactTree;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
@@ -126,9 +130,11 @@ impl Anchor {
         format!("salve-audit-head v1 seq={:020} hash={} end={:020}\n", self.head.seq, self.head.hash, self.end)
     }
 
-    /// Parses the content of `audit.head`.
+    /// Parses the first line of `audit.head` (the signed checkpoint, if
+    /// any, follows it: [`checkpoint_note`]).
     pub fn decode(text: &str) -> Option<Anchor> {
-        let rest = text.strip_suffix('\n')?.strip_prefix("salve-audit-head v1 seq=")?;
+        let (first, _) = text.split_once('\n')?;
+        let rest = first.strip_prefix("salve-audit-head v1 seq=")?;
         let (seq, rest) = rest.split_once(" hash=")?;
         let (hash, end) = rest.split_once(" end=")?;
         let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
@@ -136,6 +142,42 @@ impl Anchor {
             head: Head { seq: seq.parse().ok()?, hash: valid_hash.then(|| hash.to_string())? },
             end: end.parse().ok()?,
         })
+    }
+}
+
+/// The signed checkpoint `audit.head` holds after its anchor line, if any.
+pub fn checkpoint_note(head_text: &str) -> Option<&str> {
+    head_text.split_once('\n').map(|(_, note)| note).filter(|note| !note.is_empty())
+}
+
+/// The origin line of the checkpoints a runner key signs: names the log by
+/// the key that keeps it.
+pub fn checkpoint_origin(key_id: &str) -> String {
+    format!("salve audit log {key_id}")
+}
+
+/// The log's signed checkpoints: the latest, kept in `audit.head` after
+/// the anchor line, and the runner key that signs new ones, once given.
+struct Checkpoints {
+    signer: Option<Arc<PrivateKey>>,
+    /// The latest signed checkpoint (empty if none yet).
+    note: String,
+    /// The tree size `note` covers.
+    size: u64,
+}
+
+/// What one group commit makes durable: everything up to `anchor`, and,
+/// when a checkpoint is due, the tree's root there, to sign.
+struct Durable {
+    anchor: Anchor,
+    root: Option<merkle::Hash>,
+}
+
+impl State {
+    fn durable(&mut self, checkpoint: bool) -> Durable {
+        let root = (self.checkpoint_due || checkpoint).then(|| self.tree.root());
+        self.checkpoint_due = false;
+        Durable { anchor: self.last.clone(), root }
     }
 }
 
@@ -165,11 +207,18 @@ struct Shared {
     synced: Notify,
     /// Number of `fdatasync` calls on the log, for the benchmarks.
     syncs: AtomicU64,
+    /// Taken with the anchor lock held.
+    checkpoints: Mutex<Checkpoints>,
 }
 
 struct State {
     /// The last record appended (buffered or not), and where it ends.
     last: Anchor,
+    /// The Merkle tree over every record appended, as its frontier.
+    tree: CompactTree,
+    /// A seal was appended since the last checkpoint: the next sync signs
+    /// one (a job's outcome is checkpointed with its seal's group commit).
+    checkpoint_due: bool,
     /// Serialized records not yet written to the file.
     buf: Vec<u8>,
     /// Highest `seq` made durable.
@@ -228,13 +277,16 @@ impl AuditLog {
         }
         let len = file.metadata().map_err(open_err)?.len();
         let head_path = dir.join(HEAD_FILE);
-        let anchor = match std::fs::read_to_string(&head_path) {
-            Ok(text) => Anchor::decode(&text).ok_or_else(|| bad(format!("{HEAD_FILE} is unreadable")))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && len == 0 => Anchor { head: Head::genesis(), end: 0 },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(bad(format!("{HEAD_FILE} is missing, but the log holds {len} bytes")));
-            }
+        let head_text = match std::fs::read_to_string(&head_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(open_err(e)),
+        };
+        let note = head_text.as_deref().and_then(checkpoint_note).unwrap_or_default().to_string();
+        let anchor = match head_text {
+            Some(text) => Anchor::decode(&text).ok_or_else(|| bad(format!("{HEAD_FILE} is unreadable")))?,
+            None if len == 0 => Anchor { head: Head::genesis(), end: 0 },
+            None => return Err(bad(format!("{HEAD_FILE} is missing, but the log holds {len} bytes"))),
         };
         let head_file = OpenOptions::new()
             .read(true)
@@ -244,7 +296,12 @@ impl AuditLog {
             .mode(0o600)
             .open(&head_path)
             .map_err(open_err)?;
-        head_file.write_all_at(anchor.encode().as_bytes(), 0).and_then(|()| head_file.sync_data()).map_err(open_err)?;
+        let head_text = anchor.encode() + &note;
+        head_file
+            .write_all_at(head_text.as_bytes(), 0)
+            .and_then(|()| head_file.set_len(head_text.len() as u64))
+            .and_then(|()| head_file.sync_data())
+            .map_err(open_err)?;
         sync_dir(dir).map_err(open_err)?;
 
         if len < anchor.end {
@@ -268,6 +325,10 @@ impl AuditLog {
             file.set_len(kept_end).map_err(open_err)?;
             file.sync_data().map_err(open_err)?;
         }
+        let (tree, note_size) = rebuild_tree(&path, &note).map_err(|e| match e {
+            TreeError::Io(e) => open_err(e),
+            TreeError::Bad(reason) => bad(reason),
+        })?;
         let log = AuditLog {
             shared: Arc::new(Shared {
                 path,
@@ -275,6 +336,8 @@ impl AuditLog {
                 head_file,
                 state: Mutex::new(State {
                     last,
+                    tree,
+                    checkpoint_due: false,
                     buf: Vec::new(),
                     synced: anchor.head.seq,
                     syncing: false,
@@ -283,6 +346,7 @@ impl AuditLog {
                 anchored: Mutex::new(anchor.head.seq),
                 synced: Notify::new(),
                 syncs: AtomicU64::new(0),
+                checkpoints: Mutex::new(Checkpoints { signer: None, note, size: note_size }),
             }),
         };
         log.append(
@@ -345,6 +409,12 @@ impl AuditLog {
         state.buf.extend_from_slice(hash.as_bytes());
         state.buf.extend_from_slice(b"\"}\n");
         let end = state.last.end + (state.buf.len() - start) as u64;
+        // The leaf is the whole line, without its newline.
+        let record_end = state.buf.len() - 1;
+        state
+            .tree
+            .append(merkle::leaf_hash(&state.buf[start..record_end]))
+            .map_err(|e| AuditError::Broken(e.to_string()))?;
         state.last = Anchor { head: Head { seq, hash }, end };
         if state.buf.len() >= WRITE_THRESHOLD {
             self.write_out(state)?;
@@ -366,7 +436,9 @@ impl AuditLog {
             let mut state = self.state();
             let signature = hex::encode(key.signing.sign(&seal_message(job, &state.last.head.hash)).to_bytes());
             let event = Event::Seal { key_id: &key.id, signature: &signature };
-            self.append_locked(&mut state, Some(job), &event)?
+            let seq = self.append_locked(&mut state, Some(job), &event)?;
+            state.checkpoint_due = true;
+            seq
         };
         self.sync(seq).await?;
         Ok(seq)
@@ -383,7 +455,7 @@ impl AuditLog {
     pub async fn sync(&self, seq: u64) -> Result<(), AuditError> {
         enum Step<'a> {
             Wait(std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>),
-            Lead(Anchor),
+            Lead(Durable),
         }
         loop {
             let step = {
@@ -403,7 +475,7 @@ impl AuditLog {
                 } else {
                     self.write_out(&mut state)?;
                     state.syncing = true;
-                    Step::Lead(state.last.clone())
+                    Step::Lead(state.durable(false))
                 }
             };
             match step {
@@ -432,10 +504,11 @@ impl AuditLog {
             return Err(AuditError::Broken(reason.clone()));
         }
         self.write_out(&mut state)?;
-        let target = state.last.clone();
+        // The end of a command: what it appended is checkpointed too.
+        let target = state.durable(true);
         match self.shared.make_durable(&target) {
             Ok(()) => {
-                state.synced = state.synced.max(target.head.seq);
+                state.synced = state.synced.max(target.anchor.head.seq);
                 Ok(())
             }
             Err(e) => {
@@ -444,6 +517,20 @@ impl AuditLog {
                 Err(AuditError::Broken(reason))
             }
         }
+    }
+
+    /// Signs a checkpoint with `key` at every group commit that covers a
+    /// seal (so each job's outcome is checkpointed with its seal, for one
+    /// signature and no extra `fdatasync`), at [`AuditLog::sync_blocking`]
+    /// and on close.
+    pub fn sign_checkpoints(&self, key: Arc<PrivateKey>) {
+        self.shared.checkpoints.lock().unwrap_or_else(|p| p.into_inner()).signer = Some(key);
+    }
+
+    /// The latest signed checkpoint (a C2SP signed note), if there is one.
+    pub fn latest_checkpoint(&self) -> Option<String> {
+        let checkpoints = self.shared.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        (!checkpoints.note.is_empty()).then(|| checkpoints.note.clone())
     }
 
     /// Writes the buffer to the file (no `fdatasync`). Under the state lock,
@@ -469,24 +556,42 @@ impl Shared {
     /// itself: after a crash it may lag behind the log (records past it are
     /// then re-validated at open), but it never claims a record the log
     /// does not durably hold. One `fdatasync` per group commit, not two.
-    fn make_durable(&self, target: &Anchor) -> std::io::Result<()> {
+    ///
+    /// A checkpoint due is signed here, after the log is durable, and
+    /// written with the anchor: it never covers a record the log does not
+    /// durably hold.
+    fn make_durable(&self, target: &Durable) -> std::io::Result<()> {
         self.file.sync_data()?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         let mut anchored = self.anchored.lock().unwrap_or_else(|p| p.into_inner());
-        if target.head.seq > *anchored {
-            self.head_file.write_all_at(target.encode().as_bytes(), 0)?;
-            *anchored = target.head.seq;
+        let seq = target.anchor.head.seq;
+        let mut checkpoints = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let signed = match (&checkpoints.signer, target.root) {
+            (Some(key), Some(root)) if seq > checkpoints.size => {
+                let checkpoint = Checkpoint::new(&checkpoint_origin(&key.id), seq, root);
+                Some(checkpoint.sign(&key.signing, &key.id).map_err(std::io::Error::other)?)
+            }
+            _ => None,
+        };
+        if let Some(note) = signed {
+            (checkpoints.note, checkpoints.size) = (note, seq);
+        } else if seq <= *anchored {
+            return Ok(());
         }
+        let text = target.anchor.encode() + &checkpoints.note;
+        self.head_file.write_all_at(text.as_bytes(), 0)?;
+        self.head_file.set_len(text.len() as u64)?;
+        *anchored = (*anchored).max(seq);
         Ok(())
     }
 
     /// The body of a group commit, on the blocking pool.
-    fn finish_sync(&self, target: Anchor) {
+    fn finish_sync(&self, target: Durable) {
         let result = self.make_durable(&target);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.syncing = false;
         match result {
-            Ok(()) => state.synced = state.synced.max(target.head.seq),
+            Ok(()) => state.synced = state.synced.max(target.anchor.head.seq),
             Err(e) => state.broken = Some(format!("fdatasync failed: {e}")),
         }
         drop(state);
@@ -497,13 +602,63 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.broken.is_none() && !state.buf.is_empty() {
+        let seq = state.last.head.seq;
+        let unsigned = self.checkpoints.get_mut().is_ok_and(|c| c.signer.is_some() && seq > c.size);
+        if state.broken.is_none() && (!state.buf.is_empty() || unsigned) {
             let written = (&self.file).write_all(&state.buf);
-            let last = state.last.clone();
+            let last = state.durable(true);
             if written.and_then(|()| self.make_durable(&last)).is_err() {
                 tracing::error!(path = %self.path.display(), "could not flush the audit log on close");
             }
         }
+    }
+}
+
+enum TreeError {
+    Io(std::io::Error),
+    Bad(String),
+}
+
+/// The Merkle tree over every record of the log at `path` (one leaf per
+/// line), checked against the signed checkpoint `note` that `audit.head`
+/// kept: the log must still hold every record it covers, unchanged.
+/// Returns the tree and the size the checkpoint covers.
+fn rebuild_tree(path: &Path, note: &str) -> Result<(CompactTree, u64), TreeError> {
+    let covered = match note {
+        "" => None,
+        note => Some(
+            Checkpoint::parse_unverified(note.as_bytes())
+                .map_err(|e| TreeError::Bad(format!("the signed checkpoint in {HEAD_FILE} does not parse: {e}")))?
+                .0,
+        ),
+    };
+    let rewritten = |size: u64| {
+        TreeError::Bad(format!(
+            "the log's first {size} records do not hash to the root its signed checkpoint names: the log was rewritten"
+        ))
+    };
+    let mut tree = CompactTree::new();
+    if covered.as_ref().is_some_and(|c| c.size == 0 && c.root != merkle::EMPTY_ROOT) {
+        return Err(rewritten(0));
+    }
+    let reader = std::io::BufReader::new(File::open(path).map_err(TreeError::Io)?);
+    for line in std::io::BufRead::split(reader, b'\n') {
+        let leaf = merkle::leaf_hash(&line.map_err(TreeError::Io)?);
+        let size = tree.append(leaf).map_err(|e| TreeError::Bad(e.to_string()))? + 1;
+        if let Some(checkpoint) = &covered
+            && checkpoint.size == size
+            && checkpoint.root != tree.root()
+        {
+            return Err(rewritten(size));
+        }
+    }
+    match covered {
+        Some(checkpoint) if tree.size() < checkpoint.size => Err(TreeError::Bad(format!(
+            "the log holds {} records, but its signed checkpoint covers {}: records were cut off its end",
+            tree.size(),
+            checkpoint.size
+        ))),
+        covered => Ok((tree, covered.map_or(0, |c| c.size))),
     }
 }
 
@@ -717,6 +872,8 @@ mod tests {
                 state: Mutex::new(State {
                     synced: last.head.seq,
                     last: last.clone(),
+                    tree: log.state().tree.clone(),
+                    checkpoint_due: false,
                     buf: Vec::new(),
                     syncing: false,
                     broken: None,
@@ -724,11 +881,104 @@ mod tests {
                 anchored: Mutex::new(last.head.seq),
                 synced: Notify::new(),
                 syncs: AtomicU64::new(0),
+                checkpoints: Mutex::new(Checkpoints { signer: None, note: String::new(), size: 0 }),
             }),
         };
         let seq = broken.append(None, &event()).unwrap();
         assert!(matches!(broken.sync(seq).await, Err(AuditError::Broken(_))));
         assert!(matches!(broken.append(None, &event()), Err(AuditError::Broken(_))));
+    }
+
+    fn runner() -> Arc<PrivateKey> {
+        Arc::new(PrivateKey::from_seed("runner", crate::keys::Role::Runner, [3; 32]))
+    }
+
+    /// The signed checkpoint in `dir`'s audit.head, checked with `key`.
+    fn checkpoint_in(dir: &Path, key: &PrivateKey) -> Checkpoint {
+        let text = std::fs::read_to_string(dir.join(HEAD_FILE)).unwrap();
+        let note = checkpoint_note(&text).expect("a checkpoint after the anchor");
+        let verifier = checkpoint::Verifier::new(&key.id, key.signing.verifying_key()).unwrap();
+        Checkpoint::open(note.as_bytes(), &checkpoint_origin(&key.id), &[verifier]).unwrap().0
+    }
+
+    fn leaves(dir: &Path) -> Vec<merkle::Hash> {
+        std::fs::read_to_string(dir.join(LOG_FILE)).unwrap().lines().map(|l| merkle::leaf_hash(l.as_bytes())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_seal_is_checkpointed_in_its_group_commit_and_the_end_checkpoints_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = runner();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.sign_checkpoints(Arc::clone(&key));
+        log.append(Some("j"), &event()).unwrap();
+        let sealed = log.seal("j", &key).await.unwrap();
+        let checkpoint = checkpoint_in(dir.path(), &key);
+        assert_eq!(checkpoint.size, sealed, "the seal's own sync signed it");
+        assert_eq!(checkpoint.root, merkle::merkle_tree_hash(&leaves(dir.path())));
+        assert_eq!(
+            log.latest_checkpoint().unwrap(),
+            checkpoint_note(&std::fs::read_to_string(dir.path().join(HEAD_FILE)).unwrap()).unwrap()
+        );
+        // A durable record without a seal is not checkpointed at once...
+        log.append_durable(None, &event()).await.unwrap();
+        assert_eq!(checkpoint_in(dir.path(), &key).size, sealed);
+        // ...but the end of a command (and closing the log) checkpoints
+        // everything it holds.
+        log.sync_blocking().unwrap();
+        drop(log);
+        let all = leaves(dir.path());
+        let checkpoint = checkpoint_in(dir.path(), &key);
+        assert_eq!((checkpoint.size, checkpoint.root), (all.len() as u64, merkle::merkle_tree_hash(&all)));
+        // Reopening keeps the checkpoint and continues the tree.
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.sign_checkpoints(Arc::clone(&key));
+        log.sync_blocking().unwrap();
+        let all = leaves(dir.path());
+        assert_eq!(checkpoint_in(dir.path(), &key).root, merkle::merkle_tree_hash(&all));
+    }
+
+    #[tokio::test]
+    async fn a_log_rewritten_or_cut_below_its_checkpoint_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = runner();
+        {
+            let log = AuditLog::open(dir.path()).unwrap();
+            log.sign_checkpoints(Arc::clone(&key));
+            for job in ["a", "b"] {
+                log.append(Some(job), &event()).unwrap();
+                log.seal(job, &key).await.unwrap();
+            }
+        }
+        let log_path = dir.path().join(LOG_FILE);
+        let head_path = dir.path().join(HEAD_FILE);
+        let (log_text, head_text) =
+            (std::fs::read_to_string(&log_path).unwrap(), std::fs::read_to_string(&head_path).unwrap());
+        let lines: Vec<&str> = log_text.lines().collect();
+        let note = checkpoint_note(&head_text).unwrap();
+
+        // Cut the last two records and point the anchor at the new end, as
+        // an owner of the directory without the key could: the checkpoint
+        // still says how long the log was.
+        let kept = &lines[..lines.len() - 2];
+        let kept_text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+        let last = parse_record_head(kept[kept.len() - 1].as_bytes()).unwrap();
+        let anchor = Anchor { head: last, end: kept_text.len() as u64 };
+        std::fs::write(&log_path, &kept_text).unwrap();
+        std::fs::write(&head_path, anchor.encode() + note).unwrap();
+        let refused = AuditLog::open(dir.path()).err().expect("a cut log is refused");
+        assert!(refused.to_string().contains("but its signed checkpoint covers"), "{refused}");
+
+        // Rewrite a record the checkpoint covers (with a chain that checks
+        // out from there would need every later hash too; the tree is
+        // enough to catch it): the root no longer matches.
+        let rewritten = log_text.replacen("\"pid\":", "\"pid\":1", 1);
+        std::fs::write(&log_path, &rewritten).unwrap();
+        let end = rewritten.len() as u64;
+        let last = parse_record_head(rewritten.lines().last().unwrap().as_bytes()).unwrap();
+        std::fs::write(&head_path, Anchor { head: last, end }.encode() + note).unwrap();
+        let refused = AuditLog::open(dir.path()).err().expect("a rewritten log is refused");
+        assert!(refused.to_string().contains("do not hash to the root its signed checkpoint names"), "{refused}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Offline verification of an audit log: walks the chain and names the
 //! first record that was changed, removed, reordered or cut off; checks the
-//! end of the log against its anchor, and every seal against the runner
-//! keys of a trust store.
+//! end of the log against its anchor, and, with a trust store, every seal
+//! against its runner keys and that every job's outcome is sealed (a seal
+//! removed and the chain recomputed is caught).
 //!
 //! # Errors
 //! [`VerifyError::Bad`] carries the first bad record, its line and what is
@@ -89,6 +90,99 @@ pub enum Problem {
     MissingAnchor,
     #[error("the seal in record {seq} does not verify: {reason}")]
     BadSeal { seq: u64, reason: String },
+    #[error(
+        "job {job}'s outcome (record {seq}) has no seal after it: a seal was removed and the chain recomputed, \
+         or the job ran without a runner key"
+    )]
+    MissingSeal { seq: u64, job: String },
+    #[error(
+        "there is no signed checkpoint of the log ({HEAD_FILE} holds none): its end cannot be trusted \
+         (was it stripped, or did the runner run without a runner key?)"
+    )]
+    NoCheckpoint,
+    #[error("the checkpoint does not verify: {0}")]
+    BadCheckpoint(String),
+    #[error(
+        "the log holds {records} records, but the signed checkpoint covers {size}: records {}..{records} are covered \
+         by no checkpoint (appended by someone without the runner key, or the runner has not stopped yet)",
+        size + 1
+    )]
+    NotCovered { size: u64, records: u64 },
+    #[error(
+        "the log does not extend the checkpoint of {size} records: {reason} (the log was replaced by an older \
+         or rewritten one)"
+    )]
+    Inconsistent { size: u64, reason: String },
+}
+
+/// How much of the log a checkpoint must cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// All of it: the data directory's own latest checkpoint.
+    Whole,
+    /// A prefix: a checkpoint saved earlier (by an auditor or a witness),
+    /// which the log must extend.
+    Prefix,
+}
+
+/// A signed checkpoint that verified against a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// The records it covers.
+    pub size: u64,
+    /// The runner key that signed it.
+    pub key_id: String,
+}
+
+/// Checks the signed checkpoint `note` against the log at `path`: signed by
+/// a runner key of `trust` (not revoked), and the log extends it, shown by
+/// an RFC 9162 consistency proof from its size to the log's; with
+/// [`Coverage::Whole`], it covers every record.
+pub fn verify_checkpoint(
+    path: &Path,
+    note: &str,
+    trust: &TrustStore,
+    coverage: Coverage,
+) -> Result<CheckpointReport, VerifyError> {
+    use super::checkpoint::{Checkpoint, Verifier};
+    use super::merkle::{MemoryTree, consistency_proof, leaf_hash, verify_consistency};
+    let bad = |problem| VerifyError::Bad { path: path.to_path_buf(), bad: BadRecord { line: 0, problem } };
+    let refused = |reason: String| bad(Problem::BadCheckpoint(reason));
+    let (claimed, _) = Checkpoint::parse_unverified(note.as_bytes()).map_err(|e| refused(e.to_string()))?;
+    let key_id = claimed
+        .origin
+        .strip_prefix(super::checkpoint_origin("").as_str())
+        .ok_or_else(|| refused(format!("its origin {:?} is not a salve audit log's", claimed.origin)))?;
+    if trust.is_revoked(key_id) {
+        return Err(refused(format!("key {key_id} is revoked")));
+    }
+    let key = trust.key(key_id).ok_or_else(|| refused(format!("key {key_id} is not in the trust store")))?;
+    if key.entry.role != Role::Runner {
+        return Err(refused(format!("key {key_id} has role {}, not runner", key.entry.role)));
+    }
+    let verifier = Verifier::new(key_id, key.public).map_err(|e| refused(e.to_string()))?;
+    let (checkpoint, _) =
+        Checkpoint::open(note.as_bytes(), &claimed.origin, &[verifier]).map_err(|e| refused(e.to_string()))?;
+
+    let file = std::fs::File::open(path).map_err(|e| VerifyError::Io { path: path.into(), reason: e.to_string() })?;
+    let mut tree = MemoryTree::new();
+    for line in std::io::BufReader::new(file).split(b'\n') {
+        let line = line.map_err(|e| VerifyError::Io { path: path.into(), reason: e.to_string() })?;
+        tree.push(leaf_hash(&line));
+    }
+    let records = tree.leaves().len() as u64;
+    if checkpoint.size > records {
+        let reason = format!("the log holds only {records} records");
+        return Err(bad(Problem::Inconsistent { size: checkpoint.size, reason }));
+    }
+    let inconsistent =
+        |e: super::merkle::MerkleError| bad(Problem::Inconsistent { size: checkpoint.size, reason: e.to_string() });
+    let proof = consistency_proof(&tree, checkpoint.size, records).map_err(inconsistent)?;
+    verify_consistency(checkpoint.size, records, &checkpoint.root, &tree.root(), &proof).map_err(inconsistent)?;
+    if coverage == Coverage::Whole && checkpoint.size < records {
+        return Err(bad(Problem::NotCovered { size: checkpoint.size, records }));
+    }
+    Ok(CheckpointReport { size: checkpoint.size, key_id: key_id.to_string() })
 }
 
 /// Verifies the log at `path`; with a trust store, every seal too.
@@ -112,6 +206,8 @@ pub fn verify_log(path: &Path, anchor: Anchor, trust: Option<&TrustStore>) -> Re
     let mut reader = std::io::BufReader::new(file);
     let mut head = Head { seq: 0, hash: GENESIS.to_string() };
     let mut seals = 0;
+    // Outcomes not sealed yet: job id -> (line, seq) of the outcome.
+    let mut unsealed: std::collections::HashMap<String, (u64, u64)> = std::collections::HashMap::new();
     let mut line_no = 0;
     let mut line = Vec::new();
     loop {
@@ -145,12 +241,24 @@ pub fn verify_log(path: &Path, anchor: Anchor, trust: Option<&TrustStore>) -> Re
         {
             return Err(bad(line_no, Problem::NotTheAnchoredRecord { seq: record.seq }));
         }
-        if let Some(trust) = trust
-            && record.body["kind"] == "seal"
-        {
-            check_seal(trust, &record.body)
-                .map_err(|reason| bad(line_no, Problem::BadSeal { seq: record.seq, reason }))?;
-            seals += 1;
+        if let Some(trust) = trust {
+            let job = record.body["job"].as_str();
+            match (record.body["kind"].as_str(), job) {
+                (Some("seal"), _) => {
+                    check_seal(trust, &record.body)
+                        .map_err(|reason| bad(line_no, Problem::BadSeal { seq: record.seq, reason }))?;
+                    seals += 1;
+                    if let Some(job) = job {
+                        unsealed.remove(job);
+                    }
+                }
+                (Some("outcome"), Some(job)) => {
+                    if let Some((line, seq)) = unsealed.insert(job.to_string(), (line_no, record.seq)) {
+                        return Err(bad(line, Problem::MissingSeal { seq, job: job.to_string() }));
+                    }
+                }
+                _ => {}
+            }
         }
         head = Head { seq: record.seq, hash: record.hash };
     }
@@ -158,6 +266,9 @@ pub fn verify_log(path: &Path, anchor: Anchor, trust: Option<&TrustStore>) -> Re
         && anchor.seq > head.seq
     {
         return Err(bad(line_no, Problem::CutOff { last: head.seq, head: anchor.seq }));
+    }
+    if let Some((job, (line, seq))) = unsealed.into_iter().min_by_key(|(_, (line, _))| *line) {
+        return Err(bad(line, Problem::MissingSeal { seq, job }));
     }
     Ok(Report { records: head.seq, head, anchor, seals })
 }

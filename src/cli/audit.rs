@@ -1,16 +1,27 @@
 //! `salve audit verify`.
 
-use super::{DataDirArg, Exit};
-use salve::audit::HEAD_FILE;
-use salve::audit::verify::{Anchor, VerifyError, verify_log};
+use super::{DataDirArg, Exit, refused};
+use anyhow::Context as _;
+use salve::audit::verify::{Anchor, BadRecord, Coverage, Problem, VerifyError, verify_checkpoint, verify_log};
+use salve::audit::{HEAD_FILE, checkpoint_note};
 use salve::trust::TrustStore;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AuditCommand {
     /// Check the hash chain of an audit log, its end against its anchor, and
-    /// every seal; name the first bad record.
+    /// (with a trust store) every seal and the signed checkpoint; name the
+    /// first bad record.
     Verify(VerifyArgs),
+    /// Print the log's latest signed checkpoint (a C2SP signed note), to
+    /// keep where the data directory's owner cannot rewrite it.
+    Checkpoint(CheckpointArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -21,10 +32,14 @@ pub struct VerifyArgs {
     /// audit.head beside the log]
     #[arg(long, value_name = "FILE")]
     anchor: Option<PathBuf>,
-    /// The trust store whose runner keys check the seals [default:
-    /// DATA_DIR/trust.toml, if present]
+    /// The trust store whose runner keys check the seals and checkpoints
+    /// [default: DATA_DIR/trust.toml, if present]
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
+    /// A checkpoint saved earlier (`salve audit checkpoint`, or a
+    /// witness's copy): the log must extend it (consistency proof)
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
     #[command(flatten)]
     data_dir: DataDirArg,
     /// Print one JSON object instead of text
@@ -35,7 +50,29 @@ pub struct VerifyArgs {
 pub fn main(command: AuditCommand) -> anyhow::Result<super::Exit> {
     match command {
         AuditCommand::Verify(args) => verify(args),
+        AuditCommand::Checkpoint(args) => checkpoint(args),
     }
+}
+
+fn checkpoint(args: CheckpointArgs) -> anyhow::Result<Exit> {
+    let head = args.data_dir.layout()?.audit_head();
+    let text = std::fs::read_to_string(&head).with_context(|| format!("cannot read {}", head.display()))?;
+    let note = checkpoint_note(&text).ok_or_else(|| {
+        refused(anyhow::anyhow!(
+            "{} holds no signed checkpoint yet: a runner with a runner key writes one",
+            head.display()
+        ))
+    })?;
+    print!("{}", safe_text(note));
+    Ok(Exit::Succeeded)
+}
+
+/// `text` with every control character but the newline escaped, so a note
+/// read from a file cannot move the terminal's cursor.
+fn safe_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
@@ -58,12 +95,39 @@ fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
         Some(dir.trust()).filter(|p| p.exists())
     });
     let trust = trust_path.as_deref().map(TrustStore::load).transpose().map_err(super::refused)?;
-    match verify_log(&path, anchor, trust.as_ref()) {
-        Ok(report) => {
+    let head_path = match &anchor {
+        Anchor::Required(p) | Anchor::IfPresent(p) => Some(p.clone()),
+        Anchor::None => None,
+    };
+    let saved = match &args.checkpoint {
+        None => None,
+        Some(_) if trust.is_none() => {
+            return Err(refused(anyhow::anyhow!(
+                "--checkpoint needs a trust store (--trust FILE) to check its signature"
+            )));
+        }
+        Some(file) => Some(std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?),
+    };
+    let checked = verify_log(&path, anchor, trust.as_ref()).and_then(|report| {
+        let Some(trust) = &trust else { return Ok((report, None, None)) };
+        let note = head_path.and_then(|p| std::fs::read_to_string(p).ok());
+        let note = note.as_deref().and_then(checkpoint_note).ok_or_else(|| VerifyError::Bad {
+            path: path.clone(),
+            bad: BadRecord { line: 0, problem: Problem::NoCheckpoint },
+        })?;
+        let latest = verify_checkpoint(&path, note, trust, Coverage::Whole)?;
+        let earlier =
+            saved.as_deref().map(|note| verify_checkpoint(&path, note, trust, Coverage::Prefix)).transpose()?;
+        Ok((report, Some(latest), earlier))
+    });
+    match checked {
+        Ok((report, latest, earlier)) => {
             if args.json {
                 let value = serde_json::json!({
                     "ok": true, "records": report.records, "head": report.head,
                     "anchor": report.anchor, "seals": report.seals,
+                    "checkpoint": latest.as_ref().map(|c| serde_json::json!({ "size": c.size, "key_id": c.key_id })),
+                    "extends": earlier.as_ref().map(|c| serde_json::json!({ "size": c.size, "key_id": c.key_id })),
                 });
                 println!("{value}");
             } else {
@@ -77,7 +141,16 @@ fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
                     Some(_) => {
                         println!("  {} job seal(s) verified against the trust store's runner keys", report.seals)
                     }
-                    None => println!("  no trust store: seals not checked"),
+                    None => println!("  no trust store: seals and checkpoints not checked"),
+                }
+                if let Some(latest) = &latest {
+                    println!("  signed checkpoint by runner key {} covers all {} records", latest.key_id, latest.size);
+                }
+                if let Some(earlier) = &earlier {
+                    println!(
+                        "  extends the earlier checkpoint of {} records by {} (consistency proof)",
+                        earlier.size, earlier.key_id
+                    );
                 }
             }
             Ok(Exit::Succeeded)

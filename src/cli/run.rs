@@ -182,6 +182,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         floor.record(&manifest.name, &manifest.version)?;
     }
     let report = runner.run(&playbook, &grant, &job).await.map_err(classified)?;
+    // Everything durable and checkpointed before the command says how it ended.
+    runner.audit().sync_blocking()?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -211,6 +213,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
 pub async fn plan(args: RunArgs) -> anyhow::Result<Exit> {
     let Prepared { runner, playbook, grant, job, .. } = prepare(&args).await?;
     let report = runner.plan(&playbook, &grant, &job).await.map_err(classified)?;
+    runner.audit().sync_blocking()?;
     if args.json {
         let value = match &report.changes {
             Ok(changes) => serde_json::json!({

@@ -408,3 +408,46 @@ pub(crate) fn whole_process(b: &mut Bench, trust: &TrustFile) -> anyhow::Result<
     );
     Ok(())
 }
+
+/// The audit log's Merkle tree: an inclusion proof for one record of a log
+/// of 1,000,000 records (what an evidence bundle carries per record), and
+/// the cost the writer pays per record to keep the tree.
+pub(crate) fn merkle(b: &mut Bench) -> anyhow::Result<()> {
+    use salve::audit::merkle::{CompactTree, MemoryTree, inclusion_proof, leaf_hash};
+    const RECORDS: u64 = 1_000_000;
+    let mut tree = MemoryTree::new();
+    let mut compact = CompactTree::new();
+    let mut appends = Vec::new();
+    for i in 0..RECORDS {
+        let leaf = leaf_hash(format!("{{\"seq\":{i},\"kind\":\"call\"}}").as_bytes());
+        tree.push(leaf);
+        let started = Instant::now();
+        compact.append(leaf).map_err(|e| anyhow!("{e}"))?;
+        std::hint::black_box(compact.root());
+        if i % 1000 == 0 {
+            appends.push(micros(started.elapsed()));
+        }
+    }
+    let mut proofs = Vec::new();
+    for i in 0..b.n(1000) as u64 {
+        let index = (i * 7_919 + 13) * 1_000_003 % RECORDS;
+        let started = Instant::now();
+        std::hint::black_box(inclusion_proof(&tree, index, RECORDS).map_err(|e| anyhow!("{e}"))?);
+        proofs.push(micros(started.elapsed()));
+    }
+    b.record(
+        "inclusion proof, one record of 1,000,000",
+        "us",
+        proofs,
+        Some(Goal::AtMost(1000.0)),
+        "leaf hashes in memory with subtree hashes every 4th level (MemoryTree)",
+    );
+    b.record(
+        "Merkle append + root, per record",
+        "us",
+        appends,
+        None,
+        "the frontier the log writer keeps (CompactTree)",
+    );
+    Ok(())
+}

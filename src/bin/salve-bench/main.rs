@@ -41,7 +41,7 @@ struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only the groups named (artifacts, instantiation, calls, job,
-    /// throughput, memory, process), e.g. to profile one
+    /// throughput, memory, process, merkle), e.g. to profile one
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The salve binary the whole-process figures run [default: salve next
@@ -255,6 +255,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("process") {
         groups::whole_process(&mut b, &trust_file)?;
+    }
+    if wanted("merkle") {
+        groups::merkle(&mut b)?;
     }
 
     print_table(&b.figures);
