@@ -35,7 +35,6 @@ use crate::scope::Access;
 use crate::scope::exec::{ArgPattern, parse_argv};
 use crate::scope::http::{host_text, mutating_method, pattern_host, special_address};
 use crate::scope::limits::{LimitError, Limits, LimitsSpec};
-use crate::scope::pattern::path_matches;
 use cap_std::ambient_authority;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -213,7 +212,7 @@ impl Grant {
                     let declared = manifest.capabilities.fs.iter().map(|d| d.name.clone()).collect();
                     return Err(GrantError::Undeclared { name: entry.name.clone(), declared });
                 };
-                if !declared.paths.iter().any(|pattern| path_matches(pattern, &path)) {
+                if !declared.paths.iter().any(|pattern| pattern.matches(&path)) {
                     return Err(GrantError::AboveDeclaration {
                         what: format!("fs {:?} path {}", entry.name, path.display()),
                         asked: path.display().to_string(),
@@ -412,7 +411,6 @@ fn check_exec_declared(
 
 fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Result<(), GrantError> {
     use crate::artifact::manifest::HttpDeclaration;
-    use crate::scope::pattern::glob_matches;
     let beyond = |asked: String, declared: Vec<String>| GrantError::Beyond {
         kind: "http",
         index,
@@ -425,8 +423,8 @@ fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Re
     let covers = |d: &&HttpDeclaration| {
         rule.methods.iter().all(|m| d.methods.iter().any(|dm| dm.eq_ignore_ascii_case(m)))
             && d.urls.iter().any(|pattern| {
-                glob_matches(pattern, &rule.prefix)
-                    && special.is_none_or(|ip| pattern_host(pattern) == Some(host_text(ip).as_str()))
+                pattern.matches(&rule.prefix)
+                    && special.is_none_or(|ip| pattern_host(pattern.as_str()) == Some(host_text(ip).as_str()))
             })
             && (rule.credential.is_none() || rule.credential == d.credential)
     };
@@ -435,7 +433,9 @@ fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Re
             .capabilities
             .http
             .iter()
-            .map(|d| format!("{} {}", d.methods.join(","), d.urls.join(" ")))
+            .map(|d| {
+                format!("{} {}", d.methods.join(","), d.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(" "))
+            })
             .collect();
         let credential = rule.credential.as_ref().map(|c| format!(" with credential {}", c.name)).unwrap_or_default();
         return Err(beyond(format!("{} {}{credential}", rule.methods.join(","), rule.prefix), declared));
