@@ -138,6 +138,10 @@ pub struct HttpDeclaration {
     /// goes in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<HttpCredential>,
+    /// Whether a grant may allow path parameters (`;`) in these requests
+    /// (see [`crate::grant::http`]); off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_path_parameters: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -336,10 +336,14 @@ impl Grant {
             .http
             .iter()
             .map(|r| {
-                serde_json::json!({
+                let mut entry = serde_json::json!({
                     "methods": r.methods, "prefix": r.prefix,
                     "credential": r.credential.as_ref().map(|c| &c.name),
-                })
+                });
+                if r.allow_path_parameters {
+                    entry["allow_path_parameters"] = true.into();
+                }
+                entry
             })
             .collect();
         serde_json::json!({ "fs": fs, "exec": exec, "http": http, "limits": self.limits })
@@ -427,6 +431,7 @@ fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Re
                     && special.is_none_or(|ip| pattern_host(pattern.as_str()) == Some(host_text(ip).as_str()))
             })
             && (rule.credential.is_none() || rule.credential == d.credential)
+            && (!rule.allow_path_parameters || d.allow_path_parameters)
     };
     if !manifest.capabilities.http.iter().any(|d| covers(&d)) {
         let declared = manifest
@@ -434,11 +439,14 @@ fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Re
             .http
             .iter()
             .map(|d| {
-                format!("{} {}", d.methods.join(","), d.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(" "))
+                let urls: Vec<&str> = d.urls.iter().map(|u| u.as_str()).collect();
+                let parameters = if d.allow_path_parameters { " (path parameters)" } else { "" };
+                format!("{} {}{parameters}", d.methods.join(","), urls.join(" "))
             })
             .collect();
         let credential = rule.credential.as_ref().map(|c| format!(" with credential {}", c.name)).unwrap_or_default();
-        return Err(beyond(format!("{} {}{credential}", rule.methods.join(","), rule.prefix), declared));
+        let parameters = if rule.allow_path_parameters { " with path parameters" } else { "" };
+        return Err(beyond(format!("{} {}{credential}{parameters}", rule.methods.join(","), rule.prefix), declared));
     }
     Ok(())
 }
@@ -507,5 +515,35 @@ mod tests {
         ));
         let grant = open(vec![FsEntry { access: Access::Rw, ..entry("a", dir.path()) }]).unwrap();
         assert_eq!(grant.read_only().mounts()[0].access, Access::Ro);
+    }
+
+    fn manifest_with_http(declaration: &str) -> Manifest {
+        Manifest::parse(&format!(
+            "name = \"p\"\nversion = \"1.0.0\"\nowner = \"o\"\npurpose = \"p\"\nrisk_class = \"read-only\"\n\
+             reversibility = \"reversible\"\n[[capabilities.http]]\nmethods = [\"GET\"]\n{declaration}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn path_parameters_in_a_grant_need_the_manifest_to_declare_them() {
+        let spec = GrantSpec::parse(
+            "[[http]]\nmethods = [\"GET\"]\nprefix = \"https://api.example.com/v1/\"\nallow_path_parameters = true\n",
+        )
+        .unwrap();
+        let undeclared = manifest_with_http("urls = [\"https://api.example.com/**\"]");
+        let refused = Grant::open(&spec, &undeclared).unwrap_err();
+        assert!(
+            matches!(&refused, GrantError::Beyond { kind: "http", asked, .. } if asked.ends_with("with path parameters")),
+            "{refused}"
+        );
+        let declared = manifest_with_http("urls = [\"https://api.example.com/**\"]\nallow_path_parameters = true");
+        let grant = Grant::open(&spec, &declared).unwrap();
+        assert!(grant.http()[0].allow_path_parameters);
+        assert_eq!(grant.summary()["http"][0]["allow_path_parameters"], true, "audited");
+        let plain = GrantSpec::parse("[[http]]\nmethods = [\"GET\"]\nprefix = \"https://api.example.com/v1/\"\n");
+        let plain = Grant::open(&plain.unwrap(), &declared).unwrap();
+        assert!(!plain.http()[0].allow_path_parameters, "a declaration allows, it does not switch on");
+        assert!(plain.summary()["http"][0].get("allow_path_parameters").is_none());
     }
 }
