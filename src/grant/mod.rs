@@ -350,24 +350,98 @@ impl Grant {
     }
 }
 
+/// Why a path cannot be resolved beneath a granted directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BeneathError {
+    #[error("the path leaves the granted directory (through a symlink)")]
+    Escapes,
+    #[error("the path is a symlink to nowhere")]
+    Dangling,
+    #[error("the path does not exist")]
+    NotFound,
+    #[error("the path cannot be resolved: {0}")]
+    Io(std::io::Error),
+}
+
+impl BeneathError {
+    /// Classifies an error from a cap-std call on a mount's handle.
+    pub(crate) fn from_io(error: std::io::Error) -> BeneathError {
+        if escapes(&error) {
+            BeneathError::Escapes
+        } else if error.kind() == std::io::ErrorKind::NotFound {
+            BeneathError::NotFound
+        } else {
+            BeneathError::Io(error)
+        }
+    }
+}
+
+/// Whether cap-std refused a path because resolving it would leave the
+/// directory. It reports that (and the kernel's `EXDEV` under
+/// `RESOLVE_BENEATH`) as a `PermissionDenied` error of its own, which
+/// carries no OS error code; the operating system's own refusals (`EACCES`,
+/// `EPERM`) always carry one.
+pub(crate) fn escapes(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::PermissionDenied && error.raw_os_error().is_none()
+}
+
+/// `.` for the empty path: what cap-std takes for a mount's root.
+pub(crate) fn or_root(rel: &Path) -> &Path {
+    if rel.as_os_str().is_empty() { Path::new(".") } else { rel }
+}
+
+impl Mount {
+    /// `rel` (relative to the mount, empty for its root, without `.`,
+    /// `..` or empty components) with its symlinks resolved by cap-std
+    /// beneath the granted directory, as every `fs` call resolves them:
+    /// still relative to the mount. It may name what does not exist yet if
+    /// its parent does and it is not a dangling symlink.
+    pub(crate) fn resolve_beneath(&self, rel: &Path) -> Result<PathBuf, BeneathError> {
+        // cap-std writes the mount's root as `.`; here it is the empty path.
+        let relative = |resolved: PathBuf| if resolved == Path::new(".") { PathBuf::new() } else { resolved };
+        match self.dir.canonicalize(or_root(rel)) {
+            Ok(resolved) => Ok(relative(resolved)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Missing, so a program may create it: it must not be a
+                // dangling symlink the program would write through.
+                if self.dir.symlink_metadata(rel).is_ok() {
+                    return Err(BeneathError::Dangling);
+                }
+                let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+                    return Err(BeneathError::NotFound);
+                };
+                Ok(relative(self.dir.canonicalize(or_root(parent)).map_err(BeneathError::from_io)?).join(name))
+            }
+            Err(e) => Err(BeneathError::from_io(e)),
+        }
+    }
+
+    /// The host path of `rel`, resolved by [`Mount::resolve_beneath`]: for
+    /// a program, which cannot be handed the directory handle.
+    pub(crate) fn host_path(&self, resolved: &Path) -> PathBuf {
+        if resolved.as_os_str().is_empty() { self.path.clone() } else { self.path.join(resolved) }
+    }
+}
+
 /// The host path of `MOUNT` or `MOUNT/sub/dir`, which must be an existing
-/// directory inside the granted directory.
+/// directory inside the granted directory, resolved beneath it.
 pub(crate) fn resolve_in_mounts(mounts: &[Mount], path: &str) -> Result<PathBuf, String> {
     let mut parts = path.split('/');
     let name = parts.next().unwrap_or_default();
     let mount = mounts.iter().find(|m| m.name == name).ok_or_else(|| format!("{name:?} is not a granted directory"))?;
-    let mut resolved = mount.path.clone();
+    let mut rel = PathBuf::new();
     for part in parts {
         if part.is_empty() || part == "." || part == ".." {
             return Err(format!("{path:?} has an empty, `.` or `..` component"));
         }
-        resolved.push(part);
+        rel.push(part);
     }
-    let canonical = std::fs::canonicalize(&resolved).map_err(|e| format!("{}: {e}", resolved.display()))?;
-    if !canonical.starts_with(&mount.path) || !canonical.is_dir() {
+    let resolved = mount.resolve_beneath(&rel).map_err(|e| format!("{path:?}: {e}"))?;
+    if !mount.dir.metadata(or_root(&resolved)).is_ok_and(|m| m.is_dir()) {
         return Err(format!("{path:?} is not a directory inside {}", mount.path.display()));
     }
-    Ok(canonical)
+    Ok(mount.host_path(&resolved))
 }
 
 fn check_exec_declared(
@@ -515,6 +589,51 @@ mod tests {
         ));
         let grant = open(vec![FsEntry { access: Access::Rw, ..entry("a", dir.path()) }]).unwrap();
         assert_eq!(grant.read_only().mounts()[0].access, Access::Ro);
+    }
+
+    #[test]
+    fn a_working_directory_resolves_beneath_its_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("a/sub")).unwrap();
+        std::fs::write(root.join("a/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("sub", root.join("a/in")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("a/up")).unwrap();
+        std::os::unix::fs::symlink(root.join("a/sub"), root.join("a/absolute")).unwrap();
+        let spec = GrantSpec {
+            fs: vec![FsEntry { name: "a".into(), path: root.join("a"), access: Access::Ro }],
+            ..Default::default()
+        };
+        let grant = Grant::open_unbounded(&spec).unwrap();
+        let cwd = |path: &str| resolve_in_mounts(grant.mounts(), path);
+        assert_eq!(cwd("a").unwrap(), root.join("a"));
+        assert_eq!(cwd("a/sub").unwrap(), root.join("a/sub"));
+        assert_eq!(cwd("a/in").unwrap(), root.join("a/sub"), "a symlink that stays inside");
+        for (path, expected) in [
+            ("a/up", "leaves the granted directory"),
+            ("a/absolute", "leaves the granted directory"),
+            ("a/file", "is not a directory"),
+            ("a/missing", "is not a directory"),
+            ("a/../a", "`..`"),
+            ("b", "not a granted directory"),
+        ] {
+            let error = cwd(path).unwrap_err();
+            assert!(error.contains(expected), "{path}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_escape_is_told_from_the_operating_system_refusing() {
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!escapes(&denied));
+        assert!(matches!(BeneathError::from_io(denied), BeneathError::Io(_)));
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
+        let handle = cap_std::fs::Dir::open_ambient_dir(dir.path(), ambient_authority()).unwrap();
+        let escape = handle.open("etc/passwd").unwrap_err();
+        assert!(matches!(BeneathError::from_io(escape), BeneathError::Escapes));
+        let missing = handle.open("missing").unwrap_err();
+        assert!(matches!(BeneathError::from_io(missing), BeneathError::NotFound));
     }
 
     fn manifest_with_http(declaration: &str) -> Manifest {
