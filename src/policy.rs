@@ -295,7 +295,7 @@ pub struct RunnerConfig {
 pub struct Scope {
     /// Directory patterns (as in a manifest: `*` one component, `**` any).
     #[serde(default)]
-    pub fs: Vec<String>,
+    pub fs: Vec<crate::scope::pattern::PathPattern>,
     /// Programs, by absolute path.
     #[serde(default)]
     pub exec: Vec<String>,
@@ -397,7 +397,7 @@ impl RunnerConfig {
             ))
         })?;
         for mount in grant.mounts() {
-            if !scope.fs.iter().any(|p| crate::scope::pattern::path_matches(p, &mount.path)) {
+            if !scope.fs.iter().any(|p| p.matches(&mount.path)) {
                 return Err(PolicyError::Scope(format!(
                     "directory {} is outside environment {environment:?}'s scope {:?}",
                     mount.path.display(),

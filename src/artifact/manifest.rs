@@ -35,6 +35,7 @@ use crate::scope::Access;
 use crate::scope::exec::{ExecCredential, dangerous_env, parse_argv};
 use crate::scope::http::HttpCredential;
 use crate::scope::limits::{LimitError, Limits, LimitsSpec};
+use crate::scope::pattern::{PathPattern, UrlPattern};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,8 +97,8 @@ pub struct Declared {
 pub struct FsDeclaration {
     pub name: String,
     /// Absolute path patterns: `*` matches within one component, `**` any
-    /// number of components.
-    pub paths: Vec<String>,
+    /// number of components (see [`crate::scope::pattern`]).
+    pub paths: Vec<PathPattern>,
     pub access: Access,
 }
 
@@ -130,12 +131,17 @@ pub struct HttpDeclaration {
     pub methods: Vec<String>,
     /// URL patterns a grant's prefixes must match: `*` within a component
     /// (host, port or path segment), `**` across them. A loopback, private
-    /// or link-local address must be written out, not matched by `*`.
-    pub urls: Vec<String>,
+    /// or link-local address must be written out, not matched by `*` (see
+    /// [`crate::scope::pattern`]).
+    pub urls: Vec<UrlPattern>,
     /// The credential a grant may give these requests, and the header it
     /// goes in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<HttpCredential>,
+    /// Whether a grant may allow path parameters (`;`) in these requests
+    /// (see [`crate::grant::http`]); off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_path_parameters: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,7 +229,7 @@ impl Manifest {
             if fs.paths.is_empty() {
                 return Err(invalid(field, "lists no paths"));
             }
-            for pattern in &fs.paths {
+            for pattern in fs.paths.iter().map(PathPattern::as_str) {
                 if !pattern.starts_with('/') || pattern.split('/').any(|c| c == "." || c == "..") {
                     return Err(invalid(field, format!("path {pattern:?} must be absolute, without . or ..")));
                 }
@@ -246,7 +252,12 @@ impl Manifest {
             if http.methods.is_empty() || http.urls.is_empty() {
                 return Err(invalid(field, "needs methods and urls"));
             }
-            if let Some(url) = http.urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+            if let Some(url) = http
+                .urls
+                .iter()
+                .map(UrlPattern::as_str)
+                .find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+            {
                 return Err(invalid(field, format!("url {url:?} is not an http or https pattern")));
             }
         }

@@ -197,7 +197,12 @@ fn print_inspection(report: &Value, manifest: Option<&Manifest>) {
                 println!("    (none beyond log and journal)");
             }
             for fs in &m.capabilities.fs {
-                println!("    fs {} ({}) in {}", fs.name, fs.access, fs.paths.join(", "));
+                println!(
+                    "    fs {} ({}) in {}",
+                    fs.name,
+                    fs.access,
+                    fs.paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                );
             }
             println!("  parameters:");
             for p in &m.parameters {

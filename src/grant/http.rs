@@ -8,6 +8,7 @@
 //! timeout = "10s"
 //! max_response = "1MiB"
 //! credential = { name = "lb-admin", header = "Authorization", prefix = "Bearer " }
+//! allow_path_parameters = false        # the default; see below
 //! ```
 //!
 //! # Security
@@ -16,9 +17,17 @@
 //! unless an entry's prefix names that address literally, as an IP: a name
 //! that resolves to one (`localhost` included) is refused. A name is
 //! resolved once and the connection pinned to the address that was checked.
+//!
+//! A request whose path holds what servers read otherwise than salve (see
+//! [`PathHazard`]) is refused: an encoded slash or backslash, a double
+//! encoding, an encoded control character, bytes that are not UTF-8. So is
+//! a path parameter (`;` or `%3B`: `/api/..;/admin` reaches `/admin` on a
+//! servlet container), unless the entry sets `allow_path_parameters = true`
+//! and the playbook's manifest declares it for that URL: only for a service
+//! known to route them as salve reads them.
 
 use super::GrantError;
-use crate::scope::http::{HttpCredential, canonical, special_address};
+use crate::scope::http::{HttpCredential, PathHazard, canonical, path_hazard, special_address};
 use crate::scope::limits::{parse_size, parse_timeout};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -42,6 +51,11 @@ pub struct HttpEntry {
     pub max_response: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<HttpCredential>,
+    /// Whether request paths may hold path parameters (`;`), which some
+    /// servers strip before routing (`/api/..;/admin` reaches `/admin`
+    /// there). Off unless the playbook's manifest declares it too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_path_parameters: bool,
 }
 
 /// An allowed method and URL prefix, canonical.
@@ -56,6 +70,8 @@ pub struct HttpRule {
     pub timeout: Duration,
     pub max_response: u64,
     pub credential: Option<HttpCredential>,
+    /// Whether request paths may hold path parameters (`;`).
+    pub allow_path_parameters: bool,
 }
 
 impl HttpRule {
@@ -71,6 +87,17 @@ impl HttpRule {
         let url = canonical(&entry.prefix).map_err(|e| err(format!("prefix {:?}: {e}", entry.prefix)))?;
         if url.query().is_some() {
             return Err(err(format!("prefix {:?} has a query; give a path prefix", entry.prefix)));
+        }
+        match path_hazard(url.path(), entry.allow_path_parameters) {
+            Some(PathHazard::Parameter) => {
+                return Err(err(format!(
+                    "prefix {:?} {}; set allow_path_parameters = true if the service needs them",
+                    entry.prefix,
+                    PathHazard::Parameter
+                )));
+            }
+            Some(hazard) => return Err(err(format!("prefix {:?} {hazard}", entry.prefix))),
+            None => {}
         }
         let named_ip = match url.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -104,6 +131,7 @@ impl HttpRule {
             timeout,
             max_response,
             credential: entry.credential.clone(),
+            allow_path_parameters: entry.allow_path_parameters,
         })
     }
 
@@ -135,5 +163,67 @@ mod tests {
             HttpRule::open(1, &HttpEntry { methods: vec![], prefix: "http://h/".into(), ..Default::default() })
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_name_reaches_no_ipv6_form_of_a_special_address() {
+        let entry =
+            |prefix: &str| HttpEntry { methods: vec!["GET".into()], prefix: prefix.into(), ..Default::default() };
+        let public = HttpRule::open(1, &entry("https://api.example.com/v1/")).unwrap();
+        let loopback = HttpRule::open(1, &entry("http://127.0.0.1:8080/")).unwrap();
+        // What a name may resolve to: cloud metadata, loopback and a private
+        // address in every form that reaches them.
+        for ip in [
+            "::ffff:169.254.169.254",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:5601:5601",
+            "::a9fe:a9fe",
+            "::ffff:127.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::1",
+            "64:ff9b::a00:1",
+            "2002:c0a8:101::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(!public.reaches(ip), "{ip}");
+            assert!(!loopback.reaches(ip), "{ip}: the grant names 127.0.0.1, not this form of it");
+        }
+        assert!(public.reaches("64:ff9b::5db8:d822".parse().unwrap()), "NAT64 of a public address");
+        assert!(public.reaches("2002:5db8:d822::1".parse().unwrap()), "6to4 of a public address");
+    }
+
+    #[test]
+    fn a_prefix_with_path_parameters_needs_the_entry_to_allow_them() {
+        let open = |prefix: &str, allow_path_parameters| {
+            let entry = HttpEntry {
+                methods: vec!["GET".into()],
+                prefix: prefix.into(),
+                allow_path_parameters,
+                ..Default::default()
+            };
+            HttpRule::open(1, &entry)
+        };
+        let refused = open("https://api.example.com/v1;v=2/", false).unwrap_err().to_string();
+        assert!(refused.contains("path parameter") && refused.contains("allow_path_parameters"), "{refused}");
+        assert!(open("https://api.example.com/v1;v=2/", true).unwrap().allow_path_parameters);
+        assert!(!open("https://api.example.com/v1/", false).unwrap().allow_path_parameters);
+        for (prefix, why) in [
+            ("https://api.example.com/a%2Fb/", "encoded slash"),
+            ("https://api.example.com/%252e%252e/", "double percent-encoding"),
+        ] {
+            let refused = open(prefix, true).unwrap_err().to_string();
+            assert!(refused.contains(prefix) && refused.contains(why), "{refused}");
+        }
+    }
+
+    #[test]
+    fn allow_path_parameters_is_off_unless_written() {
+        let spec = crate::grant::GrantSpec::parse("[[http]]\nmethods = [\"GET\"]\nprefix = \"https://h/\"\n").unwrap();
+        assert!(!spec.http[0].allow_path_parameters);
+        let on = "[[http]]\nmethods = [\"GET\"]\nprefix = \"https://h/\"\nallow_path_parameters = true\n";
+        assert!(crate::grant::GrantSpec::parse(on).unwrap().http[0].allow_path_parameters);
     }
 }

@@ -35,7 +35,6 @@ use crate::scope::Access;
 use crate::scope::exec::{ArgPattern, parse_argv};
 use crate::scope::http::{host_text, mutating_method, pattern_host, special_address};
 use crate::scope::limits::{LimitError, Limits, LimitsSpec};
-use crate::scope::pattern::path_matches;
 use cap_std::ambient_authority;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -213,7 +212,7 @@ impl Grant {
                     let declared = manifest.capabilities.fs.iter().map(|d| d.name.clone()).collect();
                     return Err(GrantError::Undeclared { name: entry.name.clone(), declared });
                 };
-                if !declared.paths.iter().any(|pattern| path_matches(pattern, &path)) {
+                if !declared.paths.iter().any(|pattern| pattern.matches(&path)) {
                     return Err(GrantError::AboveDeclaration {
                         what: format!("fs {:?} path {}", entry.name, path.display()),
                         asked: path.display().to_string(),
@@ -337,34 +336,112 @@ impl Grant {
             .http
             .iter()
             .map(|r| {
-                serde_json::json!({
+                let mut entry = serde_json::json!({
                     "methods": r.methods, "prefix": r.prefix,
                     "credential": r.credential.as_ref().map(|c| &c.name),
-                })
+                });
+                if r.allow_path_parameters {
+                    entry["allow_path_parameters"] = true.into();
+                }
+                entry
             })
             .collect();
         serde_json::json!({ "fs": fs, "exec": exec, "http": http, "limits": self.limits })
     }
 }
 
+/// Why a path cannot be resolved beneath a granted directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BeneathError {
+    #[error("the path leaves the granted directory (through a symlink)")]
+    Escapes,
+    #[error("the path is a symlink to nowhere")]
+    Dangling,
+    #[error("the path does not exist")]
+    NotFound,
+    #[error("the path cannot be resolved: {0}")]
+    Io(std::io::Error),
+}
+
+impl BeneathError {
+    /// Classifies an error from a cap-std call on a mount's handle.
+    pub(crate) fn from_io(error: std::io::Error) -> BeneathError {
+        if escapes(&error) {
+            BeneathError::Escapes
+        } else if error.kind() == std::io::ErrorKind::NotFound {
+            BeneathError::NotFound
+        } else {
+            BeneathError::Io(error)
+        }
+    }
+}
+
+/// Whether cap-std refused a path because resolving it would leave the
+/// directory. It reports that (and the kernel's `EXDEV` under
+/// `RESOLVE_BENEATH`) as a `PermissionDenied` error of its own, which
+/// carries no OS error code; the operating system's own refusals (`EACCES`,
+/// `EPERM`) always carry one.
+pub(crate) fn escapes(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::PermissionDenied && error.raw_os_error().is_none()
+}
+
+/// `.` for the empty path: what cap-std takes for a mount's root.
+pub(crate) fn or_root(rel: &Path) -> &Path {
+    if rel.as_os_str().is_empty() { Path::new(".") } else { rel }
+}
+
+impl Mount {
+    /// `rel` (relative to the mount, empty for its root, without `.`,
+    /// `..` or empty components) with its symlinks resolved by cap-std
+    /// beneath the granted directory, as every `fs` call resolves them:
+    /// still relative to the mount. It may name what does not exist yet if
+    /// its parent does and it is not a dangling symlink.
+    pub(crate) fn resolve_beneath(&self, rel: &Path) -> Result<PathBuf, BeneathError> {
+        // cap-std writes the mount's root as `.`; here it is the empty path.
+        let relative = |resolved: PathBuf| if resolved == Path::new(".") { PathBuf::new() } else { resolved };
+        match self.dir.canonicalize(or_root(rel)) {
+            Ok(resolved) => Ok(relative(resolved)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Missing, so a program may create it: it must not be a
+                // dangling symlink the program would write through.
+                if self.dir.symlink_metadata(rel).is_ok() {
+                    return Err(BeneathError::Dangling);
+                }
+                let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+                    return Err(BeneathError::NotFound);
+                };
+                Ok(relative(self.dir.canonicalize(or_root(parent)).map_err(BeneathError::from_io)?).join(name))
+            }
+            Err(e) => Err(BeneathError::from_io(e)),
+        }
+    }
+
+    /// The host path of `rel`, resolved by [`Mount::resolve_beneath`]: for
+    /// a program, which cannot be handed the directory handle.
+    pub(crate) fn host_path(&self, resolved: &Path) -> PathBuf {
+        if resolved.as_os_str().is_empty() { self.path.clone() } else { self.path.join(resolved) }
+    }
+}
+
 /// The host path of `MOUNT` or `MOUNT/sub/dir`, which must be an existing
-/// directory inside the granted directory.
+/// directory inside the granted directory, resolved beneath it.
 pub(crate) fn resolve_in_mounts(mounts: &[Mount], path: &str) -> Result<PathBuf, String> {
     let mut parts = path.split('/');
     let name = parts.next().unwrap_or_default();
     let mount = mounts.iter().find(|m| m.name == name).ok_or_else(|| format!("{name:?} is not a granted directory"))?;
-    let mut resolved = mount.path.clone();
+    let mut rel = PathBuf::new();
     for part in parts {
         if part.is_empty() || part == "." || part == ".." {
             return Err(format!("{path:?} has an empty, `.` or `..` component"));
         }
-        resolved.push(part);
+        rel.push(part);
     }
-    let canonical = std::fs::canonicalize(&resolved).map_err(|e| format!("{}: {e}", resolved.display()))?;
-    if !canonical.starts_with(&mount.path) || !canonical.is_dir() {
+    let resolved = mount.resolve_beneath(&rel).map_err(|e| format!("{path:?}: {e}"))?;
+    if !mount.dir.metadata(or_root(&resolved)).is_ok_and(|m| m.is_dir()) {
         return Err(format!("{path:?} is not a directory inside {}", mount.path.display()));
     }
-    Ok(canonical)
+    Ok(mount.host_path(&resolved))
 }
 
 fn check_exec_declared(
@@ -412,7 +489,6 @@ fn check_exec_declared(
 
 fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Result<(), GrantError> {
     use crate::artifact::manifest::HttpDeclaration;
-    use crate::scope::pattern::glob_matches;
     let beyond = |asked: String, declared: Vec<String>| GrantError::Beyond {
         kind: "http",
         index,
@@ -425,20 +501,26 @@ fn check_http_declared(index: usize, rule: &HttpRule, manifest: &Manifest) -> Re
     let covers = |d: &&HttpDeclaration| {
         rule.methods.iter().all(|m| d.methods.iter().any(|dm| dm.eq_ignore_ascii_case(m)))
             && d.urls.iter().any(|pattern| {
-                glob_matches(pattern, &rule.prefix)
-                    && special.is_none_or(|ip| pattern_host(pattern) == Some(host_text(ip).as_str()))
+                pattern.matches(&rule.prefix)
+                    && special.is_none_or(|ip| pattern_host(pattern.as_str()) == Some(host_text(ip).as_str()))
             })
             && (rule.credential.is_none() || rule.credential == d.credential)
+            && (!rule.allow_path_parameters || d.allow_path_parameters)
     };
     if !manifest.capabilities.http.iter().any(|d| covers(&d)) {
         let declared = manifest
             .capabilities
             .http
             .iter()
-            .map(|d| format!("{} {}", d.methods.join(","), d.urls.join(" ")))
+            .map(|d| {
+                let urls: Vec<&str> = d.urls.iter().map(|u| u.as_str()).collect();
+                let parameters = if d.allow_path_parameters { " (path parameters)" } else { "" };
+                format!("{} {}{parameters}", d.methods.join(","), urls.join(" "))
+            })
             .collect();
         let credential = rule.credential.as_ref().map(|c| format!(" with credential {}", c.name)).unwrap_or_default();
-        return Err(beyond(format!("{} {}{credential}", rule.methods.join(","), rule.prefix), declared));
+        let parameters = if rule.allow_path_parameters { " with path parameters" } else { "" };
+        return Err(beyond(format!("{} {}{credential}{parameters}", rule.methods.join(","), rule.prefix), declared));
     }
     Ok(())
 }
@@ -507,5 +589,80 @@ mod tests {
         ));
         let grant = open(vec![FsEntry { access: Access::Rw, ..entry("a", dir.path()) }]).unwrap();
         assert_eq!(grant.read_only().mounts()[0].access, Access::Ro);
+    }
+
+    #[test]
+    fn a_working_directory_resolves_beneath_its_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("a/sub")).unwrap();
+        std::fs::write(root.join("a/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("sub", root.join("a/in")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("a/up")).unwrap();
+        std::os::unix::fs::symlink(root.join("a/sub"), root.join("a/absolute")).unwrap();
+        let spec = GrantSpec {
+            fs: vec![FsEntry { name: "a".into(), path: root.join("a"), access: Access::Ro }],
+            ..Default::default()
+        };
+        let grant = Grant::open_unbounded(&spec).unwrap();
+        let cwd = |path: &str| resolve_in_mounts(grant.mounts(), path);
+        assert_eq!(cwd("a").unwrap(), root.join("a"));
+        assert_eq!(cwd("a/sub").unwrap(), root.join("a/sub"));
+        assert_eq!(cwd("a/in").unwrap(), root.join("a/sub"), "a symlink that stays inside");
+        for (path, expected) in [
+            ("a/up", "leaves the granted directory"),
+            ("a/absolute", "leaves the granted directory"),
+            ("a/file", "is not a directory"),
+            ("a/missing", "is not a directory"),
+            ("a/../a", "`..`"),
+            ("b", "not a granted directory"),
+        ] {
+            let error = cwd(path).unwrap_err();
+            assert!(error.contains(expected), "{path}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_escape_is_told_from_the_operating_system_refusing() {
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!escapes(&denied));
+        assert!(matches!(BeneathError::from_io(denied), BeneathError::Io(_)));
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
+        let handle = cap_std::fs::Dir::open_ambient_dir(dir.path(), ambient_authority()).unwrap();
+        let escape = handle.open("etc/passwd").unwrap_err();
+        assert!(matches!(BeneathError::from_io(escape), BeneathError::Escapes));
+        let missing = handle.open("missing").unwrap_err();
+        assert!(matches!(BeneathError::from_io(missing), BeneathError::NotFound));
+    }
+
+    fn manifest_with_http(declaration: &str) -> Manifest {
+        Manifest::parse(&format!(
+            "name = \"p\"\nversion = \"1.0.0\"\nowner = \"o\"\npurpose = \"p\"\nrisk_class = \"read-only\"\n\
+             reversibility = \"reversible\"\n[[capabilities.http]]\nmethods = [\"GET\"]\n{declaration}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn path_parameters_in_a_grant_need_the_manifest_to_declare_them() {
+        let spec = GrantSpec::parse(
+            "[[http]]\nmethods = [\"GET\"]\nprefix = \"https://api.example.com/v1/\"\nallow_path_parameters = true\n",
+        )
+        .unwrap();
+        let undeclared = manifest_with_http("urls = [\"https://api.example.com/**\"]");
+        let refused = Grant::open(&spec, &undeclared).unwrap_err();
+        assert!(
+            matches!(&refused, GrantError::Beyond { kind: "http", asked, .. } if asked.ends_with("with path parameters")),
+            "{refused}"
+        );
+        let declared = manifest_with_http("urls = [\"https://api.example.com/**\"]\nallow_path_parameters = true");
+        let grant = Grant::open(&spec, &declared).unwrap();
+        assert!(grant.http()[0].allow_path_parameters);
+        assert_eq!(grant.summary()["http"][0]["allow_path_parameters"], true, "audited");
+        let plain = GrantSpec::parse("[[http]]\nmethods = [\"GET\"]\nprefix = \"https://api.example.com/v1/\"\n");
+        let plain = Grant::open(&plain.unwrap(), &declared).unwrap();
+        assert!(!plain.http()[0].allow_path_parameters, "a declaration allows, it does not switch on");
+        assert!(plain.summary()["http"][0].get("allow_path_parameters").is_none());
     }
 }

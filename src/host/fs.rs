@@ -20,7 +20,7 @@
 use super::{Calls, CapError, Effect};
 use crate::bindings::Error as GuestError;
 use crate::bindings::salve::playbook::fs::{DirEntry, Host, Kind, Metadata};
-use crate::grant::Mount;
+use crate::grant::{BeneathError, Mount, escapes, or_root};
 use crate::scope::Access;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt, PermissionsExt};
 use serde_json::{Value, json};
@@ -117,34 +117,20 @@ fn resolve(mounts: &[Mount], path: &str, access: Access) -> Result<Target, CapEr
 pub(crate) fn host_path(mounts: &[Mount], path: &str) -> Result<PathBuf, CapError> {
     let target = resolve(mounts, path, Access::Ro)?;
     let mount = mounts.iter().find(|m| m.name == target.mount).expect("resolve found it");
-    let joined = mount.path.join(&target.rel);
-    let canonical = match std::fs::canonicalize(&joined) {
-        Ok(path) => path,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Missing, so the program may create it: it must not be a
-            // dangling symlink the program would write through.
-            if std::fs::symlink_metadata(&joined).is_ok() {
-                return Err(CapError::Denied("the path is a symlink to nowhere".into()));
-            }
-            let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
-                return Err(CapError::NotFound);
-            };
-            std::fs::canonicalize(parent).map_err(io_error)?.join(name)
-        }
-        Err(e) => return Err(io_error(e)),
-    };
-    if !canonical.starts_with(&mount.path) {
-        return Err(CapError::Denied("the path leaves the granted directory (through a symlink)".into()));
-    }
-    if let Ok(meta) = std::fs::metadata(&canonical)
+    let resolved = mount.resolve_beneath(&target.rel).map_err(|e| match e {
+        BeneathError::Escapes | BeneathError::Dangling => CapError::Denied(e.to_string()),
+        BeneathError::NotFound => CapError::NotFound,
+        BeneathError::Io(e) => io_error(e),
+    })?;
+    if let Ok(meta) = target.dir.metadata(or_root(&resolved))
         && meta.is_file()
-        && std::os::unix::fs::MetadataExt::nlink(&meta) > 1
+        && meta.nlink() > 1
     {
         return Err(CapError::Denied("the file has more than one hard link".into()));
     }
     // The program opens the path after this check: a local user who can
     // swap it for a symlink in between is outside what salve defends.
-    Ok(canonical)
+    Ok(mount.host_path(&resolved))
 }
 
 /// Maps an OS error to what the guest sees, without host paths in it.
@@ -152,9 +138,7 @@ fn io_error(error: std::io::Error) -> CapError {
     use std::io::ErrorKind as K;
     match error.kind() {
         K::NotFound => CapError::NotFound,
-        K::PermissionDenied if error.to_string().contains("outside") => {
-            CapError::Denied("the path leaves the granted directory (through a symlink)".into())
-        }
+        K::PermissionDenied if escapes(&error) => CapError::Denied(BeneathError::Escapes.to_string()),
         K::PermissionDenied => CapError::Denied("the operating system refused access".into()),
         K::AlreadyExists => CapError::Failed("it already exists".into()),
         K::IsADirectory => CapError::Invalid("it is a directory".into()),
@@ -527,6 +511,43 @@ mod tests {
         std::fs::write(dir.path().join("outside"), b"x").unwrap();
         std::fs::hard_link(dir.path().join("outside"), dir.path().join("rw/linked")).unwrap();
         assert!(matches!(host_path(&mounts, "logs/linked"), Err(CapError::Denied(_))), "a hard link");
+    }
+
+    #[test]
+    fn paths_handed_to_programs_resolve_beneath_the_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = mounts(dir.path());
+        let rw = dir.path().join("rw").canonicalize().unwrap();
+        std::fs::create_dir(rw.join("sub")).unwrap();
+        std::os::unix::fs::symlink("sub", rw.join("in")).unwrap();
+        assert_eq!(host_path(&mounts, "logs/in/x").unwrap(), rw.join("sub/x"), "a symlink that stays inside");
+        assert_eq!(host_path(&mounts, "logs").unwrap(), rw, "the mount itself");
+        std::os::unix::fs::symlink("..", rw.join("up")).unwrap();
+        let escaped = host_path(&mounts, "logs/up/outside").unwrap_err();
+        assert!(matches!(&escaped, CapError::Denied(r) if r.contains("leaves the granted directory")), "{escaped:?}");
+        std::os::unix::fs::symlink("../..", rw.join("sub/upup")).unwrap();
+        assert!(matches!(host_path(&mounts, "logs/sub/upup"), Err(CapError::Denied(_))), "an escape to make");
+        std::os::unix::fs::symlink(rw.join("sub"), rw.join("absolute")).unwrap();
+        assert!(
+            matches!(host_path(&mounts, "logs/absolute/x"), Err(CapError::Denied(_))),
+            "an absolute symlink, even to inside: cap-std resolves none"
+        );
+        std::os::unix::fs::symlink("missing", rw.join("dangling-here")).unwrap();
+        let dangling = host_path(&mounts, "logs/dangling-here").unwrap_err();
+        assert!(matches!(&dangling, CapError::Denied(r) if r.contains("symlink to nowhere")), "{dangling:?}");
+        assert!(matches!(host_path(&mounts, "logs/nowhere/x"), Err(CapError::NotFound)), "a missing parent");
+    }
+
+    #[test]
+    fn only_cap_std_escapes_read_as_leaving_the_directory() {
+        let refused = io_error(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(matches!(&refused, CapError::Denied(r) if r.contains("operating system refused")), "{refused:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = mounts(dir.path());
+        std::os::unix::fs::symlink("/etc", dir.path().join("rw/etc")).unwrap();
+        let error = mounts[0].dir.open("etc/passwd").unwrap_err();
+        assert!(escapes(&error), "{error:?}");
+        assert!(matches!(io_error(error), CapError::Denied(r) if r.contains("leaves the granted directory")));
     }
 
     #[test]

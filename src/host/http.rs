@@ -21,7 +21,7 @@ use super::{Calls, CapError, Effect};
 use crate::bindings::Error as GuestError;
 use crate::bindings::salve::playbook::http::{Host, Request, Response};
 use crate::grant::http::HttpRule;
-use crate::scope::http::{canonical, mutating_method, under_prefix};
+use crate::scope::http::{PathHazard, canonical, mutating_method, path_hazard, under_prefix};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -99,17 +99,27 @@ impl HttpView<'_> {
                 CapError::Invalid(reason)
             }
         })?;
-        // Encoded slashes and backslashes survive canonicalisation, and some
-        // servers decode them into path separators behind the prefix check.
-        let path = url.path();
-        if path.contains("%2F") || path.contains("%5C") || path.contains('\\') {
-            return Err(CapError::Denied("encoded slashes and backslashes in the path are refused".into()));
+        // What survives canonicalisation but some servers read as another
+        // path (an encoded slash, a double encoding, a path parameter) would
+        // reach, behind the prefix check, what the prefix leaves out.
+        if let Some(hazard) = path_hazard(url.path(), true) {
+            return Err(CapError::Denied(format!("the path {hazard}")));
         }
+        let parameters = path_hazard(url.path(), false).is_some();
+        let granted = |r: &&HttpRule| r.methods.contains(&method) && under_prefix(url.as_str(), &r.prefix);
         let rule = self
             .rules
             .iter()
-            .find(|r| r.methods.contains(&method) && under_prefix(url.as_str(), &r.prefix))
-            .ok_or_else(|| CapError::Denied(format!("no grant allows {method} {url}")))?
+            .filter(granted)
+            .find(|r| !parameters || r.allow_path_parameters)
+            .ok_or_else(|| match self.rules.iter().find(granted) {
+                Some(r) => CapError::Denied(format!(
+                    "the path {}, and the grant's entry for {} does not set allow_path_parameters",
+                    PathHazard::Parameter,
+                    r.prefix
+                )),
+                None => CapError::Denied(format!("no grant allows {method} {url}")),
+            })?
             .clone();
         if request.body.len() > MAX_REQUEST_BODY {
             return Err(CapError::Invalid(format!("the body is past the bound of {MAX_REQUEST_BODY} bytes")));

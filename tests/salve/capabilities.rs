@@ -61,7 +61,7 @@ pub(crate) async fn exec_escape() {
 #[tokio::test]
 pub(crate) async fn http_escape() {
     let server = TestServer::start(|hit| match hit.path.as_str() {
-        "/allowed/ok" | "/allowed/x" => Reply::Status(200, b"ok".to_vec()),
+        "/allowed/ok" | "/allowed/x" | "/params/x;v=1" => Reply::Status(200, b"ok".to_vec()),
         "/allowed/redirect" => Reply::Redirect("/secret".into()),
         "/allowed/huge" => Reply::Huge(300 << 20),
         "/allowed/hang" => Reply::Hang,
@@ -80,6 +80,11 @@ pub(crate) async fn http_escape() {
         [[http]]
         methods = ["GET"]
         prefix = "http://localhost:{port}/allowed/"
+
+        [[http]]
+        methods = ["GET"]
+        prefix = "{base}/params/"
+        allow_path_parameters = true
         "#,
         base = server.base(),
         port = server.port
@@ -93,7 +98,8 @@ pub(crate) async fn http_escape() {
     let paths: Vec<String> = server.hits().into_iter().map(|h| h.path).collect();
     assert!(!paths.iter().any(|p| p.contains("secret") || p.contains("meta-data")), "never reached: {paths:?}");
     let records = site.job_records(&report.job_id);
-    assert_eq!(denied_calls(&records, "http"), 21, "each attempt refused and audited");
+    assert_eq!(denied_calls(&records, "http"), 34, "each attempt refused and audited");
+    assert!(paths.contains(&"/params/x;v=1".to_string()), "a path parameter the grant allows: {paths:?}");
     let calls = of_kind(&records, "call");
     let huge = calls.iter().find(|c| c["args"]["url"].as_str().is_some_and(|u| u.ends_with("/huge"))).unwrap();
     assert_eq!(huge["result"]["truncated"], true);

@@ -1,6 +1,7 @@
 //! Hostile: tries every way around its `http` grant. Parameter `base` is
 //! the test server (`http://127.0.0.1:PORT`), of which the grant allows
-//! `GET /allowed/`; `other_port` is a loopback port it does not allow.
+//! `GET /allowed/`, and `GET /params/` with path parameters; `other_port`
+//! is a loopback port it does not allow.
 //! `apply` succeeds only if every attempt ends as it must.
 
 use salve_playbook::{Change, Context, Error, Playbook, http};
@@ -42,6 +43,19 @@ impl Playbook for HttpEscape {
             ("a prefix that only looks alike", format!("{base}/allowedx/secret")),
             ("a name that resolves to loopback", format!("http://localhost:{port}/allowed/x")),
             ("another scheme", "file:///etc/passwd".to_string()),
+            ("out of the prefix by a path parameter", format!("{base}/allowed/..;/secret")),
+            ("out of the prefix by an encoded path parameter", format!("{base}/allowed/..%3B/secret")),
+            ("a path parameter the grant does not allow", format!("{base}/allowed/x;v=1")),
+            ("out of the prefix by %252e%252e", format!("{base}/allowed/%252e%252e/secret")),
+            ("out of the prefix by %u002e%u002e", format!("{base}/allowed/%u002e%u002e/secret")),
+            ("out of the prefix by overlong UTF-8", format!("{base}/allowed/%C0%AE%C0%AE/secret")),
+            ("an encoded NUL", format!("{base}/allowed/secret%00.txt")),
+            ("metadata, NAT64", "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/".to_string()),
+            ("metadata, NAT64 for local use", "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data/".to_string()),
+            ("metadata, 6to4", "http://[2002:a9fe:a9fe::1]/latest/meta-data/".to_string()),
+            ("metadata, Teredo", "http://[2001:0:4136:e378:8000:63bf:5601:5601]/latest/meta-data/".to_string()),
+            ("loopback, NAT64", format!("http://[64:ff9b::7f00:1]:{port}/allowed/x")),
+            ("loopback, 6to4", format!("http://[2002:7f00:1::1]:{port}/allowed/x")),
         ];
         for (what, url) in &attempts {
             expect_denied(what, get(url))?;
@@ -93,6 +107,11 @@ impl Playbook for HttpEscape {
                     other.map(|r| r.status)
                 )));
             }
+        }
+        // Path parameters where the grant allows them.
+        let parameters = get(&format!("{base}/params/x;v=1"))?;
+        if parameters.status != 200 {
+            return Err(Error::failed(format!("the allowed path parameter did not work: {}", parameters.status)));
         }
         let ok = get(&format!("{base}/allowed/ok"))?;
         if ok.status != 200 || ok.body != b"ok" {
