@@ -137,9 +137,7 @@ impl Approval {
                 humantime::format_duration(MAX_LIFETIME)
             )));
         }
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(ApprovalError::Invalid(format!("the reason is longer than {MAX_REASON_BYTES} bytes")));
-        }
+        check_reason(reason)?;
         let mut approval = Approval {
             job_id: subject.job_id.to_string(),
             job_hash: subject.job_hash.to_string(),
@@ -169,6 +167,7 @@ impl Approval {
         if self.key_id == subject.submitter {
             return Err(ApprovalError::Submitter { key_id: self.key_id.clone() });
         }
+        check_reason(&self.reason)?;
         let key = trust.check(&self.key_id, Role::Approver, subject.environment, now)?;
         if let Some(group) = subject.group
             && !key.entry.groups.iter().any(|g| g == group)
@@ -217,6 +216,20 @@ impl Approval {
         }
         Ok(())
     }
+}
+
+/// A reason is kept with the vote and shown to people: bounded, and with
+/// no character that could forge what a terminal shows.
+fn check_reason(reason: &str) -> Result<(), ApprovalError> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(ApprovalError::Invalid(format!("the reason is longer than {MAX_REASON_BYTES} bytes")));
+    }
+    if let Some((at, c)) = crate::text::first_control(reason) {
+        return Err(ApprovalError::Invalid(format!(
+            "the reason holds the control character {c:?} at byte {at}; write it on one line, without control characters"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

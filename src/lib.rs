@@ -11,7 +11,7 @@
 //!   share.
 //! - [`keys`]: ed25519 keys with one role each; [`time`]: one time type;
 //!   [`data_dir`]: where a runner keeps each file; [`fault`]: whose fault
-//!   an error is.
+//!   an error is; [`text`]: outside text made safe to print.
 //!
 //! # Trust and artifacts
 //! - [`trust`]: the trust store (keys, roles, environments, expiry,
@@ -75,5 +75,6 @@ pub mod run;
 pub mod sandbox;
 pub mod scope;
 pub mod store;
+pub mod text;
 pub mod time;
 pub mod trust;

@@ -17,6 +17,11 @@
 //! ([`Verifier::to_vkey`], [`Verifier::from_vkey`]). All of this is what `golang.org/x/mod/sumdb/note` and
 //! `golang.org/x/mod/sumdb/tlog` read and write, byte for byte.
 //!
+//! # Size
+//!
+//! Over 600 lines: the signed-note envelope, the checkpoint body in it and the vkey form are one format, whose strict
+//! parser is most of the file; the tests are in `checkpoint/tests.rs`.
+//!
 //! # Errors
 //!
 //! Every fallible function returns [`CheckpointError`], one variant per reason, with the offending line, offset or

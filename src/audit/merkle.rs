@@ -24,6 +24,11 @@
 //! proof to a few hundred hashes whatever the tree's size. A plain `[Hash]` slice is a source too, with no cache: a
 //! proof from it hashes every leaf once (O(n)).
 //!
+//! # Size
+//!
+//! Over 600 lines: the RFC's hashing, its two proofs and their checks, and the two trees a writer and a prover keep
+//! belong together (each proof's generation and its check mirror each other); the tests are in `merkle/tests.rs`.
+//!
 //! # Errors
 //!
 //! Every fallible function returns [`MerkleError`]. Proof verification fails, with a variant that says why, if the

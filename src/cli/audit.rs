@@ -63,16 +63,12 @@ fn checkpoint(args: CheckpointArgs) -> anyhow::Result<Exit> {
             head.display()
         ))
     })?;
-    print!("{}", safe_text(note));
+    // A note is lines; each is escaped on its own (a parsed note holds no
+    // control characters, but this one is read as it lies in the file).
+    for line in note.lines() {
+        println!("{}", salve::text::printable(line));
+    }
     Ok(Exit::Succeeded)
-}
-
-/// `text` with every control character but the newline escaped, so a note
-/// read from a file cannot move the terminal's cursor.
-fn safe_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() && c != '\n' { c.escape_unicode().to_string() } else { c.to_string() })
-        .collect()
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
@@ -162,6 +158,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
                 });
                 println!("{value}");
             }
+            let bad = salve::text::printable(&bad.to_string()).into_owned();
             eprintln!("salve: the audit log {} does not verify: {bad}", path.display());
             Ok(Exit::AuditInvalid)
         }

@@ -12,6 +12,7 @@ use salve::job::{JobRequest, SignedJob};
 use salve::keys::PrivateKey;
 use salve::policy::Verdict;
 use salve::store::JobRecord;
+use salve::text::printable;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -164,7 +165,7 @@ fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
     }
     let Review { job, plan, approvals, history, leases, problems, .. } = review;
     for problem in &problems {
-        println!("WARNING: {problem}");
+        println!("WARNING: {}", printable(problem));
     }
     print_job(&job);
     println!("plan:");
@@ -181,9 +182,9 @@ fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
                     if change["reversible"].as_bool() == Some(true) { "reversible" } else { "NOT reversible" };
                 println!(
                     "  {} {} ({reversible}): {}",
-                    change["action"].as_str().unwrap_or("?"),
-                    change["target"].as_str().unwrap_or("?"),
-                    change["detail"].as_str().unwrap_or("")
+                    printable(change["action"].as_str().unwrap_or("?")),
+                    printable(change["target"].as_str().unwrap_or("?")),
+                    printable(change["detail"].as_str().unwrap_or(""))
                 );
             }
         }
@@ -195,7 +196,7 @@ fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
     for stored in &approvals {
         let a = &stored.approval;
         let void = stored.void.as_deref().map(|v| format!(" [void: {v}]")).unwrap_or_default();
-        let reason = if a.reason.is_empty() { String::new() } else { format!(": {}", a.reason) };
+        let reason = if a.reason.is_empty() { String::new() } else { format!(": {}", printable(&a.reason)) };
         println!(
             "  {} by {} for plan {} (until {}){reason}{void}",
             a.vote.name(),
@@ -207,13 +208,13 @@ fn show(control: &ControlPlane, id: &str, json: bool) -> anyhow::Result<Exit> {
     println!("history:");
     for t in &history {
         let from = t.from.map_or("-".to_string(), |s| s.to_string());
-        println!("  {}  {from} -> {}  {}", t.at, t.to, t.reason);
+        println!("  {}  {from} -> {}  {}", t.at, t.to, printable(&t.reason));
     }
     if !leases.is_empty() {
         println!("leases:");
         for lease in &leases {
             let revoked = lease.revoked_at.map_or("not revoked".to_string(), |t| format!("revoked {t}"));
-            println!("  {} {} ({}), {revoked}", lease.id, lease.credential, lease.kind);
+            println!("  {} {} ({}), {revoked}", lease.id, printable(&lease.credential), lease.kind);
         }
     }
     if let Some(outcome) = &job.outcome {
@@ -233,15 +234,16 @@ fn print_job(job: &JobRecord) {
     println!("  target:    {} in {}", job.system, job.environment);
     println!("  agent:     {}", job.agent);
     println!("  job hash:  {}", job.job_hash);
-    println!("  expires:   {}", r.expires_at);
+    println!("  expires:   {}", printable(&r.expires_at));
     println!("  parameters:");
     for (k, v) in &r.parameters {
-        println!("    {k} = {v:?}");
+        println!("    {} = {v:?}", printable(k));
     }
     let e = &r.evidence;
     println!("evidence:");
-    println!("  {} alert {} from {}, confidence {:.2}", e.severity.name(), e.alert_id, e.detector, e.confidence);
-    println!("  {}", e.summary);
+    let (alert, detector) = (printable(&e.alert_id), printable(&e.detector));
+    println!("  {} alert {alert} from {detector}, confidence {:.2}", e.severity.name(), e.confidence);
+    println!("  {}", printable(&e.summary));
     println!("  telemetry sha256: {}", e.telemetry_sha256);
     println!("decision:");
     match &job.decision {
@@ -256,7 +258,7 @@ fn print_job(job: &JobRecord) {
                 if d.policies.is_empty() { "none permits it: default deny".into() } else { d.policies.join(", ") };
             println!("  {verdict}, by {policies} (policy set {})", short(&d.policy_hash));
             for error in &d.errors {
-                println!("  evaluation error: {error}");
+                println!("  evaluation error: {}", printable(error));
             }
         }
     }

@@ -193,7 +193,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(error) => {
-            eprintln!("salve: {error:#}");
+            // Errors quote what they refused, which may have come from outside.
+            eprintln!("salve: {}", salve::text::printable(&format!("{error:#}")));
             let fault = error.downcast_ref::<Classified>().map_or(Fault::Infrastructure, |c| c.fault);
             ExitCode::from(fault.exit_code())
         }

@@ -12,6 +12,7 @@ use salve::grant::{Grant, GrantSpec};
 use salve::keys::PrivateKey;
 use salve::run::{JobContext, Outcome, Runner};
 use salve::sandbox::{Catalog, LoadError, Playbook, Sandbox, SandboxConfig};
+use salve::text::printable;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -189,10 +190,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     } else {
         println!("job {}: {}", report.job_id, report.outcome.name());
         if let Some(cause) = report.outcome.cause() {
-            println!("  cause: {cause}");
+            println!("  cause: {}", printable(&cause.to_string()));
         }
         if let Some(cause) = report.outcome.rollback_cause() {
-            println!("  rollback cause: {cause}");
+            println!("  rollback cause: {}", printable(&cause.to_string()));
         }
         println!("  audit: record {} ({})", report.audit_head.seq, report.audit_head.hash);
     }
@@ -235,10 +236,11 @@ pub async fn plan(args: RunArgs) -> anyhow::Result<Exit> {
                 println!("job {}: {} change(s)", report.job_id, changes.len());
                 for change in changes {
                     let reversible = if change.reversible { "reversible" } else { "NOT reversible" };
-                    println!("  {} {} ({reversible}): {}", change.action, change.target, change.detail);
+                    let (action, target) = (printable(&change.action), printable(&change.target));
+                    println!("  {action} {target} ({reversible}): {}", printable(&change.detail));
                 }
             }
-            Err(cause) => println!("job {}: plan failed: {cause}", report.job_id),
+            Err(cause) => println!("job {}: plan failed: {}", report.job_id, printable(&cause.to_string())),
         }
     }
     Ok(if report.changes.is_ok() { Exit::Succeeded } else { Exit::PlanFailed })

@@ -31,7 +31,7 @@ pub struct WorkerArgs {
 }
 
 fn print(step: &Step) {
-    println!("job {}: {} ({})", step.job, step.state, step.note);
+    println!("job {}: {} ({})", step.job, step.state, salve::text::printable(&step.note));
 }
 
 /// Sets the returned flag on SIGTERM or SIGINT: the worker finishes the job

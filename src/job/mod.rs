@@ -229,6 +229,17 @@ impl JobRequest {
         if self.evidence.summary.len() > MAX_SUMMARY_BYTES {
             return Err(invalid("evidence.summary", &format!("is longer than {MAX_SUMMARY_BYTES} bytes")));
         }
+        // Approvers read the evidence on a terminal: nothing in it may move
+        // the cursor or start a line (detector and alert id are names, and
+        // refused above if they hold anything but printable characters).
+        if let Some((at, c)) = crate::text::first_control(&self.evidence.summary) {
+            return Err(invalid(
+                "evidence.summary",
+                &format!(
+                    "holds the control character {c:?} at byte {at}; send it without control characters or line breaks"
+                ),
+            ));
+        }
         if !is_hex64(&self.evidence.telemetry_sha256) {
             return Err(invalid("evidence.telemetry_sha256", "must be 64 lowercase hex digits (SHA-256)"));
         }

@@ -17,6 +17,7 @@ mod nginx;
 mod recovery;
 mod rotate_logs;
 mod servers;
+mod terminal;
 
 include!(concat!(env!("OUT_DIR"), "/playbooks.rs"));
 

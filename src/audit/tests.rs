@@ -1,0 +1,240 @@
+use super::*;
+use std::time::Duration;
+
+fn event() -> Event<'static> {
+    Event::Outcome { outcome: Ending::Succeeded, cause: None, rollback_cause: None }
+}
+
+fn verify(dir: &Path) -> Result<verify::Report, verify::VerifyError> {
+    verify::verify_log(&dir.join(LOG_FILE), verify::Anchor::Required(dir.join(HEAD_FILE)), None)
+}
+
+#[tokio::test]
+async fn records_chain_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    let first = log.append(Some("job-1"), &event()).unwrap();
+    let second = log.append_durable(Some("job-1"), &event()).await.unwrap();
+    assert_eq!(second, first + 1);
+    let head = log.head();
+    drop(log);
+
+    let log = AuditLog::open(dir.path()).unwrap();
+    let next = log.append(None, &event()).unwrap();
+    assert_eq!(next, head.seq + 2, "reopening appends an `opened` record, then continues");
+    log.sync_blocking().unwrap();
+    assert_eq!(verify(dir.path()).unwrap().records, next);
+}
+
+#[tokio::test]
+async fn an_unacknowledged_tail_is_dropped_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.append_durable(None, &event()).await.unwrap();
+    drop(log);
+    let path = dir.path().join(LOG_FILE);
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(b"\0\0\0\0\n{\"seq\":3,\"prev\":\"ab").unwrap(); // zero-filled page, then a torn record
+
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.sync_blocking().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().last().unwrap().contains(r#""dropped_torn_bytes":24"#), "{text}");
+    verify(dir.path()).unwrap();
+}
+
+#[tokio::test]
+async fn a_log_cut_below_its_anchor_or_without_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.append_durable(None, &event()).await.unwrap();
+    drop(log);
+    let path = dir.path().join(LOG_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{}\n", text.lines().next().unwrap())).unwrap();
+    assert!(matches!(AuditLog::open(dir.path()), Err(AuditError::Truncated { seq: 2, .. })));
+
+    std::fs::write(&path, &text).unwrap();
+    std::fs::remove_file(dir.path().join(HEAD_FILE)).unwrap();
+    assert!(matches!(AuditLog::open(dir.path()), Err(AuditError::BadAnchor { .. })));
+}
+
+#[tokio::test]
+async fn a_rewritten_anchored_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.append_durable(None, &event()).await.unwrap();
+    drop(log);
+    let path = dir.path().join(LOG_FILE);
+    let text = std::fs::read_to_string(&path).unwrap().replace("succeeded", "sUcceeded");
+    std::fs::write(&path, text).unwrap();
+    assert!(matches!(AuditLog::open(dir.path()), Err(AuditError::BadAnchor { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_durable_appends_share_fdatasyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    let before = log.sync_count();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append_durable(Some("job"), &event()).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let syncs = log.sync_count() - before;
+    assert!(syncs < 64, "64 durable appends took {syncs} fdatasyncs");
+    assert_eq!(verify(dir.path()).unwrap().records, 65);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_stops_waiting_does_not_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    for _ in 0..20 {
+        let seq = log.append(None, &event()).unwrap();
+        // Start a sync and abandon it at once, mid-flight.
+        let _ = tokio::time::timeout(Duration::ZERO, log.sync(seq)).await;
+        let next = log.append(None, &event()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), log.sync(next)).await.expect("a later sync completes").unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_breaks_the_log_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.sync_blocking().unwrap();
+    // Swap the writer's file for one opened read-only: every write fails
+    // the way a full or failing disk would.
+    let last = log.state().last.clone();
+    let broken = AuditLog {
+        shared: Arc::new(Shared {
+            path: dir.path().join(LOG_FILE),
+            file: File::open(dir.path().join(LOG_FILE)).unwrap(),
+            head_file: File::open(dir.path().join(HEAD_FILE)).unwrap(),
+            state: Mutex::new(State {
+                synced: last.head.seq,
+                last: last.clone(),
+                tree: log.state().tree.clone(),
+                checkpoint_due: false,
+                buf: Vec::new(),
+                syncing: false,
+                broken: None,
+            }),
+            anchored: Mutex::new(last.head.seq),
+            synced: Notify::new(),
+            syncs: AtomicU64::new(0),
+            checkpoints: Mutex::new(Checkpoints { signer: None, note: String::new(), size: 0 }),
+        }),
+    };
+    let seq = broken.append(None, &event()).unwrap();
+    assert!(matches!(broken.sync(seq).await, Err(AuditError::Broken(_))));
+    assert!(matches!(broken.append(None, &event()), Err(AuditError::Broken(_))));
+}
+
+fn runner() -> Arc<PrivateKey> {
+    Arc::new(PrivateKey::from_seed("runner", crate::keys::Role::Runner, [3; 32]))
+}
+
+/// The signed checkpoint in `dir`'s audit.head, checked with `key`.
+fn checkpoint_in(dir: &Path, key: &PrivateKey) -> Checkpoint {
+    let text = std::fs::read_to_string(dir.join(HEAD_FILE)).unwrap();
+    let note = checkpoint_note(&text).expect("a checkpoint after the anchor");
+    let verifier = checkpoint::Verifier::new(&key.id, key.signing.verifying_key()).unwrap();
+    Checkpoint::open(note.as_bytes(), &checkpoint_origin(&key.id), &[verifier]).unwrap().0
+}
+
+fn leaves(dir: &Path) -> Vec<merkle::Hash> {
+    std::fs::read_to_string(dir.join(LOG_FILE)).unwrap().lines().map(|l| merkle::leaf_hash(l.as_bytes())).collect()
+}
+
+// Multi-threaded, as salve runs: the sync leader writes the anchor
+// before its own caller goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_is_checkpointed_in_its_group_commit_and_the_end_checkpoints_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = runner();
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.sign_checkpoints(Arc::clone(&key));
+    log.append(Some("j"), &event()).unwrap();
+    let sealed = log.seal("j", &key).await.unwrap();
+    let checkpoint = checkpoint_in(dir.path(), &key);
+    assert_eq!(checkpoint.size, sealed, "the seal's own sync signed it");
+    assert_eq!(checkpoint.root, merkle::merkle_tree_hash(&leaves(dir.path())));
+    assert_eq!(
+        log.latest_checkpoint().unwrap(),
+        checkpoint_note(&std::fs::read_to_string(dir.path().join(HEAD_FILE)).unwrap()).unwrap()
+    );
+    // A durable record without a seal is not checkpointed at once...
+    log.append_durable(None, &event()).await.unwrap();
+    assert_eq!(checkpoint_in(dir.path(), &key).size, sealed);
+    // ...but the end of a command (and closing the log) checkpoints
+    // everything it holds.
+    log.sync_blocking().unwrap();
+    drop(log);
+    let all = leaves(dir.path());
+    let checkpoint = checkpoint_in(dir.path(), &key);
+    assert_eq!((checkpoint.size, checkpoint.root), (all.len() as u64, merkle::merkle_tree_hash(&all)));
+    // Reopening keeps the checkpoint and continues the tree.
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.sign_checkpoints(Arc::clone(&key));
+    log.sync_blocking().unwrap();
+    let all = leaves(dir.path());
+    assert_eq!(checkpoint_in(dir.path(), &key).root, merkle::merkle_tree_hash(&all));
+}
+
+// Multi-threaded, as salve runs: the sync leader writes the anchor
+// before its own caller goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_rewritten_or_cut_below_its_checkpoint_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = runner();
+    {
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.sign_checkpoints(Arc::clone(&key));
+        for job in ["a", "b"] {
+            log.append(Some(job), &event()).unwrap();
+            log.seal(job, &key).await.unwrap();
+        }
+    }
+    let log_path = dir.path().join(LOG_FILE);
+    let head_path = dir.path().join(HEAD_FILE);
+    let (log_text, head_text) =
+        (std::fs::read_to_string(&log_path).unwrap(), std::fs::read_to_string(&head_path).unwrap());
+    let lines: Vec<&str> = log_text.lines().collect();
+    let note = checkpoint_note(&head_text).unwrap();
+
+    // Cut the last two records and point the anchor at the new end, as
+    // an owner of the directory without the key could: the checkpoint
+    // still says how long the log was.
+    let kept = &lines[..lines.len() - 2];
+    let kept_text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+    let last = parse_record_head(kept[kept.len() - 1].as_bytes()).unwrap();
+    let anchor = Anchor { head: last, end: kept_text.len() as u64 };
+    std::fs::write(&log_path, &kept_text).unwrap();
+    std::fs::write(&head_path, anchor.encode() + note).unwrap();
+    let refused = AuditLog::open(dir.path()).err().expect("a cut log is refused");
+    assert!(refused.to_string().contains("but its signed checkpoint covers"), "{refused}");
+
+    // Rewrite a record the checkpoint covers (with a chain that checks
+    // out from there would need every later hash too; the tree is
+    // enough to catch it): the root no longer matches.
+    let rewritten = log_text.replacen("\"pid\":", "\"pid\":1", 1);
+    std::fs::write(&log_path, &rewritten).unwrap();
+    let end = rewritten.len() as u64;
+    let last = parse_record_head(rewritten.lines().last().unwrap().as_bytes()).unwrap();
+    std::fs::write(&head_path, Anchor { head: last, end }.encode() + note).unwrap();
+    let refused = AuditLog::open(dir.path()).err().expect("a rewritten log is refused");
+    assert!(refused.to_string().contains("do not hash to the root its signed checkpoint names"), "{refused}");
+}
+
+#[test]
+fn anchors_round_trip() {
+    let anchor = Anchor { head: Head { seq: 42, hash: "ab".repeat(32) }, end: 9000 };
+    assert_eq!(Anchor::decode(&anchor.encode()), Some(anchor));
+    assert_eq!(Anchor::decode("salve-audit-head v1 seq=1 hash=xyz end=3\n"), None);
+}
