@@ -577,6 +577,21 @@ impl Shared {
     fn write_anchor(&self, target: &Durable) -> std::io::Result<()> {
         let mut anchored = self.anchored.lock().unwrap_or_else(|p| p.into_inner());
         let seq = target.anchor.head.seq;
+        if seq < *anchored {
+            // A later commit anchored further first (its anchor is written
+            // after its waiters wake, so commits can finish out of order):
+            // the anchor never moves back, and a checkpoint due here is
+            // left to the next commit, which covers this one.
+            // (`try_lock`: `sync_blocking` holds the state while it anchors;
+            // it checkpoints everything itself.)
+            drop(anchored);
+            if target.root.is_some()
+                && let Ok(mut state) = self.state.try_lock()
+            {
+                state.checkpoint_due = true;
+            }
+            return Ok(());
+        }
         let mut checkpoints = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
         let signed = match (&checkpoints.signer, target.root) {
             (Some(key), Some(root)) if seq > checkpoints.size => {
