@@ -267,6 +267,7 @@ mod tests {
                 entry(&keys.author, &[]),
             ],
             revoked: vec![],
+            signatures: vec![],
         };
         (keys, file)
     }

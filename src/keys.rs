@@ -94,6 +94,14 @@ pub fn encode_public(public: &VerifyingKey) -> String {
     BASE64.encode(public.as_bytes())
 }
 
+/// HMAC-SHA-256 of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 /// A private key with its name and role, as loaded from its file.
 pub struct PrivateKey {
     pub name: String,
@@ -136,6 +144,23 @@ fn check_name(name: &str) -> Result<(), KeyError> {
 }
 
 impl PrivateKey {
+    /// A secret key for `purpose`, derived from this key (so that only its
+    /// holder can make or check what it keys), never the signing key
+    /// itself.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut derive = Sha256::new();
+        derive.update(b"salve derived key v1\n");
+        derive.update(purpose.as_bytes());
+        derive.update(b"\n");
+        derive.update(self.signing.to_bytes());
+        derive.finalize().into()
+    }
+
+    /// HMAC-SHA-256 of `message` under the key derived for `purpose`, hex.
+    pub fn mac(&self, purpose: &str, message: &[u8]) -> String {
+        hex::encode(hmac_sha256(&self.derive(purpose), message))
+    }
+
     /// A new key from the system's random number generator.
     pub fn generate(name: &str, role: Role) -> Result<PrivateKey, KeyError> {
         check_name(name)?;

@@ -71,6 +71,8 @@ pub mod host;
 pub mod job;
 pub mod keys;
 pub mod policy;
+pub mod reaper;
+pub mod redact;
 pub mod run;
 pub mod sandbox;
 pub mod scope;

@@ -22,13 +22,18 @@ use crate::bindings::{Change, Context, Error as GuestError};
 use crate::credentials::{Broker, CredentialError, Lease};
 use crate::grant::Grant;
 use crate::host::journal::{Journal, JournalError};
-use crate::host::{AuditUnavailable, Budget, Calls, HostCallTimedOut, InFlight, MutationBudgetSpent};
+use crate::host::{
+    AuditBudgetSpent, AuditBytes, AuditUnavailable, Budget, BudgetSpent, Calls, HostCallTimedOut, InFlight, Slack,
+};
 use crate::keys::{PrivateKey, Role};
-use crate::sandbox::{MemoryLimitExceeded, PhaseSetup, PhaseTimeout, Playbook, Sandbox, TableLimitExceeded};
+use crate::sandbox::{
+    MemoryLimitExceeded, PhaseSetup, PhaseStopped, PhaseTimeout, Playbook, Sandbox, TableLimitExceeded,
+};
 use crate::scope::limits::Limits;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest cause message kept.
@@ -195,6 +200,9 @@ impl Cause {
 
     /// Names what stopped the guest.
     fn from_trap(phase: Phase, error: &wasmtime::Error) -> Cause {
+        if let Some(stopped) = error.downcast_ref::<PhaseStopped>() {
+            return Cause::new(phase, CauseKind::Interrupted, stopped.to_string());
+        }
         if let Some(timeout) = error.downcast_ref::<PhaseTimeout>() {
             return Cause::new(phase, CauseKind::Timeout, timeout.to_string());
         }
@@ -207,7 +215,10 @@ impl Cause {
         if let Some(timed_out) = error.downcast_ref::<HostCallTimedOut>() {
             return Cause::new(phase, CauseKind::HostCallTimeout, timed_out.to_string());
         }
-        if let Some(spent) = error.downcast_ref::<MutationBudgetSpent>() {
+        if let Some(spent) = error.downcast_ref::<BudgetSpent>() {
+            return Cause::new(phase, CauseKind::Budget, spent.to_string());
+        }
+        if let Some(spent) = error.downcast_ref::<AuditBudgetSpent>() {
             return Cause::new(phase, CauseKind::Budget, spent.to_string());
         }
         if let Some(audit) = error.downcast_ref::<AuditUnavailable>() {
@@ -314,6 +325,9 @@ pub struct Runner {
     journal_dir: PathBuf,
     seal_key: Option<Arc<PrivateKey>>,
     broker: Option<Arc<Broker>>,
+    /// Once set, `apply` and `verify` stop at the next tick and the job is
+    /// rolled back (rollback itself is never stopped this way).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// What the phases of one job share.
@@ -321,15 +335,17 @@ struct JobShared {
     job: Arc<str>,
     inflight: Arc<InFlight>,
     budget: Arc<Budget>,
+    audit_bytes: Arc<AuditBytes>,
     leases: Arc<[Lease]>,
 }
 
 impl JobShared {
-    fn new(job: &JobContext, budget: Budget, leases: Vec<Lease>) -> JobShared {
+    fn new(job: &JobContext, budget: Budget, limits: &Limits, leases: Vec<Lease>) -> JobShared {
         JobShared {
             job: Arc::from(job.id.as_str()),
             inflight: Arc::default(),
             budget: Arc::new(budget),
+            audit_bytes: Arc::new(AuditBytes::new(limits.audit_bytes)),
             leases: leases.into(),
         }
     }
@@ -338,15 +354,19 @@ impl JobShared {
         Budget::new(limits.writes, limits.mutations)
     }
 
-    /// The same job for rollback, which puts back what apply changed:
-    /// apply's budget does not bind it. Stopping a rollback halfway for
-    /// bytes would leave the target half-changed, the worst outcome; its
-    /// deadline and the per-call bounds still hold.
-    fn for_rollback(&self) -> JobShared {
+    /// The same job for rollback, which puts back what apply changed. Its
+    /// budget is bounded by what apply did (or, after a crash, the most it
+    /// could have done: `applied`), what the journal holds, and the grant's
+    /// slack; a rollback past it stops, and fails.
+    fn for_rollback(&self, applied: (u64, u64), journal: &[Vec<u8>], limits: &Limits) -> JobShared {
+        let journal = (journal.iter().map(|e| e.len() as u64).sum(), journal.len() as u64);
+        let slack = Slack { bytes: limits.rollback_slack_writes, mutations: limits.rollback_slack_mutations };
         JobShared {
             job: Arc::clone(&self.job),
             inflight: Arc::clone(&self.inflight),
-            budget: Arc::new(Budget::unlimited()),
+            budget: Arc::new(Budget::for_rollback(applied, journal, slack)),
+            // Rollback's records are what an auditor most needs: its own budget.
+            audit_bytes: Arc::new(AuditBytes::new(limits.audit_bytes)),
             leases: Arc::clone(&self.leases),
         }
     }
@@ -359,7 +379,19 @@ impl Runner {
         let journal_dir = crate::data_dir::DataDir::new(data_dir).journal();
         std::fs::create_dir_all(&journal_dir)
             .map_err(|source| RunError::JournalDir { path: journal_dir.clone(), source })?;
-        Ok(Runner { sandbox, audit, journal_dir, seal_key: None, broker: None })
+        Ok(Runner { sandbox, audit, journal_dir, seal_key: None, broker: None, stop: None })
+    }
+
+    /// Stops `apply` and `verify` once `stop` is set (by SIGINT or SIGTERM),
+    /// and rolls the job back. A host call in flight finishes first (within
+    /// its timeout).
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Runner {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Acquire))
     }
 
     /// Leases credentials from `broker` to the jobs whose grants name them.
@@ -495,9 +527,12 @@ impl Runner {
         let leases = self.lease(grant, job, "apply", hooks)?;
         let journal = Journal::new(&self.journal_dir, &job.id);
         let journal_path = journal.path().to_path_buf();
-        let shared = JobShared::new(job, JobShared::budget(grant.limits()), leases);
+        let shared = JobShared::new(job, JobShared::budget(grant.limits()), grant.limits(), leases);
 
         let failure = match self.phase(playbook, grant, job, &shared, Call::Apply, Some(journal)).await {
+            Ok(_) if self.stopping() => {
+                Some(Cause::new(Phase::Verify, CauseKind::Interrupted, PhaseStopped.to_string()))
+            }
             Ok(_) => match hooks.entering(&job.id, Phase::Verify) {
                 // verify checks; it must not change anything rollback could not undo.
                 Ok(()) => self.phase(playbook, &grant.read_only(), job, &shared, Call::Verify, None).await.err(),
@@ -511,7 +546,10 @@ impl Runner {
         };
         let outcome = match failure {
             None => Outcome::Succeeded,
-            Some(cause) => self.roll_back(playbook, grant, job, &shared, &journal_path, cause, hooks).await,
+            Some(cause) => {
+                let applied = shared.budget.applied();
+                self.roll_back(playbook, grant, job, (&shared, applied), &journal_path, cause, hooks).await
+            }
         };
         self.conclude(job, outcome, &journal_path, hooks).await
     }
@@ -533,8 +571,11 @@ impl Runner {
         let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
         let leases = self.lease(grant, job, "rollback", hooks)?;
         let journal_path = Journal::new(&self.journal_dir, &job.id).path().to_path_buf();
-        let shared = JobShared::new(job, Budget::unlimited(), leases);
-        let outcome = self.roll_back(playbook, grant, job, &shared, &journal_path, cause, hooks).await;
+        let shared = JobShared::new(job, Budget::new(0, 0), grant.limits(), leases);
+        // What apply did before the crash is not known here: it may have
+        // spent its whole budget.
+        let applied = (grant.limits().writes, grant.limits().mutations);
+        let outcome = self.roll_back(playbook, grant, job, (&shared, applied), &journal_path, cause, hooks).await;
         self.conclude(job, outcome, &journal_path, hooks).await
     }
 
@@ -573,7 +614,7 @@ impl Runner {
         playbook: &Playbook,
         grant: &Grant,
         job: &JobContext,
-        shared: &JobShared,
+        (shared, applied): (&JobShared, (u64, u64)),
         journal_path: &Path,
         cause: Cause,
         hooks: &dyn Lifecycle,
@@ -597,10 +638,11 @@ impl Runner {
                 cause,
                 rollback_cause: Cause::new(Phase::Rollback, CauseKind::Journal, e.to_string()),
             },
-            // Rollback writes back what apply changed: it gets a write budget
-            // of its own, not what apply left of the job's.
+            // Rollback writes back what apply changed: it gets a budget of
+            // its own, bounded by what apply did, not what apply left.
             Ok(entries) => {
-                match self.phase(playbook, grant, job, &shared.for_rollback(), Call::Rollback(entries), None).await {
+                let rollback = shared.for_rollback(applied, &entries, grant.limits());
+                match self.phase(playbook, grant, job, &rollback, Call::Rollback(entries), None).await {
                     Ok(_) => Outcome::RolledBack { cause },
                     Err(rollback_cause) => Outcome::RollbackFailed { cause, rollback_cause },
                 }
@@ -650,7 +692,7 @@ impl Runner {
         self.record_job(Mode::Plan, playbook, &grant, job)?;
         let _leases_revoked_at_the_end = self.broker.as_ref().map(|b| b.guard(&job.id));
         let leases = self.lease(&grant, job, "plan", hooks)?;
-        let shared = JobShared::new(job, Budget::new(0, 0), leases);
+        let shared = JobShared::new(job, Budget::new(0, 0), grant.limits(), leases);
         let changes = self.phase(playbook, &grant, job, &shared, Call::Plan, None).await.map(|c| c.unwrap_or_default());
         self.revoke(job, hooks)?;
         let cause = changes.as_ref().err().map(ToString::to_string);
@@ -677,6 +719,8 @@ impl Runner {
             .with_timeout(self.sandbox.config().host_call_timeout)
             .with_inflight(Arc::clone(&shared.inflight))
             .with_budget(Arc::clone(&shared.budget))
+            .with_audit_bytes(Arc::clone(&shared.audit_bytes))
+            .with_reaper(self.sandbox.config().reaper.clone())
             .with_inline_reads(self.sandbox.config().inline_reads)
             .with_leases(Arc::clone(&shared.leases));
         let audit_failed = |e: AuditError| Cause::new(phase, CauseKind::AuditUnavailable, e.to_string());
@@ -684,7 +728,8 @@ impl Runner {
             .append(Some(&job.id), &Event::Phase { phase, status: "started", detail: None, duration_us: None })
             .map_err(audit_failed)?;
 
-        let setup = PhaseSetup { grant, calls: calls.clone(), journal, deadline };
+        let stop = if phase == Phase::Rollback { None } else { self.stop.clone() };
+        let setup = PhaseSetup { grant, calls: calls.clone(), journal, deadline, stop };
         let result = match self.sandbox.instantiate(playbook, setup).await {
             Err(e) => {
                 let mut cause = Cause::from_trap(phase, &e);
@@ -734,6 +779,20 @@ impl Runner {
                             &Event::Phase { phase, status: "log-suppressed", detail: Some(&detail), duration_us: None },
                         )
                         .map_err(audit_failed)?;
+                }
+                let refused = calls.refusals().suppressed();
+                if !refused.is_empty() {
+                    let total: u64 = refused.iter().map(|(_, n)| n).sum();
+                    let by_function: Vec<String> = refused.iter().map(|(f, n)| format!("{f}: {n}")).collect();
+                    let detail = format!(
+                        "{total} more refused host calls past the per-phase bound of {} were counted, not recorded \
+                         ({})",
+                        crate::host::MAX_RECORDED_REFUSALS,
+                        by_function.join(", ")
+                    );
+                    let event =
+                        Event::Phase { phase, status: "refusals-suppressed", detail: Some(&detail), duration_us: None };
+                    self.audit.append(Some(&job.id), &event).map_err(audit_failed)?;
                 }
                 result
             }

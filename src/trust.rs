@@ -15,7 +15,16 @@
 //! [[revoked]]
 //! id = "9a1b..."
 //! reason = "laptop lost"
+//!
+//! [[signatures]]                 # what an artifact needs to run there
+//! environments = ["prod"]
+//! signers = 2                    # distinct trusted author keys
+//! groups = ["security"]          # and among them one of each group
 //! ```
+//!
+//! Without a `[[signatures]]` rule for an environment, one trusted author
+//! signature is enough there. Rules bind the set of signers: a
+//! co-signature stripped from an artifact makes it fail the rule.
 //!
 //! # Errors
 //! [`TrustError`] says which check refused a key: unknown, revoked,
@@ -45,6 +54,16 @@ pub enum TrustError {
     Expired { id: String, name: String, not_after: String },
     #[error("key {id} ({name}) is not trusted for environment {environment:?} (only {trusted:?})")]
     NotForEnvironment { id: String, name: String, environment: String, trusted: Vec<String> },
+    #[error(
+        "environment {environment:?} needs signatures by {needed} distinct trusted author keys, but the artifact \
+         has {found}: co-sign it (`salve sign --key ...` by another author)"
+    )]
+    TooFewSigners { environment: String, needed: usize, found: usize },
+    #[error(
+        "environment {environment:?} needs a signature by a key of group {group:?}, and no signer is in it: have \
+         a member of {group:?} co-sign the artifact"
+    )]
+    MissingGroup { environment: String, group: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +101,24 @@ pub struct Revocation {
     pub reason: String,
 }
 
+/// What an artifact's signers must be to run in some environments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRule {
+    /// The environments the rule holds in (`"*"` for all).
+    pub environments: Vec<String>,
+    /// Distinct trusted author keys that must have signed.
+    #[serde(default = "one")]
+    pub signers: usize,
+    /// Groups each of which at least one signer must be in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustFile {
@@ -89,6 +126,8 @@ pub struct TrustFile {
     pub keys: Vec<KeyEntry>,
     #[serde(default)]
     pub revoked: Vec<Revocation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureRule>,
 }
 
 /// A key the store trusts, decoded.
@@ -103,6 +142,7 @@ pub struct TrustedKey {
 pub struct TrustStore {
     keys: HashMap<String, TrustedKey>,
     revoked: HashMap<String, String>,
+    signatures: Vec<SignatureRule>,
 }
 
 impl TrustStore {
@@ -140,8 +180,20 @@ impl TrustStore {
             }
             keys.insert(entry.id.clone(), TrustedKey { entry, public, not_after });
         }
+        for (i, rule) in file.signatures.iter().enumerate() {
+            let invalid = |reason: &str| TrustError::Invalid(format!("signatures rule {}: {reason}", i + 1));
+            if rule.environments.is_empty() {
+                return Err(invalid("lists no environments"));
+            }
+            if rule.signers == 0 {
+                return Err(invalid("signers must be at least 1"));
+            }
+            if rule.groups.len() > rule.signers {
+                return Err(invalid("asks for more groups than signers; each group needs a signer of its own"));
+            }
+        }
         let revoked = file.revoked.into_iter().map(|r| (r.id, r.reason)).collect();
-        Ok(TrustStore { keys, revoked })
+        Ok(TrustStore { keys, revoked, signatures: file.signatures })
     }
 
     pub fn key(&self, id: &str) -> Option<&TrustedKey> {
@@ -174,6 +226,29 @@ impl TrustStore {
         Ok(key)
     }
 
+    /// Whether `signers` (distinct key ids, each already checked as a
+    /// trusted author for `environment`) satisfy every signature rule for
+    /// `environment`: enough of them, and one of each group the rule names,
+    /// each group by a different signer.
+    pub fn check_signers(&self, signers: &[String], environment: &str) -> Result<(), TrustError> {
+        let applies = |rule: &&SignatureRule| rule.environments.iter().any(|e| e == "*" || e == environment);
+        for rule in self.signatures.iter().filter(applies) {
+            if signers.len() < rule.signers {
+                return Err(TrustError::TooFewSigners {
+                    environment: environment.into(),
+                    needed: rule.signers,
+                    found: signers.len(),
+                });
+            }
+            let groups_of = |id: &String| self.keys.get(id).map(|k| k.entry.groups.clone()).unwrap_or_default();
+            let signer_groups: Vec<Vec<String>> = signers.iter().map(groups_of).collect();
+            if let Some(group) = unmatched_group(&rule.groups, &signer_groups) {
+                return Err(TrustError::MissingGroup { environment: environment.into(), group: group.clone() });
+            }
+        }
+        Ok(())
+    }
+
     /// The key `id`, if it may act as `role` in `environment` at `now`.
     pub fn check(&self, id: &str, role: Role, environment: &str, now: SystemTime) -> Result<&TrustedKey, TrustError> {
         let key = self.check_role(id, role, now)?;
@@ -189,6 +264,47 @@ impl TrustStore {
         }
         Ok(key)
     }
+}
+
+/// The first group no distinct signer can stand for: groups are matched to
+/// signers one to one (augmenting paths; a handful of each), so one key in
+/// two required groups does not count twice.
+fn unmatched_group<'a>(groups: &'a [String], signer_groups: &[Vec<String>]) -> Option<&'a String> {
+    fn assign(
+        group: &str,
+        signer_groups: &[Vec<String>],
+        owner: &mut [Option<usize>],
+        seen: &mut [bool],
+        groups: &[String],
+    ) -> bool {
+        for (signer, theirs) in signer_groups.iter().enumerate() {
+            if seen[signer] || !theirs.iter().any(|g| g == group) {
+                continue;
+            }
+            seen[signer] = true;
+            match owner[signer] {
+                None => {
+                    owner[signer] = Some(groups.iter().position(|g| g == group).unwrap_or(0));
+                    return true;
+                }
+                Some(other) => {
+                    if assign(&groups[other], signer_groups, owner, seen, groups) {
+                        owner[signer] = Some(groups.iter().position(|g| g == group).unwrap_or(0));
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+    let mut owner = vec![None; signer_groups.len()];
+    for group in groups {
+        let mut seen = vec![false; signer_groups.len()];
+        if !assign(group, signer_groups, &mut owner, &mut seen, groups) {
+            return Some(group);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -222,6 +338,7 @@ mod tests {
                 entry(&gone, &["*"], "2099-01-01T00:00:00Z"),
             ],
             revoked: vec![Revocation { id: gone.id.clone(), reason: "lost".into() }],
+            signatures: vec![],
         })
         .unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -237,6 +354,67 @@ mod tests {
     }
 
     #[test]
+    fn signature_rules_bind_the_set_of_signers() {
+        let author = PrivateKey::from_seed("author", Role::Author, [1; 32]);
+        let reviewer = PrivateKey::from_seed("reviewer", Role::Author, [2; 32]);
+        let both = PrivateKey::from_seed("both", Role::Author, [3; 32]);
+        let in_groups = |key: &PrivateKey, groups: &[&str]| KeyEntry {
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..entry(key, &["*"], "2099-01-01T00:00:00Z")
+        };
+        let store = TrustStore::from_file(TrustFile {
+            keys: vec![
+                in_groups(&author, &["platform"]),
+                in_groups(&reviewer, &["security"]),
+                in_groups(&both, &["platform", "security"]),
+            ],
+            revoked: vec![],
+            signatures: vec![SignatureRule {
+                environments: vec!["prod".into()],
+                signers: 2,
+                groups: vec!["platform".into(), "security".into()],
+            }],
+        })
+        .unwrap();
+        let ids = |keys: &[&PrivateKey]| keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>();
+        assert!(store.check_signers(&ids(&[&author]), "dev").is_ok(), "no rule for dev");
+        assert!(store.check_signers(&ids(&[&author, &reviewer]), "prod").is_ok());
+        assert!(store.check_signers(&ids(&[&both, &author]), "prod").is_ok(), "both stands for security");
+        // A stripped co-signature.
+        assert!(matches!(
+            store.check_signers(&ids(&[&author]), "prod"),
+            Err(TrustError::TooFewSigners { needed: 2, found: 1, .. })
+        ));
+        assert!(matches!(store.check_signers(&ids(&[&both]), "prod"), Err(TrustError::TooFewSigners { .. })));
+        // Two signers, but no one of group security.
+        let platform2 = PrivateKey::from_seed("platform2", Role::Author, [4; 32]);
+        let mut file_keys = vec![in_groups(&author, &["platform"]), in_groups(&platform2, &["platform"])];
+        file_keys.push(in_groups(&reviewer, &["security"]));
+        let store = TrustStore::from_file(TrustFile {
+            keys: file_keys,
+            revoked: vec![],
+            signatures: vec![SignatureRule {
+                environments: vec!["*".into()],
+                signers: 2,
+                groups: vec!["security".into()],
+            }],
+        })
+        .unwrap();
+        assert!(matches!(
+            store.check_signers(&ids(&[&author, &platform2]), "prod"),
+            Err(TrustError::MissingGroup { group, .. }) if group == "security"
+        ));
+        let bad =
+            |rule: SignatureRule| TrustStore::from_file(TrustFile { signatures: vec![rule], ..TrustFile::default() });
+        assert!(bad(SignatureRule { environments: vec![], signers: 1, groups: vec![] }).is_err());
+        assert!(bad(SignatureRule { environments: vec!["prod".into()], signers: 0, groups: vec![] }).is_err());
+        assert!(
+            bad(SignatureRule { environments: vec!["prod".into()], signers: 1, groups: vec!["a".into(), "b".into()] })
+                .is_err()
+        );
+    }
+
+    #[test]
     fn one_key_one_role_and_ids_must_match_their_keys() {
         let key = PrivateKey::from_seed("k", Role::Author, [1; 32]);
         let twice = TrustFile {
@@ -245,11 +423,13 @@ mod tests {
                 KeyEntry { role: Role::Approver, ..entry(&key, &["dev"], "2099-01-01T00:00:00Z") },
             ],
             revoked: vec![],
+            signatures: vec![],
         };
         assert!(matches!(TrustStore::from_file(twice), Err(TrustError::Invalid(m)) if m.contains("one key, one role")));
         let wrong_id = TrustFile {
             keys: vec![KeyEntry { id: "00".repeat(16), ..entry(&key, &["dev"], "2099-01-01T00:00:00Z") }],
             revoked: vec![],
+            signatures: vec![],
         };
         assert!(matches!(TrustStore::from_file(wrong_id), Err(TrustError::Invalid(_))));
         assert!(matches!(TrustStore::parse("[[keys]]\nname = 1\n"), Err(TrustError::Invalid(_))));

@@ -68,6 +68,10 @@ pub enum ArtifactError {
     BadSignature { index: usize, key_id: String },
     #[error("signature {index}: {source}")]
     Untrusted { index: usize, source: TrustError },
+    /// Every signature checks out, but the set of signers is not what the
+    /// environment requires.
+    #[error("the artifact's signers are not enough: {0}")]
+    Signers(TrustError),
     #[error("key {key_id} has role {role}; only author keys sign artifacts")]
     NotAnAuthorKey { key_id: String, role: Role },
     #[error("the artifact is already signed by key {key_id}")]
@@ -334,7 +338,7 @@ impl VerifiedArtifact {
                 .check(key_id, Role::Author, environment, now)
                 .map_err(|source| ArtifactError::Untrusted { index: i + 1, source })?;
         }
-        Ok(())
+        trust.check_signers(&self.signers, environment).map_err(ArtifactError::Signers)
     }
 }
 
@@ -367,13 +371,10 @@ pub fn verify(
             .verify_strict(&message, &Signature::from_bytes(&section.signature))
             .map_err(|_| ArtifactError::BadSignature { index, key_id: section.key_id.clone() })?;
     }
+    let signers: Vec<String> = artifact.signatures.iter().map(|s| s.key_id.clone()).collect();
+    trust.check_signers(&signers, environment).map_err(ArtifactError::Signers)?;
     let manifest = Manifest::parse(artifact.manifest_text)?;
-    Ok(VerifiedArtifact {
-        digest: digest(bytes),
-        component: artifact.component.to_vec(),
-        manifest,
-        signers: artifact.signatures.iter().map(|s| s.key_id.clone()).collect(),
-    })
+    Ok(VerifiedArtifact { digest: digest(bytes), component: artifact.component.to_vec(), manifest, signers })
 }
 
 #[cfg(test)]

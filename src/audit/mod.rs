@@ -16,6 +16,14 @@
 //! record boundary from one that simply ended there, and lets the writer
 //! tell records that were acknowledged from a tail a crash left behind.
 //!
+//! A log kept by a runner key (opened with [`AuditLog::open_keyed`]) also
+//! tags each record: `mac`, just before `hash`, is an HMAC-SHA-256 (cut to
+//! 128 bits) of the line as it reads without `mac` and `hash`, keyed by a
+//! key derived from the runner key. Nobody else can tag, so at open the
+//! runner tells the records it wrote but had not yet checkpointed when it
+//! stopped from records someone appended (see [`AuditLog::open_keyed`]).
+//! Auditors need not check tags: signed checkpoints cover the log.
+//!
 //! Each job ends with a `seal` record: the runner key's Ed25519 signature
 //! over the job id and the hash of the record before the seal. A seal
 //! cannot be forged without the runner key, so a log rewritten by someone
@@ -102,8 +110,33 @@ pub enum AuditError {
          before running anything"
     )]
     BadAnchor { path: PathBuf, reason: String },
+    #[error(
+        "the audit log {path} holds records past its last signed checkpoint (record {checkpointed}) that this runner \
+         did not write: {found}. Someone who can write the data directory appended to the log, so nothing runs. \
+         Keep a copy of the log for investigation, run `salve audit verify`, and to go on cut the log back to its \
+         first {checkpointed} lines"
+    )]
+    Appended { path: PathBuf, checkpointed: u64, found: String },
+    #[error(
+        "the audit log {path} is kept by a runner key ({found}), so it opens only with that key: give \
+         --runner-key or keep it as DATA_DIR/keys/runner.key"
+    )]
+    KeyNeeded { path: PathBuf, found: String },
     #[error("cannot write the audit log: {0}. The log is closed; no further host call is allowed")]
     Broken(String),
+}
+
+impl crate::fault::Classify for AuditError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            AuditError::Open { .. } | AuditError::Broken(_) => Fault::Infrastructure,
+            AuditError::Truncated { .. } | AuditError::BadAnchor { .. } | AuditError::Appended { .. } => {
+                Fault::Tampered
+            }
+            AuditError::KeyNeeded { .. } => Fault::Input,
+        }
+    }
 }
 
 /// The `seq` and `hash` of a record: enough to name a point of the chain.
@@ -131,10 +164,31 @@ impl Anchor {
         format!("salve-audit-head v1 seq={:020} hash={} end={:020}\n", self.head.seq, self.head.hash, self.end)
     }
 
+    /// The anchor line, with a tag over it and the size of the checkpoint
+    /// kept with it when the log is kept by a key: rewriting the anchor, or
+    /// removing the checkpoint, then shows.
+    fn encode_tagged(&self, tagger: Option<&Tagger>, checkpoint_size: u64) -> String {
+        match tagger {
+            None => self.encode(),
+            Some(tagger) => {
+                let line = self.encode();
+                let tag = tagger.anchor_tag(self, checkpoint_size);
+                format!("{} mac={tag}\n", line.trim_end())
+            }
+        }
+    }
+
+    /// The tag on the first line of `audit.head`, if any.
+    fn decode_tag(text: &str) -> Option<&str> {
+        let (first, _) = text.split_once('\n')?;
+        first.split_once(" mac=").map(|(_, tag)| tag)
+    }
+
     /// Parses the first line of `audit.head` (the signed checkpoint, if
     /// any, follows it: [`checkpoint_note`]).
     pub fn decode(text: &str) -> Option<Anchor> {
         let (first, _) = text.split_once('\n')?;
+        let first = first.split_once(" mac=").map_or(first, |(anchor, _)| anchor);
         let rest = first.strip_prefix("salve-audit-head v1 seq=")?;
         let (seq, rest) = rest.split_once(" hash=")?;
         let (hash, end) = rest.split_once(" end=")?;
@@ -161,6 +215,8 @@ pub fn checkpoint_origin(key_id: &str) -> String {
 /// the anchor line, and the runner key that signs new ones, once given.
 struct Checkpoints {
     signer: Option<Arc<PrivateKey>>,
+    /// Tags the anchor (derived from `signer`).
+    tagger: Option<Tagger>,
     /// The latest signed checkpoint (empty if none yet).
     note: String,
     /// The tree size `note` covers.
@@ -189,6 +245,58 @@ pub fn seal_message(job: &str, prev: &str) -> Vec<u8> {
     message.push(b'\n');
     message.extend_from_slice(prev.as_bytes());
     message
+}
+
+/// What a record's `mac` is keyed by: derived from the runner key, so only
+/// the runner can tag.
+#[derive(Clone)]
+struct Tagger([u8; 32]);
+
+/// Length of a record's tag, in bytes (hex doubles it).
+const TAG_LEN: usize = 16;
+/// The suffix a tag adds before the hash: `,"mac":"<32 hex>"`.
+const TAG_SUFFIX_LEN: usize = r#","mac":"""#.len() + 2 * TAG_LEN;
+
+impl Tagger {
+    fn new(key: &PrivateKey) -> Tagger {
+        Tagger(key.derive("audit record tag"))
+    }
+
+    /// The tag of `body`: a record as it reads without `mac` and `hash`.
+    fn tag(&self, body: &[u8]) -> String {
+        hex::encode(&crate::keys::hmac_sha256(&self.0, body)[..TAG_LEN])
+    }
+
+    /// The tag of an anchor and the size of the checkpoint kept with it.
+    fn anchor_tag(&self, anchor: &Anchor, checkpoint_size: u64) -> String {
+        let message =
+            format!("salve audit anchor v1\n{} {} {} {checkpoint_size}", anchor.head.seq, anchor.head.hash, anchor.end);
+        self.tag(message.as_bytes())
+    }
+
+    /// Whether `line` (a whole record) carries this key's tag.
+    fn tagged(&self, line: &[u8]) -> bool {
+        let Some((body, _)) = split_hash(line) else { return false };
+        // `body` ends `,"mac":"<tag>"}`.
+        let Some(start) = body.len().checked_sub(TAG_SUFFIX_LEN + 1) else { return false };
+        let (untagged, suffix) = body.split_at(start);
+        let Some(tag) = suffix.strip_prefix(br#","mac":""#).and_then(|t| t.strip_suffix(b"\"}")) else {
+            return false;
+        };
+        let mut untagged = untagged.to_vec();
+        untagged.push(b'}');
+        // Both hex of the same length; a timing difference tells nothing
+        // an attacker who can read the log does not already know.
+        self.tag(&untagged).as_bytes() == tag
+    }
+}
+
+/// Whether `line` carries a tag at all (by whatever key).
+fn has_tag(line: &[u8]) -> bool {
+    let Some((body, _)) = split_hash(line) else { return false };
+    body.len() > TAG_SUFFIX_LEN
+        && body[body.len() - TAG_SUFFIX_LEN - 1..].starts_with(br#","mac":""#)
+        && body[body.len() - 2 * TAG_LEN - 2..body.len() - 2].iter().all(u8::is_ascii_hexdigit)
 }
 
 /// The writer. Cheap to clone; every clone appends to the same chain.
@@ -220,6 +328,8 @@ struct State {
     /// A seal was appended since the last checkpoint: the next sync signs
     /// one (a job's outcome is checkpointed with its seal's group commit).
     checkpoint_due: bool,
+    /// Tags each record, when the log is kept by a runner key.
+    tagger: Option<Tagger>,
     /// Serialized records not yet written to the file.
     buf: Vec<u8>,
     /// Highest `seq` made durable.
@@ -250,19 +360,42 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl AuditLog {
-    /// Opens (creating if needed) the log in `dir`, takes its lock, checks
-    /// its end against the anchor, and continues the chain.
-    ///
-    /// Records after the anchor were never acknowledged as durable: those
-    /// that chain correctly are kept; from the first that does not (a write
-    /// a crash cut short), the rest is dropped, and the opening record says
-    /// how many bytes.
+    /// Opens (creating if needed) the log in `dir`, kept by no key: no
+    /// record is tagged and no checkpoint signed, so the log shows a change
+    /// only to someone who kept an earlier head (for `--dangerous-unsigned`
+    /// use and tests). Records after the anchor were never acknowledged as
+    /// durable: those that chain correctly are kept; from the first that
+    /// does not (a write a crash cut short), the rest is dropped, and the
+    /// opening record says how many bytes.
     ///
     /// # Errors
     /// [`AuditError::Truncated`] or [`AuditError::BadAnchor`] when the log
     /// does not reach, or does not match, its anchor: the runner refuses to
     /// run on a log that may have been tampered with.
+    /// [`AuditError::KeyNeeded`] when the log holds a signed checkpoint.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(dir, None)
+    }
+
+    /// Opens the log in `dir` kept by the runner `key`: its records are
+    /// tagged and its checkpoints signed with it. Opening is strict: the
+    /// signed checkpoint in `audit.head` must verify with `key`, the log
+    /// must hold every record it covers unchanged, and every complete
+    /// record past it must carry this key's tag (records this runner wrote
+    /// and had not yet checkpointed when it stopped). Only crash debris
+    /// (a torn last line, zero-filled pages, tagged records a lost page cut
+    /// off the chain) is dropped, and the opening record says how many
+    /// bytes.
+    ///
+    /// # Errors
+    /// As [`AuditLog::open`], and [`AuditError::Appended`] for a complete
+    /// record past the checkpoint that this key did not tag;
+    /// [`AuditError::BadAnchor`] for a checkpoint this key did not sign.
+    pub fn open_keyed(dir: &Path, key: Arc<PrivateKey>) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(dir, Some(key))
+    }
+
+    fn open_with(dir: &Path, key: Option<Arc<PrivateKey>>) -> Result<AuditLog, AuditError> {
         let path = dir.join(LOG_FILE);
         let open_err = |source| AuditError::Open { path: path.clone(), source };
         let bad = |reason: String| AuditError::BadAnchor { path: path.clone(), reason };
@@ -284,26 +417,33 @@ impl AuditLog {
             Err(e) => return Err(open_err(e)),
         };
         let note = head_text.as_deref().and_then(checkpoint_note).unwrap_or_default().to_string();
-        let anchor = match head_text {
-            Some(text) => Anchor::decode(&text).ok_or_else(|| bad(format!("{HEAD_FILE} is unreadable")))?,
+        check_checkpoint_key(&note, key.as_deref()).map_err(|e| match e {
+            KeyCheck::Needed(origin) => {
+                AuditError::KeyNeeded { path: path.clone(), found: format!("its signed checkpoint names {origin:?}") }
+            }
+            KeyCheck::Bad(reason) => bad(reason),
+        })?;
+        let tagger = key.as_deref().map(Tagger::new);
+        let anchor_tag = head_text.as_deref().and_then(Anchor::decode_tag).map(str::to_string);
+        let anchor = match &head_text {
+            Some(text) => Anchor::decode(text).ok_or_else(|| bad(format!("{HEAD_FILE} is unreadable")))?,
             None if len == 0 => Anchor { head: Head::genesis(), end: 0 },
             None => return Err(bad(format!("{HEAD_FILE} is missing, but the log holds {len} bytes"))),
         };
-        let head_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&head_path)
-            .map_err(open_err)?;
-        let head_text = anchor.encode() + &note;
-        head_file
-            .write_all_at(head_text.as_bytes(), 0)
-            .and_then(|()| head_file.set_len(head_text.len() as u64))
-            .and_then(|()| head_file.sync_data())
-            .map_err(open_err)?;
-        sync_dir(dir).map_err(open_err)?;
+        match (&tagger, &anchor_tag) {
+            (None, Some(_)) => {
+                let found = format!("{HEAD_FILE}'s anchor is tagged");
+                return Err(AuditError::KeyNeeded { path, found });
+            }
+            (Some(tagger), Some(tag)) if tagger.anchor_tag(&anchor, checkpoint_size(&note)) != *tag => {
+                return Err(bad(format!(
+                    "the anchor's tag does not verify with runner key {}: {HEAD_FILE} was rewritten, or its \
+                     checkpoint removed",
+                    key.as_ref().map_or("", |k| k.id.as_str())
+                )));
+            }
+            _ => {}
+        }
 
         if len < anchor.end {
             return Err(AuditError::Truncated { path, len, seq: anchor.head.seq, end: anchor.end });
@@ -322,14 +462,57 @@ impl AuditLog {
         }
         let (last, kept_end) = follow_chain(&file, anchor.clone(), len).map_err(open_err)?;
         let dropped = len - kept_end;
+        let scan = rebuild_tree(&path, &note, kept_end, tagger.as_ref()).map_err(|e| match e {
+            TreeError::Io(e) => open_err(e),
+            TreeError::Bad(reason) => bad(reason),
+        })?;
+        // A log first opened with a key (written by an older salve, or
+        // without one) has no tag anywhere: it is adopted as it is, and
+        // checkpointed at once. Otherwise every record past the checkpoint
+        // must be this runner's, chained, and so must any intact record in
+        // what a crash left.
+        let adopted = tagger.is_some() && anchor_tag.is_none() && !scan.any_tagged;
+        if let Some(tagger) = tagger.as_ref().filter(|_| !adopted) {
+            if anchor_tag.is_none() && len > 0 {
+                return Err(bad(format!(
+                    "{HEAD_FILE}'s anchor carries no tag, but the log's records do: the tag was stripped"
+                )));
+            }
+            let checkpointed = scan.checkpoint_size;
+            if let Some(found) = scan.untagged_past_checkpoint {
+                return Err(AuditError::Appended { path, checkpointed, found });
+            }
+            let debris = read_from(&file, kept_end, len).map_err(open_err)?;
+            if let Some(found) = untagged_record(tagger, &debris) {
+                return Err(AuditError::Appended { path, checkpointed, found });
+            }
+        }
+        if adopted && len > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                "adopting an audit log that carries no tags (written without a runner key): it is checkpointed now"
+            );
+        }
         if dropped > 0 {
             file.set_len(kept_end).map_err(open_err)?;
             file.sync_data().map_err(open_err)?;
         }
-        let (tree, note_size) = rebuild_tree(&path, &note).map_err(|e| match e {
-            TreeError::Io(e) => open_err(e),
-            TreeError::Bad(reason) => bad(reason),
-        })?;
+        let head_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&head_path)
+            .map_err(open_err)?;
+        let head_text = anchor.encode_tagged(tagger.as_ref(), scan.checkpoint_size) + &note;
+        head_file
+            .write_all_at(head_text.as_bytes(), 0)
+            .and_then(|()| head_file.set_len(head_text.len() as u64))
+            .and_then(|()| head_file.sync_data())
+            .map_err(open_err)?;
+        sync_dir(dir).map_err(open_err)?;
+        let (tree, note_size) = (scan.tree, scan.checkpoint_size);
         let log = AuditLog {
             shared: Arc::new(Shared {
                 path,
@@ -338,6 +521,7 @@ impl AuditLog {
                 state: Mutex::new(State {
                     last,
                     tree,
+                    tagger,
                     checkpoint_due: false,
                     buf: Vec::new(),
                     synced: anchor.head.seq,
@@ -347,7 +531,12 @@ impl AuditLog {
                 anchored: Mutex::new(anchor.head.seq),
                 synced: Notify::new(),
                 syncs: AtomicU64::new(0),
-                checkpoints: Mutex::new(Checkpoints { signer: None, note, size: note_size }),
+                checkpoints: Mutex::new(Checkpoints {
+                    tagger: key.as_deref().map(Tagger::new),
+                    signer: key,
+                    note,
+                    size: note_size,
+                }),
             }),
         };
         log.append(
@@ -356,8 +545,12 @@ impl AuditLog {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION"),
                 dropped_torn_bytes: (dropped > 0).then_some(dropped),
+                adopted_untagged: (adopted && len > 0).then_some(true),
             },
         )?;
+        if adopted && len > 0 {
+            log.shared.state.lock().unwrap_or_else(|p| p.into_inner()).checkpoint_due = true;
+        }
         Ok(log)
     }
 
@@ -385,8 +578,15 @@ impl AuditLog {
 
     /// Appends one record to the chain (buffered) and returns its `seq`.
     pub fn append(&self, job: Option<&str>, event: &Event<'_>) -> Result<u64, AuditError> {
+        self.append_sized(job, event).map(|(seq, _)| seq)
+    }
+
+    /// [`AuditLog::append`], also returning the record's size in bytes.
+    pub fn append_sized(&self, job: Option<&str>, event: &Event<'_>) -> Result<(u64, u64), AuditError> {
         let mut state = self.state();
-        self.append_locked(&mut state, job, event)
+        let end = state.last.end;
+        let seq = self.append_locked(&mut state, job, event)?;
+        Ok((seq, state.last.end - end))
     }
 
     fn append_locked(&self, state: &mut State, job: Option<&str>, event: &Event<'_>) -> Result<u64, AuditError> {
@@ -402,6 +602,13 @@ impl AuditLog {
             event,
         };
         let mut line = serde_json::to_vec(&envelope).map_err(|e| AuditError::Broken(e.to_string()))?;
+        if let Some(tagger) = &state.tagger {
+            let tag = tagger.tag(&line);
+            line.pop();
+            line.extend_from_slice(br#","mac":""#);
+            line.extend_from_slice(tag.as_bytes());
+            line.extend_from_slice(b"\"}");
+        }
         let hash = hex::encode(Sha256::digest(&line));
         line.pop(); // the closing brace; the hash field goes last
         let start = state.buf.len();
@@ -524,8 +731,15 @@ impl AuditLog {
     /// seal (so each job's outcome is checkpointed with its seal, for one
     /// signature and no extra `fdatasync`), at [`AuditLog::sync_blocking`]
     /// and on close.
+    ///
+    /// A log opened without a key gets one this way (its records from here
+    /// on are tagged); [`AuditLog::open_keyed`] is what makes opening
+    /// strict.
     pub fn sign_checkpoints(&self, key: Arc<PrivateKey>) {
-        self.shared.checkpoints.lock().unwrap_or_else(|p| p.into_inner()).signer = Some(key);
+        self.state().tagger = Some(Tagger::new(&key));
+        let mut checkpoints = self.shared.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        checkpoints.tagger = Some(Tagger::new(&key));
+        checkpoints.signer = Some(key);
     }
 
     /// The latest signed checkpoint (a C2SP signed note), if there is one.
@@ -605,7 +819,7 @@ impl Shared {
         } else if seq <= *anchored {
             return Ok(());
         }
-        let text = target.anchor.encode() + &checkpoints.note;
+        let text = target.anchor.encode_tagged(checkpoints.tagger.as_ref(), checkpoints.size) + &checkpoints.note;
         self.head_file.write_all_at(text.as_bytes(), 0)?;
         self.head_file.set_len(text.len() as u64)?;
         *anchored = (*anchored).max(seq);
@@ -654,11 +868,76 @@ enum TreeError {
     Bad(String),
 }
 
-/// The Merkle tree over every record of the log at `path` (one leaf per
-/// line), checked against the signed checkpoint `note` that `audit.head`
-/// kept: the log must still hold every record it covers, unchanged.
-/// Returns the tree and the size the checkpoint covers.
-fn rebuild_tree(path: &Path, note: &str) -> Result<(CompactTree, u64), TreeError> {
+/// What reading the whole log at open found.
+struct Scan {
+    tree: CompactTree,
+    /// The size the checkpoint covers (0 if none).
+    checkpoint_size: u64,
+    /// Whether any record carries a tag.
+    any_tagged: bool,
+    /// The first record past the checkpoint that does not carry the runner
+    /// key's tag or does not chain, described.
+    untagged_past_checkpoint: Option<String>,
+}
+
+enum KeyCheck {
+    /// The log has a signed checkpoint, but no key was given.
+    Needed(String),
+    Bad(String),
+}
+
+/// The signed checkpoint `note` (if any) must be signed by `key`; a log
+/// that has one opens only with its key.
+fn check_checkpoint_key(note: &str, key: Option<&PrivateKey>) -> Result<(), KeyCheck> {
+    if note.is_empty() {
+        return Ok(());
+    }
+    let Some(key) = key else {
+        let origin = Checkpoint::parse_unverified(note.as_bytes()).map(|(c, _)| c.origin).unwrap_or_default();
+        return Err(KeyCheck::Needed(origin));
+    };
+    let verifier = checkpoint::Verifier::new(&key.id, key.signing.verifying_key())
+        .map_err(|e| KeyCheck::Bad(format!("the runner key {} cannot verify checkpoints: {e}", key.id)))?;
+    Checkpoint::open(note.as_bytes(), &checkpoint_origin(&key.id), &[verifier]).map(drop).map_err(|e| {
+        KeyCheck::Bad(format!(
+            "the signed checkpoint in {HEAD_FILE} does not verify with runner key {} ({e}): it was forged, or the log \
+             is another runner's",
+            key.id
+        ))
+    })
+}
+
+/// The size the (already checked) checkpoint `note` covers; 0 if none.
+fn checkpoint_size(note: &str) -> u64 {
+    Checkpoint::parse_unverified(note.as_bytes()).map_or(0, |(c, _)| c.size)
+}
+
+/// The bytes of `file` from `start` to `end`.
+fn read_from(file: &File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    let mut rest = vec![0; (end - start) as usize];
+    file.read_exact_at(&mut rest, start)?;
+    Ok(rest)
+}
+
+/// In crash debris (what follows the last record that chains), the first
+/// complete, intact record this runner did not tag, described. Debris is
+/// torn lines and zero-filled pages; an intact record there is either the
+/// runner's own (tagged: its page before was lost) or appended by someone.
+fn untagged_record(tagger: &Tagger, debris: &[u8]) -> Option<String> {
+    let mut lines = debris.split(|&b| b == b'\n');
+    lines.next_back(); // after the last newline: at most a torn line
+    lines.filter(|line| parse_record_head(line).is_ok()).find(|line| !tagger.tagged(line)).map(|line| {
+        let seq = parse_record_head(line).map_or(0, |h| h.seq);
+        format!("record {seq}, after the end of the chain, carries no tag of this runner")
+    })
+}
+
+/// The Merkle tree over the records of the log at `path` up to byte `end`
+/// (one leaf per line), checked against the signed checkpoint `note` that
+/// `audit.head` kept: the log must still hold every record it covers,
+/// unchanged. Given a `tagger`, also looks at each record past the
+/// checkpoint: it must carry the tag and chain to the one before.
+fn rebuild_tree(path: &Path, note: &str, end: u64, tagger: Option<&Tagger>) -> Result<Scan, TreeError> {
     let covered = match note {
         "" => None,
         note => Some(
@@ -676,16 +955,43 @@ fn rebuild_tree(path: &Path, note: &str) -> Result<(CompactTree, u64), TreeError
     if covered.as_ref().is_some_and(|c| c.size == 0 && c.root != merkle::EMPTY_ROOT) {
         return Err(rewritten(0));
     }
-    let reader = std::io::BufReader::new(File::open(path).map_err(TreeError::Io)?);
+    let covered_size = covered.as_ref().map_or(0, |c| c.size);
+    let file = File::open(path).map_err(TreeError::Io)?;
+    let reader = std::io::BufReader::new(std::io::Read::take(file, end));
+    let (mut any_tagged, mut untagged, mut prev) = (false, None, None::<Head>);
     for line in std::io::BufRead::split(reader, b'\n') {
-        let leaf = merkle::leaf_hash(&line.map_err(TreeError::Io)?);
+        let line = line.map_err(TreeError::Io)?;
+        let leaf = merkle::leaf_hash(&line);
         let size = tree.append(leaf).map_err(|e| TreeError::Bad(e.to_string()))? + 1;
+        any_tagged |= has_tag(&line);
         if let Some(checkpoint) = &covered
             && checkpoint.size == size
             && checkpoint.root != tree.root()
         {
             return Err(rewritten(size));
         }
+        let Some(tagger) = tagger else { continue };
+        if size < covered_size || untagged.is_some() {
+            continue;
+        }
+        // From the last checkpointed record on: each record's own hash,
+        // and past the checkpoint its tag and its link to the one before.
+        let head = parse_record_head(&line).ok();
+        if size > covered_size {
+            let chains = match (&prev, &head) {
+                (Some(prev), Some(head)) => {
+                    head.seq == prev.seq + 1 && parse_prev(&line).is_some_and(|p| p == prev.hash)
+                }
+                (None, Some(head)) => head.seq == size && (size > 1 || parse_prev(&line).is_some_and(|p| p == GENESIS)),
+                _ => false,
+            };
+            if !tagger.tagged(&line) {
+                untagged = Some(format!("record {size} carries no tag of this runner"));
+            } else if !chains {
+                untagged = Some(format!("record {size} does not chain to the record before it"));
+            }
+        }
+        prev = head;
     }
     match covered {
         Some(checkpoint) if tree.size() < checkpoint.size => Err(TreeError::Bad(format!(
@@ -693,7 +999,7 @@ fn rebuild_tree(path: &Path, note: &str) -> Result<(CompactTree, u64), TreeError
             tree.size(),
             checkpoint.size
         ))),
-        covered => Ok((tree, covered.map_or(0, |c| c.size))),
+        _ => Ok(Scan { tree, checkpoint_size: covered_size, any_tagged, untagged_past_checkpoint: untagged }),
     }
 }
 

@@ -179,6 +179,11 @@ pub enum Event<'a> {
         /// of the log when it was opened (a crash in the middle of a write).
         #[serde(skip_serializing_if = "Option::is_none")]
         dropped_torn_bytes: Option<u64>,
+        /// The log carried no tags (written without a runner key, or by an
+        /// older salve): opened with a key, it was taken as it is and
+        /// checkpointed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        adopted_untagged: Option<bool>,
     },
     /// A job starts: what runs, where, under which grant.
     Job {

@@ -120,6 +120,7 @@ async fn a_failed_write_breaks_the_log_for_good() {
                 synced: last.head.seq,
                 last: last.clone(),
                 tree: log.state().tree.clone(),
+                tagger: None,
                 checkpoint_due: false,
                 buf: Vec::new(),
                 syncing: false,
@@ -128,7 +129,7 @@ async fn a_failed_write_breaks_the_log_for_good() {
             anchored: Mutex::new(last.head.seq),
             synced: Notify::new(),
             syncs: AtomicU64::new(0),
-            checkpoints: Mutex::new(Checkpoints { signer: None, note: String::new(), size: 0 }),
+            checkpoints: Mutex::new(Checkpoints { signer: None, tagger: None, note: String::new(), size: 0 }),
         }),
     };
     let seq = broken.append(None, &event()).unwrap();
@@ -180,8 +181,7 @@ async fn a_seal_is_checkpointed_in_its_group_commit_and_the_end_checkpoints_the_
     let checkpoint = checkpoint_in(dir.path(), &key);
     assert_eq!((checkpoint.size, checkpoint.root), (all.len() as u64, merkle::merkle_tree_hash(&all)));
     // Reopening keeps the checkpoint and continues the tree.
-    let log = AuditLog::open(dir.path()).unwrap();
-    log.sign_checkpoints(Arc::clone(&key));
+    let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
     log.sync_blocking().unwrap();
     let all = leaves(dir.path());
     assert_eq!(checkpoint_in(dir.path(), &key).root, merkle::merkle_tree_hash(&all));
@@ -217,7 +217,7 @@ async fn a_log_rewritten_or_cut_below_its_checkpoint_is_refused_at_open() {
     let anchor = Anchor { head: last, end: kept_text.len() as u64 };
     std::fs::write(&log_path, &kept_text).unwrap();
     std::fs::write(&head_path, anchor.encode() + note).unwrap();
-    let refused = AuditLog::open(dir.path()).err().expect("a cut log is refused");
+    let refused = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).err().expect("a cut log is refused");
     assert!(refused.to_string().contains("but its signed checkpoint covers"), "{refused}");
 
     // Rewrite a record the checkpoint covers (with a chain that checks
@@ -228,8 +228,196 @@ async fn a_log_rewritten_or_cut_below_its_checkpoint_is_refused_at_open() {
     let end = rewritten.len() as u64;
     let last = parse_record_head(rewritten.lines().last().unwrap().as_bytes()).unwrap();
     std::fs::write(&head_path, Anchor { head: last, end }.encode() + note).unwrap();
-    let refused = AuditLog::open(dir.path()).err().expect("a rewritten log is refused");
+    let refused = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).err().expect("a rewritten log is refused");
     assert!(refused.to_string().contains("do not hash to the root its signed checkpoint names"), "{refused}");
+}
+
+/// A record that chains after `last` (a whole line) and hashes correctly,
+/// as someone who can write the data directory but holds no key can make.
+fn forged_after(last: &str) -> String {
+    let head = parse_record_head(last.as_bytes()).unwrap();
+    let body = format!(
+        r#"{{"seq":{},"prev":"{}","ts":"2026-12-02T00:00:00.000000Z","job":"forged","kind":"outcome","outcome":"succeeded"}}"#,
+        head.seq + 1,
+        head.hash
+    );
+    let hash = hex::encode(Sha256::digest(body.as_bytes()));
+    format!("{},\"hash\":\"{hash}\"}}", &body[..body.len() - 1])
+}
+
+/// Copies `from`'s log and anchor to a new directory, as a crash leaves
+/// them while `from`'s writer is still open (and holds the lock).
+fn crash_copy(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for name in [LOG_FILE, HEAD_FILE] {
+        std::fs::copy(from.join(name), to.path().join(name)).unwrap();
+    }
+    to
+}
+
+/// Appends `text` to the log in `dir` and points the anchor at its end, as
+/// an owner of the directory without the key could.
+fn append_and_anchor(dir: &Path, text: &str) {
+    let log_path = dir.join(LOG_FILE);
+    let mut log_text = std::fs::read_to_string(&log_path).unwrap();
+    log_text.push_str(text);
+    std::fs::write(&log_path, &log_text).unwrap();
+    let head_text = std::fs::read_to_string(dir.join(HEAD_FILE)).unwrap();
+    let last = parse_record_head(log_text.lines().last().unwrap().as_bytes()).unwrap();
+    let anchor = Anchor { head: last, end: log_text.len() as u64 };
+    std::fs::write(dir.join(HEAD_FILE), anchor.encode() + checkpoint_note(&head_text).unwrap_or_default()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_appended_past_the_checkpoint_are_refused_and_the_runners_own_tail_is_kept() {
+    let key = runner();
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+    log.append(Some("a"), &event()).unwrap();
+    log.seal("a", &key).await.unwrap();
+    // Durable but not yet checkpointed when the runner "crashes".
+    log.append_durable(Some("b"), &event()).await.unwrap();
+    let checkpointed = checkpoint_in(dir.path(), &key).size;
+
+    // The runner's own tail past the checkpoint is kept.
+    let crashed = crash_copy(dir.path());
+    let lines = std::fs::read_to_string(crashed.path().join(LOG_FILE)).unwrap().lines().count() as u64;
+    assert!(lines > checkpointed, "the copy holds records past the checkpoint");
+    let reopened = AuditLog::open_keyed(crashed.path(), Arc::clone(&key)).unwrap();
+    drop(reopened);
+    verify(crashed.path()).unwrap();
+
+    // A forged record, chained and hashed, appended with the anchor moved
+    // to it: refused, naming what was found and what to do.
+    let crashed = crash_copy(dir.path());
+    let last = std::fs::read_to_string(crashed.path().join(LOG_FILE)).unwrap().lines().last().unwrap().to_string();
+    append_and_anchor(crashed.path(), &format!("{}\n", forged_after(&last)));
+    // (The anchor, rewritten without the key, has lost its tag.)
+    let refused = AuditLog::open_keyed(crashed.path(), Arc::clone(&key)).err().expect("an appended record is refused");
+    assert!(refused.to_string().contains("the tag was stripped"), "{refused}");
+
+    // The same record left past the anchor (as if a crash had left it):
+    // still refused, it is not crash debris.
+    let crashed = crash_copy(dir.path());
+    let mut file = OpenOptions::new().append(true).open(crashed.path().join(LOG_FILE)).unwrap();
+    file.write_all(format!("{}\n", forged_after(&last)).as_bytes()).unwrap();
+    let refused = AuditLog::open_keyed(crashed.path(), Arc::clone(&key)).err().expect("refused past the anchor too");
+    assert!(matches!(refused, AuditError::Appended { checkpointed: c, .. } if c == checkpointed), "{refused}");
+    assert!(refused.to_string().contains(&format!("record {} carries no tag", lines + 1)), "{refused}");
+    assert!(refused.to_string().contains(&format!("first {checkpointed} lines")), "{refused}");
+
+    // Behind zero-filled pages, after the end of the chain: refused too;
+    // only debris is dropped.
+    let crashed = crash_copy(dir.path());
+    let mut file = OpenOptions::new().append(true).open(crashed.path().join(LOG_FILE)).unwrap();
+    file.write_all(format!("\0\0\0\0\n{}\n", forged_after(&last)).as_bytes()).unwrap();
+    let refused = AuditLog::open_keyed(crashed.path(), Arc::clone(&key)).err().expect("refused behind debris");
+    assert!(refused.to_string().contains("after the end of the chain"), "{refused}");
+    drop(log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_opens_only_with_the_key_that_signed_it() {
+    let key = runner();
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+    log.append(Some("a"), &event()).unwrap();
+    log.seal("a", &key).await.unwrap();
+    drop(log);
+
+    let refused = AuditLog::open(dir.path()).err().expect("no key, no open");
+    assert!(matches!(&refused, AuditError::KeyNeeded { .. }), "{refused}");
+    let other = Arc::new(PrivateKey::from_seed("other", crate::keys::Role::Runner, [4; 32]));
+    let refused = AuditLog::open_keyed(dir.path(), other).err().expect("another key's checkpoint");
+    assert!(refused.to_string().contains("does not verify with runner key"), "{refused}");
+    // A forged checkpoint (signed by another key under this key's name).
+    let forger = PrivateKey::from_seed("runner", crate::keys::Role::Runner, [5; 32]);
+    let head_text = std::fs::read_to_string(dir.path().join(HEAD_FILE)).unwrap();
+    let (anchor_line, _) = head_text.split_once('\n').unwrap();
+    let fake =
+        Checkpoint::new(&checkpoint_origin(&key.id), 1, merkle::EMPTY_ROOT).sign(&forger.signing, &key.id).unwrap();
+    std::fs::write(dir.path().join(HEAD_FILE), format!("{anchor_line}\n{fake}")).unwrap();
+    let refused = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).err().expect("a forged checkpoint is refused");
+    assert!(refused.to_string().contains("does not verify with runner key"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_checkpoint_a_stripped_tag_or_reordered_records_are_refused() {
+    let key = runner();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+        for job in ["a", "b"] {
+            log.append(Some(job), &event()).unwrap();
+            log.seal(job, &key).await.unwrap();
+        }
+    }
+    let head_text = std::fs::read_to_string(dir.path().join(HEAD_FILE)).unwrap();
+    let (anchor_line, _) = head_text.split_once('\n').unwrap();
+    let reopen = |dir: &Path| AuditLog::open_keyed(dir, Arc::clone(&key)).err().expect("refused");
+
+    // The checkpoint removed (to cut records off unseen): the anchor's tag
+    // covers its size.
+    let copy = crash_copy(dir.path());
+    std::fs::write(copy.path().join(HEAD_FILE), format!("{anchor_line}\n")).unwrap();
+    assert!(reopen(copy.path()).to_string().contains("the anchor's tag does not verify"));
+
+    // The anchor's tag stripped (to pass the log off as one without tags).
+    let copy = crash_copy(dir.path());
+    let untagged = anchor_line.split_once(" mac=").unwrap().0;
+    std::fs::write(copy.path().join(HEAD_FILE), head_text.replacen(anchor_line, untagged, 1)).unwrap();
+    assert!(reopen(copy.path()).to_string().contains("the tag was stripped"));
+
+    // Two tagged records past the checkpoint swapped.
+    let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+    log.append_durable(Some("c"), &event()).await.unwrap();
+    log.append_durable(Some("d"), &event()).await.unwrap();
+    let copy = crash_copy(dir.path());
+    drop(log);
+    let text = std::fs::read_to_string(copy.path().join(LOG_FILE)).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let n = lines.len();
+    lines.swap(n - 2, n - 3);
+    std::fs::write(copy.path().join(LOG_FILE), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let refused = reopen(copy.path());
+    assert!(refused.to_string().contains("not record") || refused.to_string().contains("does not chain"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_log_without_tags_is_adopted_once_and_checkpointed() {
+    let key = runner();
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.append_durable(None, &event()).await.unwrap();
+    drop(log);
+    let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+    log.sync_blocking().unwrap();
+    drop(log);
+    let text = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+    assert!(text.contains(r#""adopted_untagged":true"#), "{text}");
+    assert_eq!(checkpoint_in(dir.path(), &key).size, text.lines().count() as u64, "checkpointed at once");
+    // From then on it is strict.
+    let refused = AuditLog::open(dir.path()).err().expect("keyless is refused now");
+    assert!(matches!(refused, AuditError::KeyNeeded { .. }), "{refused}");
+    AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+}
+
+#[tokio::test]
+async fn a_keyed_log_tags_every_record() {
+    let key = runner();
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+    log.append_durable(None, &event()).await.unwrap();
+    drop(log);
+    let tagger = Tagger::new(&key);
+    let text = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+    assert!(text.lines().all(|l| tagger.tagged(l.as_bytes())), "{text}");
+    assert!(!tagger.tagged(forged_after(text.lines().last().unwrap()).as_bytes()));
+    assert!(
+        !Tagger::new(&PrivateKey::from_seed("x", crate::keys::Role::Runner, [9; 32]))
+            .tagged(text.lines().next().unwrap().as_bytes())
+    );
+    verify(dir.path()).unwrap();
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod artifact;
 mod audit;
 mod author;
 mod jobs;
+mod recover;
 mod run;
 mod setup;
 mod token;
@@ -72,6 +73,8 @@ enum Command {
     Reject(jobs::RejectArgs),
     /// Plan submitted jobs and run approved ones until stopped; recover jobs a stopped runner left behind.
     Worker(worker::WorkerArgs),
+    /// Roll back the `salve run` jobs a stopped process left half-done (`salve run` does this first too).
+    Recover(recover::RecoverArgs),
     /// Print the JSON Schema of a job request.
     Schema,
     /// Check tokens salve minted for a credential.
@@ -141,6 +144,22 @@ impl std::fmt::Display for Classified {
 
 impl std::error::Error for Classified {}
 
+/// The sandbox of a command that runs jobs: compiled code cached in the
+/// data directory, `max_instances` at once, and every `exec` command under
+/// this binary as its reaper.
+fn job_sandbox(layout: &salve::data_dir::DataDir, max_instances: u32) -> anyhow::Result<salve::sandbox::Sandbox> {
+    // The running binary itself, even once a package upgrade has replaced
+    // the file on disk.
+    let reaper = PathBuf::from("/proc/self/exe");
+    let config = salve::sandbox::SandboxConfig {
+        cache_dir: Some(layout.cache()),
+        max_instances,
+        reaper: Some(reaper.into()),
+        ..salve::sandbox::SandboxConfig::default()
+    };
+    Ok(salve::sandbox::Sandbox::new(config)?)
+}
+
 /// Marks an error as a refusal of the input (exit 2).
 fn refused(error: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::Error::new(Classified { fault: Fault::Input, error: error.into() })
@@ -152,6 +171,12 @@ fn classified<E: Classify + std::error::Error + Send + Sync + 'static>(error: E)
 }
 
 pub fn main() -> ExitCode {
+    // salve's exec runs each command under itself as the reaper: before
+    // anything else (no runtime, no logging).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|verb| verb == salve::reaper::VERB) {
+        return salve::reaper::main(args.collect());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SALVE_LOG")
@@ -186,6 +211,7 @@ pub fn main() -> ExitCode {
             Command::Approve(args) => jobs::approve(args),
             Command::Reject(args) => jobs::reject(args),
             Command::Worker(args) => worker::worker(args).await,
+            Command::Recover(args) => recover::recover(args).await,
             Command::Schema => jobs::schema(),
             Command::Token { command } => token::main(command),
         }

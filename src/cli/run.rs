@@ -1,6 +1,7 @@
 //! `salve run` and `salve plan`.
 
 use super::artifact::load_trust;
+use super::recover::RunRecord;
 use super::{DataDirArg, Exit, classified, refused};
 use anyhow::Context as _;
 use salve::artifact::VersionFloor;
@@ -11,14 +12,15 @@ use salve::data_dir::DataDir;
 use salve::grant::{Grant, GrantSpec};
 use salve::keys::PrivateKey;
 use salve::run::{JobContext, Outcome, Runner};
-use salve::sandbox::{Catalog, LoadError, Playbook, Sandbox, SandboxConfig};
+use salve::sandbox::{Catalog, LoadError, Playbook, Sandbox};
 use salve::text::printable;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 /// The only environment an unsigned component may ever run in.
-const UNSIGNED_ENVIRONMENT: &str = "dev";
+pub const UNSIGNED_ENVIRONMENT: &str = "dev";
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -83,13 +85,20 @@ struct Prepared {
     job: JobContext,
     /// Where `run` records that this version ran (rollback protection).
     floor: VersionFloor,
+    /// The artifact's bytes and the grant's text, kept for a rollback after
+    /// a crash.
+    bytes: Vec<u8>,
+    grant_text: String,
+    /// The runner key, which tags what a rollback after a crash needs.
+    key: Option<Arc<PrivateKey>>,
 }
 
 async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let params = parse_params(&args.params)?;
     let layout = args.data_dir.layout()?;
     let data_dir = layout.root().to_path_buf();
-    let audit = AuditLog::open(&data_dir).context("the audit log is unavailable, so nothing may run")?;
+    let key = runner_key(&data_dir, args.runner_key.as_deref())?;
+    let audit = open_audit(&data_dir, key.as_ref())?;
     let job = JobContext::new(&args.environment, &args.target, params);
     let name = args.artifact.display().to_string();
     let refuse = |reason: anyhow::Error| -> anyhow::Error {
@@ -101,15 +110,17 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         refused(reason)
     };
 
+    let grant_text = std::fs::read_to_string(&args.grant)
+        .with_context(|| format!("cannot read the grant {}", args.grant.display()))
+        .map_err(refuse)?;
     let spec =
-        GrantSpec::load(&args.grant).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
+        GrantSpec::parse(&grant_text).with_context(|| format!("grant {}", args.grant.display())).map_err(refuse)?;
     let bytes = std::fs::read(&args.artifact)
         .with_context(|| format!("cannot read the playbook {}", args.artifact.display()))
         .map_err(refuse)?;
     // One job, a few instances one after the other: a small pool (setting up
     // the default thousand slots costs a process more than the job itself).
-    let config = SandboxConfig { cache_dir: Some(layout.cache()), max_instances: 8, ..SandboxConfig::default() };
-    let sandbox = Sandbox::new(config)?;
+    let sandbox = super::job_sandbox(&layout, 8)?;
 
     let (playbook, grant) = if args.dangerous_unsigned {
         if args.environment != UNSIGNED_ENVIRONMENT {
@@ -150,39 +161,70 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         (admitted.playbook.shared(), admitted.grant)
     };
 
-    let runner = runner(sandbox, audit, &data_dir, args.runner_key.as_deref())?;
-    Ok(Prepared { runner, playbook, grant, job, floor: VersionFloor::new(&data_dir) })
+    let runner = runner(sandbox, audit, &data_dir, key.clone())?;
+    Ok(Prepared { runner, playbook, grant, job, floor: VersionFloor::new(&data_dir), bytes, grant_text, key })
 }
 
-/// A runner for `data_dir`: sealing with the runner key (`runner_key`, or
-/// DATA_DIR/keys/runner.key if present), leasing from the data directory's
-/// secrets.
+/// The runner key: `runner_key`, or DATA_DIR/keys/runner.key if present.
+pub fn runner_key(data_dir: &Path, runner_key: Option<&Path>) -> anyhow::Result<Option<Arc<PrivateKey>>> {
+    let path =
+        runner_key.map(PathBuf::from).or_else(|| Some(DataDir::new(data_dir).runner_key()).filter(|p| p.exists()));
+    path.map(|path| PrivateKey::load(&path).map(Arc::new).map_err(refused)).transpose()
+}
+
+/// The audit log of `data_dir`, kept by the runner `key` when there is one
+/// (opening is then strict: see [`AuditLog::open_keyed`]).
+pub fn open_audit(data_dir: &Path, key: Option<&Arc<PrivateKey>>) -> anyhow::Result<AuditLog> {
+    let audit = match key {
+        Some(key) => AuditLog::open_keyed(data_dir, Arc::clone(key)),
+        None => AuditLog::open(data_dir),
+    };
+    audit.map_err(classified)
+}
+
+/// A runner for `data_dir`: sealing with the runner `key`, leasing from the
+/// data directory's secrets.
 pub fn runner(
     sandbox: Sandbox,
     audit: AuditLog,
-    data_dir: &std::path::Path,
-    runner_key: Option<&std::path::Path>,
+    data_dir: &Path,
+    key: Option<Arc<PrivateKey>>,
 ) -> anyhow::Result<Runner> {
     let mut runner = Runner::new(sandbox, audit, data_dir)?;
-    let runner_key =
-        runner_key.map(PathBuf::from).or_else(|| Some(DataDir::new(data_dir).runner_key()).filter(|p| p.exists()));
-    let runner_key = match runner_key {
-        Some(path) => Some(Arc::new(PrivateKey::load(&path).map_err(refused)?)),
-        None => None,
-    };
-    if let Some(key) = &runner_key {
+    if let Some(key) = &key {
         runner = runner.with_seal_key(Arc::clone(key)).map_err(refused)?;
     }
-    let broker = Broker::for_data_dir(data_dir, runner_key).map_err(refused)?;
+    let broker = Broker::for_data_dir(data_dir, key).map_err(refused)?;
     Ok(runner.with_broker(Arc::new(broker)))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
-    let Prepared { runner, playbook, grant, job, floor } = prepare(&args).await?;
+    let Prepared { runner, playbook, grant, job, floor, bytes, grant_text, key } = prepare(&args).await?;
+    let layout = args.data_dir.layout()?;
+    // A job an earlier run left half-done is rolled back first.
+    super::recover::recover_runs(&runner, key.as_deref(), &layout, &args.data_dir).await?;
     if let Some(manifest) = playbook.manifest() {
         floor.record(&manifest.name, &manifest.version)?;
     }
+    let record = RunRecord {
+        job: job.id.clone(),
+        environment: job.environment.clone(),
+        target: job.target.clone(),
+        parameters: job.parameters.clone(),
+        artifact: args.artifact.display().to_string(),
+        grant: grant_text,
+        // Absolute: a recovery may run from another directory.
+        trust: args.trust.as_deref().map(std::path::absolute).transpose()?,
+        unsigned: args.dangerous_unsigned,
+        started_at: salve::time::Timestamp::now(),
+        artifact_sha256: String::new(),
+        mac: None,
+    };
+    record.write(&layout, &bytes, key.as_deref())?;
+    // SIGINT or SIGTERM stops apply or verify, and the job is rolled back.
+    let runner = runner.with_stop(stop_on_signals("the job is stopped and rolled back")?);
     let report = runner.run(&playbook, &grant, &job).await.map_err(classified)?;
+    RunRecord::remove(&layout, &job.id);
     // Everything durable and checkpointed before the command says how it ended.
     runner.audit().sync_blocking()?;
     if args.json {
@@ -209,6 +251,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             Exit::RollbackFailed
         }
     })
+}
+
+/// A flag set at the first SIGINT or SIGTERM; `then` says (in the log)
+/// what happens next. A second signal exits at once: a `salve run` job
+/// left half-done is rolled back at the next start (`salve recover`), a
+/// worker's job by the next worker.
+pub fn stop_on_signals(then: &'static str) -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let flag = Arc::clone(&stop);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("asked to stop: {then}; a second signal exits at once");
+        flag.store(true, Ordering::SeqCst);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        // What is left half-done is rolled back at the next start.
+        eprintln!("salve: stopped at once (second signal); the next start in this data directory rolls back");
+        std::process::exit(130);
+    });
+    Ok(stop)
 }
 
 pub async fn plan(args: RunArgs) -> anyhow::Result<Exit> {

@@ -90,6 +90,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
             KeyEntry::new(&runner.public(), vec!["*".into()], until),
         ],
         revoked: vec![],
+        signatures: vec![],
     };
     let text = format!(
         "# salve trust store: the keys this runner trusts, for which role and environments.\n\

@@ -3,13 +3,9 @@
 
 use super::jobs::{TrustArg, open};
 use super::{DataDirArg, Exit, classified};
-use anyhow::Context as _;
-use salve::audit::AuditLog;
 use salve::control::{Step, Worker};
-use salve::sandbox::{Sandbox, SandboxConfig};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -34,35 +30,18 @@ fn print(step: &Step) {
     println!("job {}: {} ({})", step.job, step.state, salve::text::printable(&step.note));
 }
 
-/// Sets the returned flag on SIGTERM or SIGINT: the worker finishes the job
-/// in hand (stopping in the middle of `apply` would leave it for recovery)
-/// and exits.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let flag = Arc::clone(&stop);
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        flag.store(true, Ordering::SeqCst);
-    });
-    Ok(stop)
-}
-
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<Exit> {
     let layout = args.data_dir.layout()?;
     let data_dir = layout.root();
     let control = open(&args.trust, &args.data_dir)?;
-    let audit = AuditLog::open(data_dir).context("the audit log is unavailable, so nothing may run")?;
-    let config = SandboxConfig { cache_dir: Some(layout.cache()), max_instances: 32, ..SandboxConfig::default() };
-    let sandbox = Sandbox::new(config)?;
-    let runner = super::run::runner(sandbox, audit, data_dir, args.runner_key.as_deref())?;
+    let key = super::run::runner_key(data_dir, args.runner_key.as_deref())?;
+    let audit = super::run::open_audit(data_dir, key.as_ref())?;
+    let sandbox = super::job_sandbox(&layout, 32)?;
+    let runner = super::run::runner(sandbox, audit, data_dir, key)?;
     let mut worker = Worker::new(control, runner);
-    let stop = stop_on_signals()?;
+    // The worker finishes the job in hand (stopping in the middle of
+    // `apply` would leave it for recovery) and exits.
+    let stop = super::run::stop_on_signals("the worker finishes the job in hand and exits")?;
 
     worker.relay().await.map_err(classified)?;
     for step in worker.recover().await.map_err(classified)? {

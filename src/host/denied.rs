@@ -78,7 +78,7 @@ fn returns_denied_error(func: &ComponentFunc) -> bool {
 /// they are, anything larger by its size.
 fn summarize(value: &Val) -> Value {
     match value {
-        Val::String(s) => json!(super::bounded(s, AUDITED_STRING_BYTES).0),
+        Val::String(s) => super::audited(s, AUDITED_STRING_BYTES),
         Val::Bool(b) => json!(b),
         Val::U8(n) => json!(n),
         Val::U16(n) => json!(n),

@@ -8,7 +8,9 @@
 //! its granted directory, a string its pattern matches whole). The program
 //! runs with an empty environment plus the grant's variables, the ones the
 //! playbook may set, and any leased credential; in the grant's working
-//! directory; with stdin closed; its process group killed at the timeout;
+//! directory; with stdin closed; under the reaper ([`crate::reaper`]),
+//! which kills everything the command started when it ends or times out
+//! (a daemon in a session of its own too), else its process group killed;
 //! stdout and stderr kept up to [`MAX_OUTPUT_BYTES`] each (the cut is
 //! reported), with any leased credential redacted.
 //!
@@ -179,21 +181,39 @@ async fn drain(mut stream: impl tokio::io::AsyncRead + Unpin, limit: usize) -> (
     (kept, total)
 }
 
-/// Starts the program and waits for it, killing its process group at the
-/// timeout.
+/// How long the reaper gets to clean up after a timeout before its group
+/// is killed.
+const REAPER_GRACE: Duration = Duration::from_secs(2);
+
+/// Starts the program (under the reaper, if configured) and waits for it,
+/// killing what it left at the end or at the timeout.
 async fn run(command: Command, calls: Calls) -> Result<(Output, u64, u64), CapError> {
     use std::os::unix::process::ExitStatusExt;
-    let mut child = tokio::process::Command::new(&command.program)
-        .arg0(&command.name)
+    // Under the reaper, stdin is the reaper's line to salve: closed, it
+    // kills what the command left and ends.
+    // If this call is dropped, the reaper is not killed (which would leave
+    // what the command started): its stdin closes, and it cleans up.
+    let mut process = match calls.reaper() {
+        Some(reaper) => {
+            let mut process = tokio::process::Command::new(reaper);
+            process.arg(crate::reaper::VERB).arg(&command.program).arg(&command.name).stdin(Stdio::piped());
+            process.kill_on_drop(false);
+            process
+        }
+        None => {
+            let mut process = tokio::process::Command::new(&command.program);
+            process.arg0(&command.name).stdin(Stdio::null()).kill_on_drop(true);
+            process
+        }
+    };
+    let mut child = process
         .args(&command.args)
         .current_dir(&command.cwd)
         .env_clear()
         .envs(command.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| CapError::Failed(format!("cannot start {}: {e}", command.name)))?;
     let group = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32));
@@ -207,11 +227,21 @@ async fn run(command: Command, calls: Calls) -> Result<(Output, u64, u64), CapEr
     let keep = MAX_OUTPUT_BYTES + calls.redaction_slack();
     let stdout = drain(child.stdout.take().expect("piped"), keep);
     let stderr = drain(child.stderr.take().expect("piped"), keep);
+    let stop_line = child.stdin.take();
     let waited = tokio::time::timeout(command.timeout, async { tokio::join!(stdout, stderr, child.wait()) }).await;
-    kill_group();
+    drop(stop_line);
     let ((mut out, out_total), (mut err, err_total), status) = match waited {
-        Ok(done) => done,
+        Ok(done) => {
+            kill_group();
+            done
+        }
         Err(_) => {
+            // The reaper (told by its closed stdin) kills everything below
+            // it; given a moment, then the group goes anyway.
+            if calls.reaper().is_some() {
+                let _ = tokio::time::timeout(REAPER_GRACE, child.wait()).await;
+            }
+            kill_group();
             let _ = child.kill().await;
             return Err(CapError::Failed(format!(
                 "{} did not finish within {}; it was killed",
@@ -242,10 +272,17 @@ impl Host for ExecView<'_> {
         argv: Vec<String>,
         env: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Output, GuestError>> {
-        let shown: Vec<&str> = argv.iter().take(MAX_ARGS).map(|a| super::bounded(a, 256).0).collect();
-        let names: Vec<&str> = env.iter().take(MAX_ENV_VARS).map(|(k, _)| super::bounded(k, 64).0).collect();
+        let shown: Vec<_> = argv.iter().take(MAX_ARGS).map(|a| super::audited(a, 256)).collect();
+        let names: Vec<_> = env.iter().take(MAX_ENV_VARS).map(|(k, _)| super::audited(k, 64)).collect();
         let prepared = self.prepare(&argv, &env);
         let mut args = json!({ "argv": shown, "env": names });
+        // Past the bounds (the call is refused): say how many there were.
+        if argv.len() > MAX_ARGS {
+            args["argc"] = json!(argv.len());
+        }
+        if env.len() > MAX_ENV_VARS {
+            args["env_count"] = json!(env.len());
+        }
         let (effect, limit) = match &prepared {
             Ok(command) => {
                 args["program"] = json!(command.program);

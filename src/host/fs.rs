@@ -39,8 +39,9 @@ pub const MAX_READ_BYTES: u32 = 16 << 20;
 pub const MAX_WRITE_BYTES: usize = 16 << 20;
 /// Most entries one `list-dir` returns.
 pub const MAX_LIST_ENTRIES: usize = 10_000;
-/// Longest path quoted in an audit record.
-const AUDITED_PATH_BYTES: usize = 512;
+/// Longest path recorded in full (Linux's PATH_MAX); a longer one, which no
+/// call can open, is recorded by its digest.
+const AUDITED_PATH_BYTES: usize = 4096;
 
 const INTERFACE: &str = "fs";
 
@@ -189,14 +190,15 @@ fn kind_of(file_type: cap_std::fs::FileType) -> Kind {
     }
 }
 
-fn audited(path: &str) -> &str {
-    super::bounded(path, AUDITED_PATH_BYTES).0
+fn audited(path: &str) -> serde_json::Value {
+    super::audited(path, AUDITED_PATH_BYTES)
 }
 
 /// Atomically replaces `target` with `data`: a temporary file in the same
 /// directory, `fsync`, `rename` over the target, `fsync` of the directory.
-/// An existing file's permissions are kept.
-fn replace(target: &Target, data: &[u8]) -> Result<(), CapError> {
+/// An existing file's permissions are kept. Returns the size of the file
+/// it replaced (0 if none).
+fn replace(target: &Target, data: &[u8]) -> Result<u64, CapError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let file_name = target.rel.file_name().ok_or_else(|| CapError::Invalid("no file name".into()))?;
     let parent_rel = target.rel.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -204,7 +206,7 @@ fn replace(target: &Target, data: &[u8]) -> Result<(), CapError> {
     // Keep an existing file's permission bits (never setuid, setgid or
     // sticky) and owner; refuse to replace anything but a regular file.
     let existing = match parent.symlink_metadata(file_name) {
-        Ok(meta) if meta.is_file() => Some((meta.permissions().mode() & 0o777, meta.uid(), meta.gid())),
+        Ok(meta) if meta.is_file() => Some((meta.permissions().mode() & 0o777, meta.uid(), meta.gid(), meta.len())),
         Ok(meta) if meta.is_dir() => return Err(CapError::Invalid("it is a directory".into())),
         Ok(meta) if meta.file_type().is_symlink() => {
             return Err(CapError::Denied("the path is a symlink; write does not replace or follow symlinks".into()));
@@ -213,7 +215,7 @@ fn replace(target: &Target, data: &[u8]) -> Result<(), CapError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_error(e)),
     };
-    let mode = existing.map_or(0o644, |(mode, _, _)| mode);
+    let mode = existing.map_or(0o644, |(mode, _, _, _)| mode);
     let temp = format!(
         ".{}.salve-{}-{}.tmp",
         file_name.to_string_lossy(),
@@ -223,7 +225,7 @@ fn replace(target: &Target, data: &[u8]) -> Result<(), CapError> {
     let written = (|| {
         let mut file =
             parent.open_with(&temp, OpenOptions::new().write(true).create_new(true).mode(mode)).map_err(io_error)?;
-        if let Some((_, uid, gid)) = existing {
+        if let Some((_, uid, gid, _)) = existing {
             let current = file.metadata().map_err(io_error)?;
             if (current.uid(), current.gid()) != (uid, gid) {
                 let std_file = file.try_clone().map_err(io_error)?.into_std();
@@ -236,13 +238,20 @@ fn replace(target: &Target, data: &[u8]) -> Result<(), CapError> {
         file.sync_all().map_err(io_error)?;
         parent.rename(&temp, &parent, file_name).map_err(io_error)
     })();
-    if written.is_err() {
+    if let Err(e) = written {
         let _ = parent.remove_file(&temp);
-        return written;
+        return Err(e);
     }
     // cap-std opens directories with O_PATH, which cannot be synced; open
     // the directory itself for reading to make the rename durable.
-    parent.open(".").and_then(|d| d.sync_all()).map_err(io_error)
+    parent.open(".").and_then(|d| d.sync_all()).map_err(io_error)?;
+    Ok(existing.map_or(0, |(_, _, _, len)| len))
+}
+
+/// The size of the regular file at `rel` in `dir`, if there is one: what a
+/// call that replaces or removes it destroys.
+fn file_size(dir: &cap_std::fs::Dir, rel: &Path) -> u64 {
+    dir.symlink_metadata(rel).ok().filter(|m| m.is_file()).map_or(0, |m| m.len())
 }
 
 impl FsView<'_> {
@@ -258,23 +267,28 @@ impl Host for FsView<'_> {
             if length > MAX_READ_BYTES {
                 return Err(CapError::Invalid(format!("length {length} is past the bound of {MAX_READ_BYTES} bytes")));
             }
+            // A program the grant runs may have written a credential to a
+            // file: the piece is read with enough around it to see any form
+            // of one that overlaps it, and masked (keeping its length, so a
+            // file read in pieces reads the same as read whole).
+            let redactor = Arc::clone(self.calls.redactor_shared());
             Ok(move || {
                 let mut file = open_regular(&target, OpenOptions::new().read(true), false)?;
-                file.seek(SeekFrom::Start(offset)).map_err(io_error)?;
-                let mut data = Vec::new();
-                file.take(u64::from(length)).read_to_end(&mut data).map_err(io_error)?;
-                Ok(data)
+                let slack = redactor.slack() as u64;
+                let start = if redactor.is_empty() { offset } else { offset.saturating_sub(slack) };
+                file.seek(SeekFrom::Start(start)).map_err(io_error)?;
+                let mut window = Vec::new();
+                let wanted = u64::from(length) + (offset - start) + if redactor.is_empty() { 0 } else { slack };
+                file.take(wanted).read_to_end(&mut window).map_err(io_error)?;
+                let at_end = (window.len() as u64) < wanted;
+                let from = ((offset - start) as usize).min(window.len());
+                let to = (from + length as usize).min(window.len());
+                Ok(redactor.mask(&window, from..to, at_end))
             })
         });
-        let result = self
-            .calls
+        self.calls
             .perform(INTERFACE, "read", args, Effect::Read, prepared, |d: &Vec<u8>| json!({ "bytes": d.len() }))
-            .await?;
-        // A program the grant runs may have written a credential to a file.
-        Ok(result.map(|mut data| {
-            self.calls.redact(&mut data);
-            data
-        }))
+            .await
     }
 
     async fn write(&mut self, path: String, data: Vec<u8>) -> wasmtime::Result<Result<(), GuestError>> {
@@ -284,7 +298,8 @@ impl Host for FsView<'_> {
                 return Err(CapError::Invalid(format!("{} bytes is past the bound of {MAX_WRITE_BYTES}", data.len())));
             }
             self.calls.budget.spend(data.len() as u64)?;
-            Ok(move || replace(&target, &data))
+            let budget = Arc::clone(&self.calls.budget);
+            Ok(move || replace(&target, &data).map(|replaced| budget.destroyed(replaced)))
         });
         self.calls.perform(INTERFACE, "write", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
@@ -317,7 +332,9 @@ impl Host for FsView<'_> {
                     )));
                 }
                 budget.spend(size.saturating_sub(current))?;
-                file.set_len(size).map_err(io_error)
+                file.set_len(size).map_err(io_error)?;
+                budget.destroyed(current.saturating_sub(size));
+                Ok(())
             }
         });
         self.calls.perform(INTERFACE, "truncate", args, Effect::Mutate, prepared, |_| Value::Null).await
@@ -384,17 +401,28 @@ impl Host for FsView<'_> {
                     from.mount, to.mount
                 )));
             }
-            Ok(move || from.dir.rename(&from.rel, &to.dir, &to.rel).map_err(io_error))
+            let budget = Arc::clone(&self.calls.budget);
+            Ok(move || {
+                let replaced = file_size(&to.dir, &to.rel);
+                from.dir.rename(&from.rel, &to.dir, &to.rel).map_err(io_error)?;
+                budget.destroyed(replaced);
+                Ok(())
+            })
         });
         self.calls.perform(INTERFACE, "rename", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
 
     async fn remove_file(&mut self, path: String) -> wasmtime::Result<Result<(), GuestError>> {
         let args = json!({ "path": audited(&path) });
-        let prepared = self
-            .resolve(&path, Access::Rw)
-            .and_then(|t| t.not_root("remove"))
-            .map(|target| move || target.dir.remove_file(&target.rel).map_err(io_error));
+        let prepared = self.resolve(&path, Access::Rw).and_then(|t| t.not_root("remove")).map(|target| {
+            let budget = Arc::clone(&self.calls.budget);
+            move || {
+                let removed = file_size(&target.dir, &target.rel);
+                target.dir.remove_file(&target.rel).map_err(io_error)?;
+                budget.destroyed(removed);
+                Ok(())
+            }
+        });
         self.calls.perform(INTERFACE, "remove-file", args, Effect::Mutate, prepared, |_| Value::Null).await
     }
 
@@ -459,17 +487,12 @@ mod tests {
         std::fs::write(dir.path().join("one/file"), b"x").unwrap();
         let grant = Grant::open_unbounded(&spec).unwrap();
         let audit = crate::audit::AuditLog::open(&dir.path().join("data")).unwrap();
-        let calls = Calls {
-            audit: audit.clone(),
-            job: "job".into(),
-            phase: crate::audit::Phase::Apply,
-            timeout: std::time::Duration::from_secs(5),
-            inflight: Arc::default(),
-            budget: Arc::new(crate::host::Budget::new(1 << 20, 1000)),
-            inline_reads: false,
-            leases: Vec::new().into(),
-            deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
-        };
+        let calls = Calls::new(audit.clone(), "job".into(), crate::audit::Phase::Apply, {
+            std::time::Instant::now() + std::time::Duration::from_secs(60)
+        })
+        .with_timeout(std::time::Duration::from_secs(5))
+        .with_budget(Arc::new(crate::host::Budget::new(1 << 20, 1000)))
+        .with_inline_reads(false);
         let mut view = FsView { mounts: grant.mounts(), calls: &calls };
 
         let result = view.rename("one/file".into(), "two/file".into()).await.unwrap();

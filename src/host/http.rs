@@ -137,6 +137,20 @@ impl HttpView<'_> {
             if rule.credential.as_ref().is_some_and(|c| c.header.eq_ignore_ascii_case(name.as_str())) {
                 return Err(CapError::Denied(format!("the {name} header carries the grant's credential")));
             }
+            // With a credential leased to the job (this request may carry
+            // it, or fetch what an earlier one stored), what comes back must
+            // be whole and plain for redaction to see it: no piece of the
+            // body (a range) and no encoding the playbook would decode itself.
+            if self.calls.holds_leases()
+                && (name == reqwest::header::RANGE
+                    || name == reqwest::header::IF_RANGE
+                    || (name == reqwest::header::ACCEPT_ENCODING && !value.trim().eq_ignore_ascii_case("identity")))
+            {
+                return Err(CapError::Denied(format!(
+                    "the {name} header is refused while the job holds a credential: a response in pieces or encoded \
+                     would carry the credential past redaction"
+                )));
+            }
             if value.len() > MAX_HEADER_BYTES {
                 return Err(CapError::Invalid(format!("the {name} header is past {MAX_HEADER_BYTES} bytes")));
             }
@@ -155,6 +169,9 @@ impl HttpView<'_> {
                 credential.header.parse().expect("checked when the grant was opened");
             headers.insert(name, value);
             lease = Some(leased.id.clone());
+        }
+        if self.calls.holds_leases() {
+            headers.insert(reqwest::header::ACCEPT_ENCODING, reqwest::header::HeaderValue::from_static("identity"));
         }
         let method =
             reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| CapError::Invalid("bad method".into()))?;
@@ -215,6 +232,31 @@ async fn send(outgoing: Outgoing, calls: Calls) -> Result<(Response, u64), CapEr
         .await
         .map_err(failed)?;
     let status = response.status().as_u16();
+    if calls.holds_leases() {
+        // Every content-encoding header, every comma-separated coding.
+        let encodings: Vec<String> = response
+            .headers()
+            .get_all(reqwest::header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| {
+                String::from_utf8_lossy(v.as_bytes()).split(',').map(|c| c.trim().to_string()).collect::<Vec<_>>()
+            })
+            .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+            .collect();
+        if !encodings.is_empty() {
+            return Err(CapError::Denied(format!(
+                "the server answered with content-encoding {encodings:?} although identity was asked: while the job \
+                 holds a credential, responses are taken only unencoded, so that redaction sees them"
+            )));
+        }
+        if status == 206 || response.headers().contains_key(reqwest::header::CONTENT_RANGE) {
+            return Err(CapError::Denied(
+                "the server answered with a part of the body: while the job holds a credential, responses are \
+                 taken only whole"
+                    .into(),
+            ));
+        }
+    }
     let mut headers = Vec::new();
     // Redact first, then cut: a credential the cut would split is still
     // found whole.
@@ -244,14 +286,17 @@ async fn send(outgoing: Outgoing, calls: Calls) -> Result<(Response, u64), CapEr
 
 impl Host for HttpView<'_> {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, GuestError>> {
-        let header_names: Vec<&str> =
-            request.headers.iter().take(MAX_HEADERS).map(|(n, _)| super::bounded(n, 64).0).collect();
+        let header_names: Vec<_> =
+            request.headers.iter().take(MAX_HEADERS).map(|(n, _)| super::audited(n, 64)).collect();
         let mut args = json!({
-            "method": super::bounded(&request.method, 16).0,
-            "url": super::bounded(&request.url, 1024).0,
+            "method": super::audited(&request.method, 16),
+            "url": super::audited(&request.url, 1024),
             "headers": header_names,
             "body_bytes": request.body.len(),
         });
+        if request.headers.len() > MAX_HEADERS {
+            args["header_count"] = json!(request.headers.len());
+        }
         let read_only = !mutating_method(&request.method);
         let prepared = self.prepare(request);
         let limit = match &prepared {

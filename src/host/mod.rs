@@ -27,7 +27,7 @@ use crate::bindings::Error as GuestError;
 use crate::credentials::Lease;
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -139,19 +139,40 @@ impl InFlight {
 
 /// What one job may still spend: bytes written, and mutating host calls
 /// (its blast-radius budget). Shared by the job's phases.
+///
+/// `apply`'s budget refuses a write past it (the playbook sees `denied`)
+/// and stops the job at the mutating call past it. A rollback's budget
+/// ([`Budget::for_rollback`]) stops at either: a rollback doing more than
+/// it may is not putting back what apply did.
 pub struct Budget {
     bytes: AtomicU64,
     total_bytes: u64,
     mutations: AtomicU64,
     total_mutations: u64,
+    stop_at_bytes: bool,
+    /// A write was refused (kept only when `stop_at_bytes`).
+    overrun: AtomicBool,
+    /// Bytes of existing files the job's calls replaced, truncated away or
+    /// removed: what a rollback may have to write back.
+    destroyed: AtomicU64,
 }
 
-/// The job made more mutating host calls than its budget allows. Traps the
-/// guest: the job stops, and is rolled back.
+/// The job's budget is spent: the call past it traps the guest, and the job
+/// stops (apply is then rolled back; a rollback fails).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the job's budget of {limit} mutating host calls is spent; the job is stopped")]
-pub struct MutationBudgetSpent {
+#[error("the job's budget of {limit} {what} is spent; the job is stopped")]
+pub struct BudgetSpent {
+    pub what: &'static str,
     pub limit: u64,
+}
+
+/// What a rollback may do beyond what `apply` did: a small allowance for
+/// the rollback's own bookkeeping (a removed temporary file, a mode put
+/// back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slack {
+    pub bytes: u64,
+    pub mutations: u64,
 }
 
 impl Budget {
@@ -161,18 +182,55 @@ impl Budget {
             total_bytes: bytes,
             mutations: AtomicU64::new(mutations),
             total_mutations: mutations,
+            stop_at_bytes: false,
+            overrun: AtomicBool::new(false),
+            destroyed: AtomicU64::new(0),
         }
     }
 
-    /// No limit: for rollback, which must not stop halfway.
-    pub fn unlimited() -> Budget {
-        Budget::new(u64::MAX, u64::MAX)
+    /// A rollback's budget, bounded by what apply did: `applied` (bytes
+    /// written or destroyed, see [`Budget::applied`], and mutating calls
+    /// made), plus the bytes the journal holds
+    /// (what rollback writes back), with one mutating call to undo each of
+    /// apply's and one to restore each journal entry (at most one per call
+    /// of apply's), plus `slack`. Past it, the rollback stops.
+    pub fn for_rollback(applied: (u64, u64), journal: (u64, u64), slack: Slack) -> Budget {
+        let (applied_bytes, applied_mutations) = applied;
+        let (journal_bytes, journal_entries) = journal;
+        let bytes = applied_bytes.saturating_add(journal_bytes).saturating_add(slack.bytes);
+        let mutations =
+            applied_mutations.saturating_add(journal_entries.min(applied_mutations)).saturating_add(slack.mutations);
+        Budget { stop_at_bytes: true, ..Budget::new(bytes, mutations) }
     }
 
-    /// Takes `bytes` from the budget, or refuses without taking any.
+    /// What has been spent so far: bytes written, mutating calls made.
+    pub fn spent(&self) -> (u64, u64) {
+        let bytes = self.total_bytes - self.bytes.load(Ordering::Acquire);
+        let mutations = self.total_mutations - self.mutations.load(Ordering::Acquire);
+        (bytes, mutations)
+    }
+
+    /// What the job's calls did, for its rollback's bound: bytes written
+    /// plus bytes of existing files replaced, truncated away or removed
+    /// (rollback writes those back), and mutating calls made.
+    pub fn applied(&self) -> (u64, u64) {
+        let (written, mutations) = self.spent();
+        (written.saturating_add(self.destroyed.load(Ordering::Acquire)), mutations)
+    }
+
+    /// Counts `bytes` of existing files a call replaced or removed.
+    pub fn destroyed(&self, bytes: u64) {
+        self.destroyed.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Takes `bytes` from the budget, or refuses without taking any. A
+    /// rollback's budget remembers the refusal: see [`Budget::stopped`].
     pub fn spend(&self, bytes: u64) -> Result<(), CapError> {
         self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes)).map(drop).map_err(
             |left| {
+                if self.stop_at_bytes {
+                    self.overrun.store(true, Ordering::Release);
+                }
                 CapError::Denied(format!(
                     "the job's write budget is spent: {bytes} more bytes asked, {left} of {} left",
                     self.total_bytes
@@ -182,11 +240,89 @@ impl Budget {
     }
 
     /// Takes one mutating call from the budget, or says it is spent.
-    pub fn mutate(&self) -> Result<(), MutationBudgetSpent> {
+    pub fn mutate(&self) -> Result<(), BudgetSpent> {
         self.mutations
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1))
             .map(drop)
-            .map_err(|_| MutationBudgetSpent { limit: self.total_mutations })
+            .map_err(|_| BudgetSpent { what: "mutating host calls", limit: self.total_mutations })
+    }
+
+    /// For a budget that stops at bytes: whether a write was refused, as
+    /// the trap that stops the guest.
+    pub fn stopped(&self) -> Option<BudgetSpent> {
+        self.overrun.load(Ordering::Acquire).then_some(BudgetSpent { what: "bytes written", limit: self.total_bytes })
+    }
+}
+
+/// Refused calls recorded one by one in each phase; past it they are
+/// counted, and the phase's end records how many (like log suppression).
+pub const MAX_RECORDED_REFUSALS: u64 = 100;
+
+/// The refused calls of one phase: how many were recorded, and how many of
+/// each function were only counted. The first refusal of each function is
+/// always recorded, so a playbook cannot spend the bound on harmless
+/// refusals to hide the one it cares about.
+#[derive(Default)]
+pub struct Refusals {
+    recorded: AtomicU64,
+    /// Per `interface.function`: whether one was recorded, and how many
+    /// were counted only.
+    functions: std::sync::Mutex<std::collections::BTreeMap<String, (bool, u64)>>,
+}
+
+impl Refusals {
+    /// Whether the next refusal of `interface.function` is recorded (else
+    /// it is counted).
+    fn admit(&self, interface: &str, function: &str) -> bool {
+        let mut functions = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = functions.entry(format!("{interface}.{function}")).or_default();
+        let under_bound = self
+            .recorded
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_RECORDED_REFUSALS).then_some(n + 1))
+            .is_ok();
+        let admitted = under_bound || !entry.0;
+        if admitted {
+            entry.0 = true;
+        } else {
+            entry.1 += 1;
+        }
+        admitted
+    }
+
+    /// Refusals past the bound, counted and not recorded, by function.
+    pub fn suppressed(&self) -> Vec<(String, u64)> {
+        let functions = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        functions.iter().filter(|(_, (_, n))| *n > 0).map(|(f, (_, n))| (f.clone(), *n)).collect()
+    }
+}
+
+/// The audit bytes one job may still write through its host calls. Past
+/// it, the job stops (and is rolled back): a playbook cannot fill the disk
+/// through the log.
+pub struct AuditBytes {
+    left: AtomicU64,
+    total: u64,
+}
+
+/// The job's audit byte budget is spent: traps the guest.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the job's audit budget of {limit} bytes is spent (set limits.audit_bytes to allow more); the job is stopped")]
+pub struct AuditBudgetSpent {
+    pub limit: u64,
+}
+
+impl AuditBytes {
+    pub fn new(total: u64) -> AuditBytes {
+        AuditBytes { left: AtomicU64::new(total), total }
+    }
+
+    /// Takes `bytes`; once they are more than is left, says it is spent
+    /// (and stays spent).
+    fn charge(&self, bytes: u64) -> Result<(), AuditBudgetSpent> {
+        match self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| Some(left.saturating_sub(bytes))) {
+            Ok(left) if left >= bytes => Ok(()),
+            _ => Err(AuditBudgetSpent { limit: self.total }),
+        }
     }
 }
 
@@ -215,8 +351,16 @@ pub struct Calls {
     inline_reads: bool,
     /// The credentials leased to the job.
     leases: Arc<[Lease]>,
+    /// Removes their values from what the guest gets back.
+    redactor: Arc<crate::redact::Redactor>,
     /// When the phase's deadline passes: no host operation is given longer.
     deadline: Instant,
+    /// What `exec` commands run under (see [`crate::reaper`]), if anything.
+    reaper: Option<Arc<std::path::Path>>,
+    /// This phase's refused calls.
+    refusals: Arc<Refusals>,
+    /// The job's audit byte budget.
+    audit_bytes: Arc<AuditBytes>,
 }
 
 impl Calls {
@@ -234,7 +378,11 @@ impl Calls {
             budget: Arc::new(Budget::new(0, 0)),
             inline_reads: false,
             leases: Vec::new().into(),
+            redactor: Arc::new(crate::redact::Redactor::none()),
             deadline,
+            reaper: None,
+            refusals: Arc::default(),
+            audit_bytes: Arc::new(AuditBytes::new(crate::scope::limits::DEFAULT_AUDIT_BYTES)),
         }
     }
 
@@ -261,7 +409,29 @@ impl Calls {
 
     /// The credentials leased to the job.
     pub fn with_leases(self, leases: Arc<[Lease]>) -> Calls {
-        Calls { leases, ..self }
+        let redactor = Arc::new(crate::credentials::redactor(&leases));
+        Calls { leases, redactor, ..self }
+    }
+
+    /// The job's audit byte budget, shared by its phases.
+    pub fn with_audit_bytes(self, audit_bytes: Arc<AuditBytes>) -> Calls {
+        Calls { audit_bytes, ..self }
+    }
+
+    /// Runs `exec` commands under the reaper at `reaper` (the `salve`
+    /// binary), so nothing they start outlives them.
+    pub fn with_reaper(self, reaper: Option<Arc<std::path::Path>>) -> Calls {
+        Calls { reaper, ..self }
+    }
+
+    /// The reaper `exec` commands run under, if any.
+    pub fn reaper(&self) -> Option<&std::path::Path> {
+        self.reaper.as_deref()
+    }
+
+    /// This phase's refused calls.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// Longest one host call may take.
@@ -270,13 +440,20 @@ impl Calls {
     }
 
     /// Appends a record for this job (buffered).
+    /// Past the job's audit byte budget, the record is still written, and
+    /// the guest traps.
     pub fn record(&self, event: &Event<'_>) -> wasmtime::Result<u64> {
-        self.audit.append(Some(&self.job), event).map_err(|e| AuditUnavailable(e.to_string()).into())
+        let (seq, bytes) =
+            self.audit.append_sized(Some(&self.job), event).map_err(|e| AuditUnavailable(e.to_string()))?;
+        self.audit_bytes.charge(bytes)?;
+        Ok(seq)
     }
 
     /// Appends a record for this job and waits until it is durable.
     pub async fn record_durable(&self, event: &Event<'_>) -> wasmtime::Result<u64> {
-        self.audit.append_durable(Some(&self.job), event).await.map_err(|e| AuditUnavailable(e.to_string()).into())
+        let seq = self.record(event)?;
+        self.audit.sync(seq).await.map_err(|e| AuditUnavailable(e.to_string()))?;
+        Ok(seq)
     }
 
     /// Performs one host call and audits it.
@@ -395,6 +572,9 @@ impl Calls {
             Err(error) => (error.outcome(), Value::Null),
         };
         self.record_call(interface, function, args, &outcome, &summary, started, intent)?;
+        if let (Err(_), Some(spent)) = (&result, self.budget.stopped()) {
+            return Err(spent.into());
+        }
         Ok(result.map_err(GuestError::from))
     }
 
@@ -411,18 +591,27 @@ impl Calls {
             .ok_or_else(|| CapError::Failed(format!("credential {name} was not leased to this job")))
     }
 
-    /// Removes the value of every credential leased to the job from
-    /// `bytes`, before the guest sees them.
+    /// Removes every form of every credential leased to the job from
+    /// `bytes` (output that may change length), before the guest sees
+    /// them.
     pub fn redact(&self, bytes: &mut Vec<u8>) {
-        for lease in self.leases.iter() {
-            lease.redact(bytes);
-        }
+        self.redactor.redact(bytes);
+    }
+
+    /// Whether any credential is leased to the job.
+    pub fn holds_leases(&self) -> bool {
+        !self.leases.is_empty()
+    }
+
+    /// The job's redactor, shared: for reads that must keep their length.
+    pub fn redactor_shared(&self) -> &Arc<crate::redact::Redactor> {
+        &self.redactor
     }
 
     /// How many bytes past a cut must be kept so that a credential spanning
     /// the cut is still redacted whole: redact, then cut.
     pub fn redaction_slack(&self) -> usize {
-        self.leases.iter().map(|l| l.len()).max().unwrap_or(0)
+        self.redactor.slack() + 1
     }
 
     /// Audits a call refused before it started and hands the guest the
@@ -434,7 +623,12 @@ impl Calls {
         args: &Value,
         refusal: CapError,
     ) -> wasmtime::Result<Result<T, GuestError>> {
-        self.record_call(interface, function, args, &refusal.outcome(), &Value::Null, Instant::now(), None)?;
+        if self.refusals.admit(interface, function) {
+            self.record_call(interface, function, args, &refusal.outcome(), &Value::Null, Instant::now(), None)?;
+        }
+        if let Some(spent) = self.budget.stopped() {
+            return Err(spent.into());
+        }
         Ok(Err(refusal.into()))
     }
 
@@ -489,6 +683,22 @@ pub fn bounded(text: &str, max: usize) -> (&str, bool) {
     (&text[..end], true)
 }
 
+/// How an audit record holds a string from the guest: in full when it is at
+/// most `max` bytes, else by its SHA-256 and length, with its first `max`
+/// bytes and a `truncated` mark. Two different values are never recorded
+/// the same.
+pub fn audited(text: &str, max: usize) -> Value {
+    match bounded(text, max) {
+        (whole, false) => Value::String(whole.to_string()),
+        (prefix, true) => serde_json::json!({
+            "truncated": true,
+            "bytes": text.len(),
+            "sha256": digest(text.as_bytes()),
+            "prefix": prefix,
+        }),
+    }
+}
+
 /// SHA-256 of `bytes`, hex: how the audit log names data it does not hold.
 pub fn digest(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -514,6 +724,18 @@ mod tests {
     }
 
     #[test]
+    fn a_long_value_is_recorded_by_its_digest_never_cut_silently() {
+        assert_eq!(audited("logs/a.txt", 16), serde_json::json!("logs/a.txt"));
+        let (a, b) = (format!("{}a", "x".repeat(20)), format!("{}b", "x".repeat(20)));
+        let (ra, rb) = (audited(&a, 16), audited(&b, 16));
+        assert_eq!(ra["truncated"], true);
+        assert_eq!(ra["bytes"], 21);
+        assert_eq!(ra["prefix"], "x".repeat(16));
+        assert_eq!(ra["sha256"], digest(a.as_bytes()));
+        assert_ne!(ra, rb, "values that share a prefix are told apart");
+    }
+
+    #[test]
     fn the_budget_refuses_without_spending() {
         let budget = Budget::new(100, 2);
         budget.mutate().unwrap();
@@ -523,5 +745,24 @@ mod tests {
         assert!(matches!(budget.spend(50), Err(CapError::Denied(m)) if m.contains("40 of 100 left")));
         budget.spend(40).unwrap();
         assert!(budget.spend(1).is_err());
+        assert!(budget.stopped().is_none(), "apply's budget refuses the write and goes on");
+        assert_eq!(budget.spent(), (100, 2));
+    }
+
+    #[test]
+    fn a_rollback_budget_is_what_apply_did_and_stops_past_it() {
+        let slack = Slack { bytes: 10, mutations: 1 };
+        // apply wrote 100 bytes in 3 calls; the journal holds 50 bytes in 5 entries.
+        let budget = Budget::for_rollback((100, 3), (50, 5), slack);
+        for _ in 0..7 {
+            budget.mutate().unwrap();
+        }
+        let spent = budget.mutate().unwrap_err();
+        assert_eq!((spent.what, spent.limit), ("mutating host calls", 7), "3 + min(5, 3) + 1");
+        budget.spend(160).unwrap();
+        assert!(budget.stopped().is_none());
+        assert!(budget.spend(1).is_err());
+        let stopped = budget.stopped().expect("a refused write stops a rollback");
+        assert_eq!((stopped.what, stopped.limit), ("bytes written", 160));
     }
 }

@@ -402,6 +402,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             revoked: vec![],
+            signatures: vec![],
         })
         .unwrap()
     }

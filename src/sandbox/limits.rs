@@ -15,6 +15,12 @@ pub struct PhaseTimeout {
     pub limit: Duration,
 }
 
+/// The phase was stopped from outside (the runner was asked to stop, by
+/// SIGINT or SIGTERM).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("stopped: the runner was asked to stop")]
+pub struct PhaseStopped;
+
 /// The playbook tried to grow its linear memory past the grant's cap.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("tried to grow its memory to {desired} bytes in all, past the cap of {limit} bytes")]

@@ -27,7 +27,7 @@ pub mod output;
 
 pub use crate::bindings::LoadError;
 pub use catalog::Catalog;
-pub use limits::{MemoryCap, MemoryLimitExceeded, PhaseTimeout, TableLimitExceeded};
+pub use limits::{MemoryCap, MemoryLimitExceeded, PhaseStopped, PhaseTimeout, TableLimitExceeded};
 
 use crate::artifact::{Manifest, VerifiedArtifact};
 use crate::audit::Phase;
@@ -117,6 +117,11 @@ pub struct SandboxConfig {
     /// behind a safe API. The directory is as sensitive as the runner's
     /// binary: it is created `0700`.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The `salve` binary, which `exec` commands run under as their reaper
+    /// (see [`crate::reaper`]): nothing a command starts outlives it, even
+    /// a daemon in a session of its own. `None`: a command's process group
+    /// is killed when it ends, which misses such a daemon.
+    pub reaper: Option<std::sync::Arc<std::path::Path>>,
 }
 
 impl Default for SandboxConfig {
@@ -132,6 +137,7 @@ impl Default for SandboxConfig {
             host_call_timeout: crate::host::DEFAULT_HOST_CALL_TIMEOUT,
             inline_reads: true,
             cache_dir: None,
+            reaper: None,
         }
     }
 }
@@ -277,8 +283,15 @@ impl Sandbox {
         store.limiter(|state| &mut state.limiter);
         let limit = setup.deadline;
         let deadline = Instant::now() + limit;
+        let stop = setup.stop;
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Err(PhaseTimeout { limit }.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+            if Instant::now() >= deadline {
+                return Err(PhaseTimeout { limit }.into());
+            }
+            if stop.as_ref().is_some_and(|stop| stop.load(std::sync::atomic::Ordering::Acquire)) {
+                return Err(PhaseStopped.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
         let exports = pre.instantiate_async(&mut store).await?;
@@ -292,6 +305,9 @@ pub struct PhaseSetup<'a> {
     pub calls: Calls,
     pub journal: Option<Journal>,
     pub deadline: Duration,
+    /// Once set, the phase traps with [`PhaseStopped`] at the next epoch
+    /// tick.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// One phase's store and instance.

@@ -15,6 +15,13 @@ pub const DEFAULT_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_WRITES: u64 = 1 << 30;
 /// Default of the mutating host calls one job may make.
 pub const DEFAULT_MUTATIONS: u64 = 10_000;
+/// Default of what a rollback may write beyond what apply wrote and what
+/// the journal holds.
+pub const DEFAULT_ROLLBACK_SLACK_WRITES: u64 = 64 << 10;
+/// Default of the mutating calls a rollback may make beyond its bound.
+pub const DEFAULT_ROLLBACK_SLACK_MUTATIONS: u64 = 16;
+/// Default of the audit bytes one job's host calls may write.
+pub const DEFAULT_AUDIT_BYTES: u64 = 32 << 20;
 /// Smallest memory cap a grant may set (a Rust playbook needs about 1 MiB
 /// to start).
 pub const MIN_MEMORY: u64 = 2 << 20;
@@ -50,6 +57,17 @@ pub struct LimitsSpec {
     /// Mutating host calls the job may make, all phases but rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutations: Option<u64>,
+    /// What rollback may write beyond what apply wrote and the journal
+    /// holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_slack_writes: Option<String>,
+    /// Mutating calls rollback may make beyond twice apply's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_slack_mutations: Option<u64>,
+    /// Audit bytes the job's host calls may write, in each of apply and
+    /// rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_bytes: Option<String>,
 }
 
 /// Limits in effect for one task.
@@ -70,6 +88,12 @@ pub struct Limits {
     /// Mutating host calls the job may make (a blast-radius budget: the
     /// call past it stops the job, which is then rolled back).
     pub mutations: u64,
+    /// What a rollback may do beyond what apply did (see
+    /// [`crate::host::Budget::for_rollback`]).
+    pub rollback_slack_writes: u64,
+    pub rollback_slack_mutations: u64,
+    /// Audit bytes the job's host calls may write: past it the job stops.
+    pub audit_bytes: u64,
 }
 
 mod duration_ms {
@@ -88,6 +112,9 @@ impl Default for Limits {
             memory: DEFAULT_MEMORY,
             writes: DEFAULT_WRITES,
             mutations: DEFAULT_MUTATIONS,
+            rollback_slack_writes: DEFAULT_ROLLBACK_SLACK_WRITES,
+            rollback_slack_mutations: DEFAULT_ROLLBACK_SLACK_MUTATIONS,
+            audit_bytes: DEFAULT_AUDIT_BYTES,
         }
     }
 }
@@ -138,19 +165,32 @@ impl LimitsSpec {
                 bytes
             }
         };
-        let writes = match &spec.writes {
-            None => fallback.writes,
-            Some(text) => {
-                let bytes = parse_size(text).ok_or_else(|| LimitError::Invalid {
-                    field: "writes",
-                    value: text.clone(),
-                    reason: "not a size; write it like \"100MiB\" or \"1GiB\"".into(),
-                })?;
-                if ceiling.is_some() && bytes > fallback.writes {
-                    return Err(above("writes", format!("{bytes} bytes"), format!("{} bytes", fallback.writes)));
-                }
-                bytes
+        let size = |field: &'static str, value: &Option<String>, max: u64| -> Result<u64, LimitError> {
+            let Some(text) = value else { return Ok(max) };
+            let bytes = parse_size(text).ok_or_else(|| LimitError::Invalid {
+                field,
+                value: text.clone(),
+                reason: "not a size; write it like \"100MiB\" or \"1GiB\"".into(),
+            })?;
+            if ceiling.is_some() && bytes > max {
+                return Err(above(field, format!("{bytes} bytes"), format!("{max} bytes")));
             }
+            Ok(bytes)
+        };
+        let writes = size("writes", &spec.writes, fallback.writes)?;
+        let rollback_slack_writes =
+            size("rollback_slack_writes", &spec.rollback_slack_writes, fallback.rollback_slack_writes)?;
+        let audit_bytes = size("audit_bytes", &spec.audit_bytes, fallback.audit_bytes)?;
+        let rollback_slack_mutations = match spec.rollback_slack_mutations {
+            None => fallback.rollback_slack_mutations,
+            Some(n) if ceiling.is_some() && n > fallback.rollback_slack_mutations => {
+                return Err(above(
+                    "rollback_slack_mutations",
+                    n.to_string(),
+                    fallback.rollback_slack_mutations.to_string(),
+                ));
+            }
+            Some(n) => n,
         };
         let mutations = match spec.mutations {
             None => fallback.mutations,
@@ -174,6 +214,9 @@ impl LimitsSpec {
             rollback: phase("rollback_timeout", &spec.rollback_timeout, fallback.rollback)?,
             memory,
             writes,
+            rollback_slack_writes,
+            rollback_slack_mutations,
+            audit_bytes,
         })
     }
 }

@@ -216,6 +216,34 @@ fn trust_file_with(key: &PrivateKey) -> TrustFile {
 }
 
 #[test]
+fn a_required_co_signature_stripped_or_missing_refuses_the_artifact() {
+    // dev needs two signers, one of group security: the author and a reviewer.
+    let reviewer = other_key(45);
+    let mut trust = trust_file();
+    trust.keys.push(salve::trust::KeyEntry { groups: vec!["security".into()], ..trusted(&reviewer, &["dev"]) });
+    trust.signatures.push(salve::trust::SignatureRule {
+        environments: vec!["dev".into()],
+        signers: 2,
+        groups: vec!["security".into()],
+    });
+    let single = artifact("noop");
+    let cosigned = artifact::sign(&single, None, &reviewer).unwrap();
+    let case = Case::new(Some(trust.clone()), NO_FS);
+    let ok = case.salve(&cosigned, &[]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    // The co-signature stripped: the author's signature alone still
+    // verifies, and the rule refuses it.
+    let case = Case::new(Some(trust.clone()), NO_FS);
+    case.refused(&single, &[], "needs signatures by 2 distinct trusted author keys, but the artifact has 1");
+    // Two signers, neither of group security.
+    let second = other_key(46);
+    trust.keys.push(trusted(&second, &["dev"]));
+    let case = Case::new(Some(trust), NO_FS);
+    let wrong = artifact::sign(&single, None, &second).unwrap();
+    case.refused(&wrong, &[], "needs a signature by a key of group \"security\"");
+}
+
+#[test]
 fn a_co_signature_by_an_untrusted_key_refuses_the_artifact() {
     let cosigned = artifact::sign(&artifact("noop"), None, &other_key(44)).unwrap();
     Case::new(None, NO_FS).refused(&cosigned, &[], "signature 2: key");

@@ -12,6 +12,94 @@ fn denied_calls(records: &[serde_json::Value], interface: &str) -> usize {
         .count()
 }
 
+/// Installs examples/daemonize (built with the tests) where the exec-daemon
+/// playbook's manifest says it is.
+fn install_daemonize() -> &'static str {
+    const AT: &str = "/tmp/salve-test-daemonize";
+    let built = std::path::Path::new(env!("CARGO_BIN_EXE_salve")).parent().unwrap().join("examples/daemonize");
+    assert!(built.exists(), "{} is missing: run the tests with cargo test (which builds examples)", built.display());
+    // Atomically, as test processes may run at once.
+    let staged = format!("{AT}.{}", std::process::id());
+    std::fs::copy(&built, &staged).unwrap();
+    std::fs::rename(&staged, AT).unwrap();
+    AT
+}
+
+/// The processes whose arguments after argv[0] are exactly `args`.
+fn processes_running(args: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let arguments = |cmdline: Vec<u8>| cmdline.iter().position(|&b| b == 0).map(|end| cmdline[end + 1..].to_vec());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok().and_then(arguments) == Some(wanted.clone()))
+        .collect()
+}
+
+#[tokio::test]
+pub(crate) async fn exec_daemon() {
+    let program = install_daemonize();
+    // Numbers no other run uses at the same time.
+    let seconds = (900_000 + std::process::id() % 90_000).to_string();
+    // The check below sees a daemon that escaped: started outside salve,
+    // it is found (and killed).
+    let escaped = (800_000 + std::process::id() % 90_000).to_string();
+    std::process::Command::new(program).arg(&escaped).status().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let found = loop {
+        let found = processes_running(&["--child", &escaped]);
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    for &pid in &found {
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+    assert_eq!(found.len(), 1, "a daemon started outside salve outlives its parent");
+    for stay in [false, true] {
+        let site = Site::new();
+        site.write("work/.keep", "");
+        let grant = format!(
+            r#"
+            [[fs]]
+            name = "work"
+            path = "{{root}}/work"
+            access = "ro"
+
+            [[exec]]
+            program = "{program}"
+            argv = ["daemonize", "{{int:1..999999}}"]
+            cwd = "work"
+
+            [[exec]]
+            program = "{program}"
+            argv = ["daemonize", "--stay", "{{int:1..999999}}"]
+            cwd = "work"
+            timeout = "1s"
+            "#
+        );
+        let params = [("seconds", seconds.as_str()), ("stay", if stay { "yes" } else { "no" })];
+        let report = site.run("exec-daemon", &grant, &params).await;
+        let left = if stay { ["--stay", seconds.as_str()] } else { ["--child", seconds.as_str()] };
+        let running = processes_running(&left);
+        for &pid in &running {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+        }
+        assert!(running.is_empty(), "stay={stay}: the daemon outlived its command: {running:?}");
+        if stay {
+            // Outlived its timeout: the mutating call stops the job.
+            assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+        } else {
+            assert_eq!(report.outcome, Outcome::Succeeded, "the command itself returned at once");
+        }
+    }
+}
+
 #[tokio::test]
 pub(crate) async fn exec_escape() {
     let site = Site::new();
@@ -111,9 +199,26 @@ pub(crate) async fn http_escape() {
 #[tokio::test]
 pub(crate) async fn credential_probe() {
     const SECRET: &str = "s3cret-lb-admin-token";
-    let server = TestServer::start(|_| Reply::Echo);
+    use base64::Engine as _;
+    let server = TestServer::start(|hit| {
+        let headers: String = hit.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect();
+        match hit.path.as_str() {
+            "/echo/base64" => {
+                Reply::Status(200, base64::engine::general_purpose::STANDARD.encode(&headers).into_bytes())
+            }
+            "/echo/gzip" => {
+                use std::io::Write as _;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gz.write_all(headers.as_bytes()).unwrap();
+                Reply::With(200, "Content-Encoding: gzip\r\n".into(), gz.finish().unwrap())
+            }
+            _ => Reply::Echo,
+        }
+    });
     let site = Site::new().with_secrets(&[("probe-secret", SECRET)]);
     site.write("work/.keep", "");
+    // A program the grant runs wrote the credential to a file.
+    site.write("work/leak.txt", format!("token={SECRET}\n"));
     let grant = format!(
         r#"
         [[fs]]
@@ -142,7 +247,28 @@ pub(crate) async fn credential_probe() {
     assert_eq!(hits[0].header("authorization"), Some(format!("Bearer {SECRET}").as_str()), "the service got it");
     let observed = std::fs::read_to_string(site.root.path().join("work/observed.txt")).unwrap();
     assert!(!observed.contains(SECRET), "the playbook saw the credential: {observed}");
-    assert_eq!(observed.matches("[REDACTED]").count(), 2, "echoed header and printenv, both redacted: {observed}");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    assert!(!observed.contains(&encoded[4..encoded.len() - 4]), "the playbook saw it in base64: {observed}");
+    assert_eq!(
+        observed.matches("[REDACTED]").count(),
+        3,
+        "echoed header, base64 echo and printenv, each redacted: {observed}"
+    );
+    assert!(observed.contains(&format!("read in pieces: token={}\n", "*".repeat(SECRET.len()))), "{observed}");
+    assert!(
+        observed.contains("echoed compressed: Err(Error::Denied(\"the server answered with content-encoding"),
+        "{observed}"
+    );
+    assert!(observed.contains("asked compressed: Err(Error::Denied(\"the accept-encoding header is refused while the job holds a credential"), "{observed}");
+    assert!(observed.contains("asked a range: Err(Error::Denied(\"the range header is refused"), "{observed}");
+    assert!(
+        server
+            .hits()
+            .iter()
+            .filter(|h| h.header("authorization").is_some())
+            .all(|h| h.header("accept-encoding") == Some("identity")),
+        "every request with the credential asked for identity encoding"
+    );
     assert!(observed.contains("environment: []"), "{observed}");
     let log = std::fs::read_to_string(site.data().join("audit.jsonl")).unwrap();
     assert!(!log.contains(SECRET), "the audit log holds the credential");
@@ -151,8 +277,8 @@ pub(crate) async fn credential_probe() {
     assert_eq!(lease.len(), 1);
     let lease_id = lease[0]["lease_id"].as_str().unwrap();
     assert!(
-        of_kind(&records, "call").iter().filter(|c| c["args"]["lease"] == lease_id).count() == 2,
-        "each use names the lease"
+        of_kind(&records, "call").iter().filter(|c| c["args"]["lease"] == lease_id).count() == 4,
+        "each use names the lease (the three requests sent and printenv)"
     );
     assert_eq!(of_kind(&records, "leases-revoked")[0]["lease_ids"][0], lease_id);
 }

@@ -97,3 +97,80 @@ fn help_documents_the_exit_codes() {
         assert!(help.contains(line), "{help}");
     }
 }
+
+/// Starts `salve run` of change-then-spin and waits until its apply has
+/// half-changed the target.
+fn start_half_done(site: &Site, grant: &str) -> std::process::Child {
+    let artifact = site.artifact_file("change-then-spin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["run", artifact.to_str().unwrap(), "--grant", grant, "--data-dir"])
+        .arg(site.data())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let target = site.path("granted/a.txt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&target).unwrap() != "half-done\n" {
+        if child.try_wait().unwrap().is_some() {
+            panic!("salve run ended before apply changed the target: {}", text(&child.wait_with_output().unwrap()));
+        }
+        assert!(std::time::Instant::now() < deadline, "apply never changed the target");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), signal).unwrap();
+}
+
+#[test]
+pub(crate) fn change_then_spin() {
+    let grant_text = format!("{GRANT}[limits]\ntimeout = \"30s\"\n");
+    // SIGTERM (and SIGINT) in the middle of apply: rolled back at once.
+    for stop in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+        let (site, grant) = site_with_grant(&grant_text);
+        let child = start_half_done(&site, &grant);
+        signal(&child, stop);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{stop:?}: {}", text(&out));
+        assert!(text(&out).contains("stopped: the runner was asked to stop"), "{}", text(&out));
+        assert_eq!(std::fs::read_to_string(site.path("granted/a.txt")).unwrap(), "alpha\n", "{stop:?}");
+        assert_eq!(std::fs::read_dir(site.data().join("journal")).unwrap().count(), 0, "nothing left to recover");
+    }
+
+    // SIGKILL: the target stays half-changed until the next start in the
+    // data directory rolls it back (here `salve recover`; `salve run` does
+    // it first too).
+    let (site, grant) = site_with_grant(&grant_text);
+    let mut child = start_half_done(&site, &grant);
+    signal(&child, rustix::process::Signal::KILL);
+    child.wait().unwrap();
+    assert_eq!(std::fs::read_to_string(site.path("granted/a.txt")).unwrap(), "half-done\n");
+    // What the rollback needs, rewritten by someone without the runner key
+    // (a wider grant): refused, nothing runs from it.
+    let record_path = std::fs::read_dir(site.data().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with(".run.json"))
+        .unwrap();
+    let record = std::fs::read_to_string(&record_path).unwrap();
+    std::fs::write(&record_path, record.replace("granted", "")).unwrap();
+    let out = salve(&site, &["recover"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("does not carry runner key"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(site.path("granted/a.txt")).unwrap(), "half-done\n");
+    std::fs::write(&record_path, record).unwrap();
+    let out = salve(&site, &["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("(") && text(&out).contains("): rolled-back"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(site.path("granted/a.txt")).unwrap(), "alpha\n");
+    let again = salve(&site, &["recover"]);
+    assert!(text(&again).contains("no salve run job was left behind"), "{}", text(&again));
+    let verified = salve(&site, &["audit", "verify"]);
+    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    let log = std::fs::read_to_string(site.data().join("audit.jsonl")).unwrap();
+    let outcome = log.lines().rfind(|l| l.contains(r#""kind":"outcome""#)).unwrap();
+    assert!(outcome.contains("rolled-back") && outcome.contains("stopped before the job ended"), "{outcome}");
+}

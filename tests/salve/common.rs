@@ -79,7 +79,7 @@ pub fn trusted(key: &PrivateKey, environments: &[&str]) -> KeyEntry {
 /// The trust store the tests run with: the author key for `dev`, the
 /// runner key everywhere.
 pub fn trust_file() -> TrustFile {
-    TrustFile { keys: vec![trusted(author_key(), &["dev"]), trusted(&runner_key(), &["*"])], revoked: vec![] }
+    TrustFile { keys: vec![trusted(author_key(), &["dev"]), trusted(&runner_key(), &["*"])], ..TrustFile::default() }
 }
 
 pub fn trust() -> &'static TrustStore {
@@ -102,7 +102,9 @@ pub fn artifact(name: &str) -> Vec<u8> {
 
 pub fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig::default()).unwrap())
+    // Every exec command runs under the salve binary as its reaper, as the CLI runs them.
+    let reaper: std::sync::Arc<std::path::Path> = std::path::Path::new(env!("CARGO_BIN_EXE_salve")).into();
+    SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig { reaper: Some(reaper), ..SandboxConfig::default() }).unwrap())
 }
 
 pub fn catalog() -> &'static Catalog {
@@ -160,6 +162,11 @@ impl Site {
         self.root.path().join("data")
     }
 
+    /// A path inside the site.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
     pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
         let path = self.root.path().join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -169,7 +176,7 @@ impl Site {
 
     pub fn runner(&self) -> &Runner {
         self.runner.get_or_init(|| {
-            let audit = AuditLog::open(&self.data()).unwrap();
+            let audit = AuditLog::open_keyed(&self.data(), runner_key()).unwrap();
             let store = MapSecrets(self.secrets.clone());
             let broker =
                 salve::credentials::Broker::new(vec![Box::new(store)], self.tokens.clone(), Some(runner_key()));
@@ -269,7 +276,7 @@ pub fn of_kind<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
 pub fn phase_ends(records: &[Value]) -> Vec<(String, String)> {
     of_kind(records, "phase")
         .into_iter()
-        .filter(|r| r["status"] != "started" && r["status"] != "log-suppressed")
+        .filter(|r| !["started", "log-suppressed", "refusals-suppressed"].contains(&r["status"].as_str().unwrap()))
         .map(|r| (r["phase"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
         .collect()
 }

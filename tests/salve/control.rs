@@ -57,6 +57,7 @@ impl Plane {
                 entry(&plane.carol, &["prod"], &["dba"]),
             ],
             revoked: vec![],
+            signatures: vec![],
         };
         std::fs::write(data.join("trust.toml"), toml::to_string(&trust).unwrap()).unwrap();
         std::fs::write(data.join("policy.cedar"), policy).unwrap();
@@ -86,7 +87,7 @@ impl Plane {
 
     /// A worker holding the data directory's audit log (one at a time).
     pub fn worker(&self) -> Worker {
-        let audit = AuditLog::open(&self.data()).unwrap();
+        let audit = AuditLog::open_keyed(&self.data(), runner_key()).unwrap();
         let runner = Runner::new(sandbox().clone(), audit, &self.data()).unwrap().with_seal_key(runner_key()).unwrap();
         Worker::new(self.control(), runner)
     }

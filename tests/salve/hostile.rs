@@ -216,6 +216,86 @@ pub(crate) async fn rollback_fails() {
     assert!(journal.exists(), "the journal is kept for the person who must finish the job");
 }
 
+/// `logs` with a small budget: 64 KiB written, 5 mutating calls, and a
+/// rollback slack of 4 KiB and 2 calls.
+const SMALL_BUDGET: &str = r#"
+[[fs]]
+name = "logs"
+path = "{root}/granted"
+access = "rw"
+
+[limits]
+timeout = "10s"
+writes = "64KiB"
+mutations = 5
+rollback_slack_writes = "4KiB"
+rollback_slack_mutations = 2
+"#;
+
+#[tokio::test]
+pub(crate) async fn rollback_overreach() {
+    for (overreach, refused) in [("bytes", "bytes written"), ("calls", "mutating host calls")] {
+        let site = site();
+        let report = site.run("rollback-overreach", SMALL_BUDGET, &[("overreach", overreach)]).await;
+
+        let Outcome::RollbackFailed { cause, rollback_cause } = &report.outcome else {
+            panic!("{overreach}: expected rollback-failed, got {:?}", report.outcome);
+        };
+        assert_eq!(cause.message, "failed: failing on purpose");
+        assert_eq!(rollback_cause.kind, CauseKind::Budget, "{overreach}: {rollback_cause}");
+        assert!(rollback_cause.message.contains(refused), "{overreach}: {rollback_cause}");
+        assert_eq!(
+            std::fs::read_to_string(site.path("granted/a.txt")).unwrap(),
+            "alpha\n",
+            "{overreach}: what apply changed was put back first"
+        );
+        // apply wrote 8 bytes over 6 in 1 call and journaled 6 bytes in 1
+        // entry: rollback may write 8 + 6 + 6 + 4096 bytes in 1 + 1 + 2 calls.
+        let written: Vec<_> = std::fs::read_dir(site.path("granted"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with("big-") || name.starts_with("small-"))
+            .collect();
+        let bytes: u64 =
+            written.iter().map(|name| std::fs::metadata(site.path("granted").join(name)).unwrap().len()).sum();
+        assert!(written.len() <= 3 && bytes <= 4096, "{overreach}: rollback went past its bound: {written:?}");
+        let records = site.job_records(&report.job_id);
+        let ends = phase_ends(&records);
+        assert_eq!(ends, phases(&[("apply", "error"), ("rollback", "budget")]), "{overreach}");
+        let outcome = of_kind(&records, "outcome");
+        assert_eq!(outcome[0]["outcome"], "rollback-failed", "{overreach}");
+    }
+}
+
+#[tokio::test]
+pub(crate) async fn audit_flood() {
+    // 5,000 refused calls: 100 recorded, the rest counted in one record.
+    let site = site();
+    let report = site.run("audit-flood", LOGS, &[("calls", "refused")]).await;
+    assert_eq!(report.outcome, Outcome::Succeeded);
+    let records = site.job_records(&report.job_id);
+    let refused: Vec<_> =
+        of_kind(&records, "call").into_iter().filter(|r| r["outcome"]["denied"].is_string()).collect();
+    assert_eq!(refused.len(), 101, "refusals past the per-phase bound are not recorded one by one");
+    assert_eq!(refused[100]["function"], "remove-file", "but the first of each function is");
+    let summary: Vec<_> =
+        of_kind(&records, "phase").into_iter().filter(|r| r["status"] == "refusals-suppressed").collect();
+    assert_eq!(summary.len(), 1);
+    let detail = summary[0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("4900 more refused host calls") && detail.ends_with("(fs.stat: 4900)"), "{detail}");
+
+    // Allowed calls past the job's audit budget stop the job.
+    let site = self::site();
+    let grant = format!("{LOGS}audit_bytes = \"64KiB\"\n");
+    let report = site.run("audit-flood", &grant, &[("calls", "allowed")]).await;
+    let Outcome::RolledBack { cause } = &report.outcome else { panic!("{:?}", report.outcome) };
+    assert_eq!(cause.kind, CauseKind::Budget);
+    assert!(cause.message.contains("audit budget of 65536 bytes"), "{cause}");
+    let records = site.job_records(&report.job_id);
+    let bytes: usize = of_kind(&records, "call").iter().map(|r| r.to_string().len()).sum();
+    assert!(bytes < 80 << 10, "the job's call records stopped near its budget: {bytes} bytes");
+}
+
 #[tokio::test]
 pub(crate) async fn noisy_output() {
     let site = site();

@@ -23,10 +23,12 @@ include!(concat!(env!("OUT_DIR"), "/playbooks.rs"));
 
 /// The test named after each playbook.
 mod tests_by_playbook {
-    pub(crate) use crate::capabilities::{credential_probe, exec_escape, http_escape};
+    pub(crate) use crate::capabilities::{credential_probe, exec_daemon, exec_escape, http_escape};
+    pub(crate) use crate::cli::change_then_spin;
     pub(crate) use crate::hostile::{
-        bench_calls, deep_recursion, escape_fs, infinite_loop, memory_bomb, no_rollback, noisy_output, noop,
-        partial_then_trap, plan_writes, rollback_fails, verify_fails, wasi_fs, wrong_signature,
+        audit_flood, bench_calls, deep_recursion, escape_fs, infinite_loop, memory_bomb, no_rollback, noisy_output,
+        noop, partial_then_trap, plan_writes, rollback_fails, rollback_overreach, verify_fails, wasi_fs,
+        wrong_signature,
     };
     pub(crate) use crate::nginx::nginx_upstream_repair;
     pub(crate) use crate::rotate_logs::rotate_logs;

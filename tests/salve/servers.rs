@@ -35,6 +35,8 @@ pub enum Reply {
     Hang,
     /// The request's headers, as the body.
     Echo,
+    /// A status, extra header lines (each ending in CRLF), and a body.
+    With(u16, String, Vec<u8>),
 }
 
 /// A port nothing listens on (bound, then released).
@@ -78,6 +80,7 @@ fn respond(stream: &mut TcpStream, hit: &Hit, reply: Reply, stop: &AtomicBool) {
     };
     match reply {
         Reply::Status(status, body) => simple(stream, status, "", &body),
+        Reply::With(status, extra, body) => simple(stream, status, &extra, &body),
         Reply::Redirect(location) => simple(stream, 302, &format!("Location: {location}\r\n"), b""),
         Reply::Echo => {
             let body: String = hit.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect();

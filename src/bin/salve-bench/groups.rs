@@ -98,8 +98,13 @@ pub(crate) async fn instantiation(b: &mut Bench) -> anyhow::Result<()> {
             .with_leases(Vec::new().into());
         let mut samples = Vec::new();
         for i in 0..b.n(3000) + 100 {
-            let setup =
-                PhaseSetup { grant: &grant, calls: calls.clone(), journal: None, deadline: Duration::from_secs(5) };
+            let setup = PhaseSetup {
+                grant: &grant,
+                calls: calls.clone(),
+                journal: None,
+                deadline: Duration::from_secs(5),
+                stop: None,
+            };
             let t = Instant::now();
             let instance = sandbox.instantiate(&playbook, setup).await?;
             let elapsed = t.elapsed();

@@ -136,7 +136,7 @@ impl Bench {
     }
 
     fn runner(&self, sandbox: &Sandbox, data: &Path) -> anyhow::Result<Runner> {
-        let audit = AuditLog::open(data)?;
+        let audit = AuditLog::open_keyed(data, Arc::clone(&self.runner_key))?;
         Ok(Runner::new(sandbox.clone(), audit, data)?.with_seal_key(Arc::clone(&self.runner_key))?)
     }
 
@@ -214,6 +214,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             KeyEntry::new(&runner_key.public(), vec!["*".into()], until),
         ],
         revoked: vec![],
+        signatures: vec![],
     };
     let mut b = Bench {
         figures: Vec::new(),
