@@ -165,7 +165,7 @@ impl PrivateKey {
     pub fn generate(name: &str, role: Role) -> Result<PrivateKey, KeyError> {
         check_name(name)?;
         let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
         Ok(PrivateKey::from_seed(name, role, seed))
     }
 

@@ -60,6 +60,7 @@
 pub mod checkpoint;
 pub mod merkle;
 pub mod outcome;
+pub mod read;
 pub mod record;
 pub mod verify;
 

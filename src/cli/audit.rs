@@ -1,4 +1,4 @@
-//! `salve audit verify`.
+//! `salve audit verify`, `checkpoint`, `show` and `tail`.
 
 use super::{DataDirArg, Exit, refused};
 use anyhow::Context as _;
@@ -16,6 +16,50 @@ pub enum AuditCommand {
     /// Print the log's latest signed checkpoint (a C2SP signed note), to
     /// keep where the data directory's owner cannot rewrite it.
     Checkpoint(CheckpointArgs),
+    /// Show records, one line each (or JSON Lines), filtered by job, time,
+    /// phase or refusal. Checks nothing: `audit verify` does.
+    Show(ShowArgs),
+    /// Show the last records; with --follow, keep showing new ones.
+    Tail(TailArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    /// Only this job's records
+    #[arg(long, value_name = "ID")]
+    job: Option<String>,
+    /// Only records at or after this time (RFC 3339, with a zone)
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only records at or before this time (RFC 3339, with a zone)
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only refusals: denied host calls, refused jobs, suppressed refusals
+    #[arg(long)]
+    denied: bool,
+    /// Only records of this phase
+    #[arg(long, value_name = "PHASE", value_parser = ["plan", "apply", "verify", "rollback"])]
+    phase: Option<String>,
+    /// Print the records as they are (JSON Lines)
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data_dir: DataDirArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TailArgs {
+    /// How many of the last records to show
+    #[arg(short = 'n', long, default_value_t = 20)]
+    lines: usize,
+    /// Keep showing records as they are appended, until interrupted
+    #[arg(short, long)]
+    follow: bool,
+    /// Print the records as they are (JSON Lines)
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data_dir: DataDirArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,6 +95,95 @@ pub fn main(command: AuditCommand) -> anyhow::Result<super::Exit> {
     match command {
         AuditCommand::Verify(args) => verify(args),
         AuditCommand::Checkpoint(args) => checkpoint(args),
+        AuditCommand::Show(args) => show(args),
+        AuditCommand::Tail(args) => tail(args),
+    }
+}
+
+fn time(flag: &str, text: &Option<String>) -> anyhow::Result<Option<salve::time::Timestamp>> {
+    text.as_deref()
+        .map(|t| {
+            salve::time::Timestamp::parse_rfc3339(t)
+                .map_err(|e| refused(anyhow::anyhow!("--{flag} {t:?}: {e}; write it like 2026-12-02T10:00:00Z")))
+        })
+        .transpose()
+}
+
+/// Prints `line` (a whole record) as asked: as it is, or told in one line.
+fn print_record(line: &str, json: bool) {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        // As it is, but never raw control characters (JSON escapes them;
+        // a line that is not JSON is escaped here).
+        Ok(_) if json => println!("{line}"),
+        Ok(record) => println!("{}", salve::audit::read::describe(&record)),
+        Err(_) => println!("{}", salve::text::printable(&format!("(not a record) {line}"))),
+    }
+}
+
+fn show(args: ShowArgs) -> anyhow::Result<Exit> {
+    let filter = salve::audit::read::Filter {
+        job: args.job.clone(),
+        since: time("since", &args.since)?,
+        until: time("until", &args.until)?,
+        denied: args.denied,
+        phase: args.phase.clone(),
+    };
+    let path = args.data_dir.layout()?.audit_log();
+    let file = std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = salve::audit::read::Reader::new(filter);
+    for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        let matches = serde_json::from_str(&line).is_ok_and(|record| reader.matches(&record));
+        if matches {
+            print_record(&line, args.json);
+        }
+    }
+    Ok(Exit::Succeeded)
+}
+
+fn tail(args: TailArgs) -> anyhow::Result<Exit> {
+    use std::io::{Read, Seek};
+    let path = args.data_dir.layout()?.audit_log();
+    let mut file = std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut last = std::collections::VecDeque::with_capacity(args.lines);
+    let mut offset = 0u64;
+    for line in std::io::BufRead::split(std::io::BufReader::new(&file), b'\n') {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        offset += line.len() as u64 + 1;
+        if last.len() == args.lines {
+            last.pop_front();
+        }
+        if args.lines > 0 {
+            last.push_back(line);
+        }
+    }
+    for line in &last {
+        print_record(&String::from_utf8_lossy(line), args.json);
+    }
+    if !args.follow {
+        return Ok(Exit::Succeeded);
+    }
+    // A torn last line (a write in progress) waits for the rest of it.
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        std::io::Write::flush(&mut std::io::stdout())?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let len = file.metadata()?.len();
+        if len < offset {
+            anyhow::bail!("{} got shorter while it was followed: it was cut or replaced", path.display());
+        }
+        if len == offset {
+            continue;
+        }
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        let mut added = Vec::new();
+        (&mut file).take(len - offset).read_to_end(&mut added)?;
+        offset += added.len() as u64;
+        partial.extend_from_slice(&added);
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            print_record(&String::from_utf8_lossy(&line[..line.len() - 1]), args.json);
+        }
     }
 }
 

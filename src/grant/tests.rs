@@ -78,7 +78,7 @@ fn a_working_directory_resolves_beneath_its_mount() {
 
 #[test]
 fn an_escape_is_told_from_the_operating_system_refusing() {
-    let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+    let denied = std::io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error());
     assert!(!escapes(&denied));
     assert!(matches!(BeneathError::from_io(denied), BeneathError::Io(_)));
     let dir = tempfile::tempdir().unwrap();

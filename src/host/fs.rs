@@ -146,7 +146,9 @@ fn io_error(error: std::io::Error) -> CapError {
         K::NotADirectory => CapError::Invalid("a component of the path is not a directory".into()),
         K::DirectoryNotEmpty => CapError::Failed("the directory is not empty".into()),
         K::StorageFull => CapError::Failed("no space left on the device".into()),
-        _ if error.raw_os_error() == Some(libc::ELOOP) => CapError::Denied("too many levels of symlinks".into()),
+        _ if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            CapError::Denied("too many levels of symlinks".into())
+        }
         // OS error texts name no host path.
         _ => CapError::Failed(format!("the operation failed: {error}")),
     }
@@ -163,7 +165,7 @@ fn open_regular(target: &Target, options: &mut OpenOptions, create: bool) -> Res
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
         Err(e) => return Err(io_error(e)),
     }
-    options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    options.custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32);
     let file = target.dir.open_with(target.path(), options).map_err(io_error)?;
     let meta = file.metadata().map_err(io_error)?;
     if !meta.is_file() {
@@ -563,7 +565,7 @@ mod tests {
 
     #[test]
     fn only_cap_std_escapes_read_as_leaving_the_directory() {
-        let refused = io_error(std::io::Error::from_raw_os_error(libc::EACCES));
+        let refused = io_error(std::io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error()));
         assert!(matches!(&refused, CapError::Denied(r) if r.contains("operating system refused")), "{refused:?}");
         let dir = tempfile::tempdir().unwrap();
         let mounts = mounts(dir.path());

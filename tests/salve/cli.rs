@@ -174,3 +174,62 @@ pub(crate) fn change_then_spin() {
     let outcome = log.lines().rfind(|l| l.contains(r#""kind":"outcome""#)).unwrap();
     assert!(outcome.contains("rolled-back") && outcome.contains("stopped before the job ended"), "{outcome}");
 }
+
+#[test]
+fn audit_show_filters_and_tail_follows_without_jq() {
+    let (site, grant) = site_with_grant(GRANT);
+    let out = run(&site, &grant, "verify-fails", &["--json"]);
+    let job = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["job_id"].as_str().unwrap().to_string();
+    let shown = salve(&site, &["audit", "show", "--job", &job, "--json"]);
+    assert_eq!(shown.status.code(), Some(0), "{}", text(&shown));
+    let records: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&shown.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(records.len() > 5 && records.iter().all(|r| r["job"] == job.as_str()));
+    let rollback = salve(&site, &["audit", "show", "--job", &job, "--phase", "rollback"]);
+    let lines = String::from_utf8_lossy(&rollback.stdout).to_string();
+    assert!(
+        !lines.is_empty() && lines.lines().all(|l| [" rollback ", " call ", " intent "].iter().any(|k| l.contains(k))),
+        "{lines}"
+    );
+    let bad = salve(&site, &["audit", "show", "--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    let tail = salve(&site, &["audit", "tail", "-n", "3"]);
+    assert_eq!(String::from_utf8_lossy(&tail.stdout).lines().count(), 3, "{}", text(&tail));
+
+    /// Kills the follower however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut follow = Killed(
+        Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["audit", "tail", "-n", "0", "--follow", "--data-dir"])
+            .arg(site.data())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let again = run(&site, &grant, "verify-fails", &["--json"]);
+    let next =
+        serde_json::from_slice::<serde_json::Value>(&again.stdout).unwrap()["job_id"].as_str().unwrap().to_string();
+    let stdout = follow.0.stdout.take().unwrap();
+    let (send, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let _ = send.send(line.unwrap());
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let found = loop {
+        match seen.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(line) if line.contains(&next) && line.contains("outcome") => break true,
+            _ if std::time::Instant::now() > deadline => break false,
+            _ => {}
+        }
+    };
+    drop(follow);
+    assert!(found, "tail --follow showed the next job's outcome");
+}
