@@ -222,6 +222,38 @@ struct Checkpoints {
     note: String,
     /// The tree size `note` covers.
     size: u64,
+    /// Where each new checkpoint is also appended, if anywhere.
+    witness: Option<FileWitness>,
+}
+
+/// A file on another path (another disk, a mount the data directory's
+/// owner cannot rewrite) that every checkpoint is appended to, one JSON
+/// object per line: `{"at": TIME, "note": SIGNED_NOTE}`. A checkpoint that
+/// cannot be written is kept and written with the next; jobs go on.
+struct FileWitness {
+    path: PathBuf,
+    pending: Vec<String>,
+}
+
+impl FileWitness {
+    fn witness(&mut self, note: &str) {
+        let line = serde_json::json!({ "at": crate::time::Timestamp::now().rfc3339_millis(), "note": note });
+        self.pending.push(format!("{line}\n"));
+        let written = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)
+            .and_then(|mut file| file.write_all(self.pending.concat().as_bytes()).and_then(|()| file.sync_data()));
+        match written {
+            Ok(()) => self.pending.clear(),
+            Err(e) => tracing::error!(
+                witness = %self.path.display(),
+                pending = self.pending.len(),
+                "cannot write the checkpoint to the witness file ({e}); kept, and written with the next one"
+            ),
+        }
+    }
 }
 
 /// What one group commit makes durable: everything up to `anchor`, and,
@@ -537,6 +569,7 @@ impl AuditLog {
                     signer: key,
                     note,
                     size: note_size,
+                    witness: None,
                 }),
             }),
         };
@@ -743,6 +776,17 @@ impl AuditLog {
         checkpoints.signer = Some(key);
     }
 
+    /// Appends every checkpoint signed from now on (and the latest, at
+    /// once) to the file at `path`: see `FileWitness`.
+    pub fn witness_to_file(&self, path: PathBuf) {
+        let mut checkpoints = self.shared.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut witness = FileWitness { path, pending: Vec::new() };
+        if !checkpoints.note.is_empty() {
+            witness.witness(&checkpoints.note.clone());
+        }
+        checkpoints.witness = Some(witness);
+    }
+
     /// The latest signed checkpoint (a C2SP signed note), if there is one.
     pub fn latest_checkpoint(&self) -> Option<String> {
         let checkpoints = self.shared.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
@@ -816,6 +860,9 @@ impl Shared {
             _ => None,
         };
         if let Some(note) = signed {
+            if let Some(witness) = &mut checkpoints.witness {
+                witness.witness(&note);
+            }
             (checkpoints.note, checkpoints.size) = (note, seq);
         } else if seq <= *anchored {
             return Ok(());

@@ -129,7 +129,13 @@ async fn a_failed_write_breaks_the_log_for_good() {
             anchored: Mutex::new(last.head.seq),
             synced: Notify::new(),
             syncs: AtomicU64::new(0),
-            checkpoints: Mutex::new(Checkpoints { signer: None, tagger: None, note: String::new(), size: 0 }),
+            checkpoints: Mutex::new(Checkpoints {
+                signer: None,
+                tagger: None,
+                note: String::new(),
+                size: 0,
+                witness: None,
+            }),
         }),
     };
     let seq = broken.append(None, &event()).unwrap();
@@ -418,6 +424,39 @@ async fn a_keyed_log_tags_every_record() {
             .tagged(text.lines().next().unwrap().as_bytes())
     );
     verify(dir.path()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_checkpoint_reaches_the_witness_file_and_none_is_lost_while_it_fails() {
+    let key = runner();
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let witness = elsewhere.path().join("witness.jsonl");
+    let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+    // Unreachable at first: a directory where the file should be.
+    std::fs::create_dir(&witness).unwrap();
+    log.witness_to_file(witness.clone());
+    log.append(Some("a"), &event()).unwrap();
+    log.seal("a", &key).await.unwrap();
+    std::fs::remove_dir(&witness).unwrap();
+    log.append(Some("b"), &event()).unwrap();
+    log.seal("b", &key).await.unwrap();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&witness).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "the checkpoint that could not be written came with the next");
+    let verifier = checkpoint::Verifier::new(&key.id, key.signing.verifying_key()).unwrap();
+    let sizes: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            let note = l["note"].as_str().unwrap();
+            Checkpoint::open(note.as_bytes(), &checkpoint_origin(&key.id), std::slice::from_ref(&verifier))
+                .unwrap()
+                .0
+                .size
+        })
+        .collect();
+    assert!(sizes[0] < sizes[1], "{sizes:?}");
+    assert_eq!(lines[1]["note"].as_str().unwrap(), log.latest_checkpoint().unwrap());
 }
 
 #[test]

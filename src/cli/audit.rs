@@ -80,8 +80,9 @@ pub struct VerifyArgs {
     /// [default: DATA_DIR/trust.toml, if present]
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
-    /// A checkpoint saved earlier (`salve audit checkpoint`, or a
-    /// witness's copy): the log must extend it (consistency proof)
+    /// A checkpoint saved earlier (`salve audit checkpoint`, or a witness
+    /// file, whose last one is taken): the log must extend it
+    /// (consistency proof)
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
     #[command(flatten)]
@@ -204,6 +205,16 @@ fn checkpoint(args: CheckpointArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Succeeded)
 }
 
+/// The checkpoint in a saved file: a signed note as `audit checkpoint`
+/// prints it, or the last of a witness file (JSON Lines of `note`s).
+fn saved_note(text: &str) -> Option<String> {
+    if !text.starts_with('{') {
+        return Some(text.to_string());
+    }
+    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    serde_json::from_str::<serde_json::Value>(last).ok()?["note"].as_str().map(str::to_string)
+}
+
 fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
     let data_dir = match &args.file {
         Some(_) => None,
@@ -235,7 +246,15 @@ fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
                 "--checkpoint needs a trust store (--trust FILE) to check its signature"
             )));
         }
-        Some(file) => Some(std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?),
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            Some(saved_note(&text).ok_or_else(|| {
+                refused(anyhow::anyhow!(
+                    "{} is neither a signed checkpoint nor a witness file with one",
+                    file.display()
+                ))
+            })?)
+        }
     };
     let checked = verify_log(&path, anchor, trust.as_ref()).and_then(|report| {
         let Some(trust) = &trust else { return Ok((report, None, None)) };

@@ -179,7 +179,13 @@ pub fn open_audit(data_dir: &Path, key: Option<&Arc<PrivateKey>>) -> anyhow::Res
         Some(key) => AuditLog::open_keyed(data_dir, Arc::clone(key)),
         None => AuditLog::open(data_dir),
     };
-    audit.map_err(classified)
+    let audit = audit.map_err(classified)?;
+    // A witness file on another path keeps every checkpoint where the data
+    // directory's owner cannot rewrite it.
+    if let Some(path) = std::env::var_os("SALVE_WITNESS_FILE").filter(|p| !p.is_empty()) {
+        audit.witness_to_file(PathBuf::from(path));
+    }
+    Ok(audit)
 }
 
 /// A runner for `data_dir`: sealing with the runner `key`, leasing from the

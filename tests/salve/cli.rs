@@ -233,3 +233,28 @@ fn audit_show_filters_and_tail_follows_without_jq() {
     drop(follow);
     assert!(found, "tail --follow showed the next job's outcome");
 }
+
+#[test]
+fn a_witness_file_keeps_every_checkpoint_and_verify_takes_it() {
+    let (site, grant) = site_with_grant(GRANT);
+    let witness = site.path("elsewhere/witness.jsonl");
+    std::fs::create_dir_all(witness.parent().unwrap()).unwrap();
+    let artifact = site.artifact_file("verify-fails");
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["run", artifact.to_str().unwrap(), "--grant", &grant, "--data-dir"])
+            .arg(site.data())
+            .env("SALVE_WITNESS_FILE", &witness)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    }
+    let kept = std::fs::read_to_string(&witness).unwrap();
+    assert!(kept.lines().count() >= 2, "{kept}");
+    let last: serde_json::Value = serde_json::from_str(kept.lines().last().unwrap()).unwrap();
+    let latest = salve(&site, &["audit", "checkpoint"]);
+    assert_eq!(last["note"].as_str().unwrap().trim_end(), String::from_utf8_lossy(&latest.stdout).trim_end());
+    let verified = salve(&site, &["audit", "verify", "--checkpoint", witness.to_str().unwrap()]);
+    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    assert!(text(&verified).contains("extends the earlier checkpoint"), "{}", text(&verified));
+}
