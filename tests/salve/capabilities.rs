@@ -12,15 +12,20 @@ fn denied_calls(records: &[serde_json::Value], interface: &str) -> usize {
         .count()
 }
 
-/// Installs examples/daemonize (built with the tests) where the exec-daemon
+/// Compiles tests/programs/daemonize.rs with rustc where the exec-daemon
 /// playbook's manifest says it is.
 fn install_daemonize() -> &'static str {
     const AT: &str = "/tmp/salve-test-daemonize";
-    let built = std::path::Path::new(env!("CARGO_BIN_EXE_salve")).parent().unwrap().join("examples/daemonize");
-    assert!(built.exists(), "{} is missing: run the tests with cargo test (which builds examples)", built.display());
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/daemonize.rs");
     // Atomically, as test processes may run at once.
     let staged = format!("{AT}.{}", std::process::id());
-    std::fs::copy(&built, &staged).unwrap();
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let built = std::process::Command::new(&rustc)
+        .args(["--edition", "2024", "-o", &staged])
+        .arg(&source)
+        .status()
+        .unwrap_or_else(|e| panic!("{rustc} (to build {}): {e}", source.display()));
+    assert!(built.success(), "{rustc} could not build {}", source.display());
     std::fs::rename(&staged, AT).unwrap();
     AT
 }
@@ -82,8 +87,8 @@ pub(crate) async fn exec_daemon() {
         );
         let params = [("seconds", seconds.as_str()), ("stay", if stay { "yes" } else { "no" })];
         let report = site.run("exec-daemon", &grant, &params).await;
-        let left = if stay { ["--stay", seconds.as_str()] } else { ["--child", seconds.as_str()] };
-        let running = processes_running(&left);
+        let mut running = processes_running(&["--child", &seconds]);
+        running.extend(processes_running(&["--stay", &seconds]));
         for &pid in &running {
             let _ = rustix::process::kill_process(
                 rustix::process::Pid::from_raw(pid as i32).unwrap(),

@@ -1,7 +1,7 @@
 //! Hostile: runs `daemonize N` (parameter `seconds`), which starts a
-//! `sleep` in a session of its own and returns at once: a process group
-//! kill misses it. With `stay=yes` it runs `daemonize --stay N`, which
-//! leaves its session itself and outlives the call's timeout. Either way
+//! copy of itself in a process group of its own and returns at once: a
+//! process group kill misses it. With `stay=yes` it runs `daemonize --stay
+//! N`, which waits for that copy and outlives the call's timeout. Either way
 //! nothing may be left once the call ends.
 
 use salve_playbook::{Change, Context, Error, Playbook, exec};
