@@ -116,6 +116,18 @@ impl Approval {
         .into_bytes()
     }
 
+    /// Checks the signature with `key` (`verify_strict`). Whether `key` may
+    /// approve is the caller's to know.
+    pub fn verify_with(&self, key: &ed25519_dalek::VerifyingKey) -> Result<(), ApprovalError> {
+        let signature: [u8; 64] = BASE64
+            .decode(&self.signature)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| ApprovalError::Invalid("signature is not 64 bytes of base64".into()))?;
+        key.verify_strict(&self.message(), &Signature::from_bytes(&signature))
+            .map_err(|_| ApprovalError::BadSignature { key_id: self.key_id.clone() })
+    }
+
     /// Signs a vote on `subject` with an approver key, valid for `lifetime`.
     pub fn sign(
         subject: &Subject<'_>,
@@ -178,14 +190,7 @@ impl Approval {
                 groups: key.entry.groups.clone(),
             });
         }
-        let signature: [u8; 64] = BASE64
-            .decode(&self.signature)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| ApprovalError::Invalid("signature is not 64 bytes of base64".into()))?;
-        key.public
-            .verify_strict(&self.message(), &Signature::from_bytes(&signature))
-            .map_err(|_| ApprovalError::BadSignature { key_id: self.key_id.clone() })?;
+        self.verify_with(&key.public)?;
         if self.job_id != subject.job_id {
             return Err(ApprovalError::OtherJob { job: subject.job_id.into(), approved: self.job_id.clone() });
         }

@@ -101,6 +101,12 @@ impl DataDir {
         self.root.join("artifacts")
     }
 
+    /// Every policy text decisions were made with, by hash
+    /// (`policies/SHA256.cedar`), for evidence bundles.
+    pub fn policies(&self) -> PathBuf {
+        self.root.join("policies")
+    }
+
     pub fn versions(&self) -> PathBuf {
         self.root.join(VERSIONS_FILE)
     }

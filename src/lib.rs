@@ -49,6 +49,8 @@
 //!    in (SQLite by default).
 //! 9. [`control`]: submission, admission, votes, the worker (plan, decide
 //!    again, apply) and recovery.
+//! 10. [`evidence`]: one job's evidence bundle, exported from a data
+//!     directory and verified offline.
 //!
 //! # What salve does not do
 //! It does not let a playbook reach anything its grant does not name: no
@@ -65,6 +67,7 @@ pub mod bindings;
 pub mod control;
 pub mod credentials;
 pub mod data_dir;
+pub mod evidence;
 pub mod fault;
 pub mod grant;
 pub mod host;

@@ -126,10 +126,11 @@ pub struct Decision {
 }
 
 /// What the policy is asked about.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Facts {
     pub agent: String,
-    pub action: &'static str,
+    pub action: String,
     pub playbook: String,
     pub version: String,
     pub environment: String,
@@ -172,7 +173,7 @@ impl Policy {
             EntityUid::from_str(&format!("{kind}::{}", serde_json::Value::from(id))).map_err(Box::new)
         };
         let (Ok(principal), Ok(action), Ok(resource)) =
-            (uid("Agent", &facts.agent), uid("Action", facts.action), uid("Playbook", &facts.playbook))
+            (uid("Agent", &facts.agent), uid("Action", &facts.action), uid("Playbook", &facts.playbook))
         else {
             return deny(vec!["cannot name the principal, action or resource".into()]);
         };
@@ -238,6 +239,35 @@ impl Policy {
         };
         Decision { verdict, policies, errors, policy_hash: self.hash.clone() }
     }
+}
+
+/// Keeps a copy of the policy at `path` (which hashes to `hash`) in `dir`
+/// as `HASH.cedar`, once: every decision's policy text stays available to
+/// evidence bundles after the policy changes.
+pub fn keep(dir: &Path, path: &Path, hash: &str) -> std::io::Result<()> {
+    let kept = dir.join(format!("{hash}.cedar"));
+    if kept.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let text = std::fs::read(path)?;
+    if crate::host::digest(&text) != hash {
+        return Err(std::io::Error::other(format!("{} changed while it was read; try again", path.display())));
+    }
+    let staged = dir.join(format!(".{hash}.{}", std::process::id()));
+    std::fs::write(&staged, &text)?;
+    std::fs::File::open(&staged)?.sync_all()?;
+    std::fs::rename(&staged, &kept)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The policy text kept with hash `hash`, if any, checked against it.
+pub fn kept(dir: &Path, hash: &str) -> Option<String> {
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let text = std::fs::read_to_string(dir.join(format!("{hash}.cedar"))).ok()?;
+    (crate::host::digest(text.as_bytes()) == hash).then_some(text)
 }
 
 /// When changes may be made in an environment, in local time of `tz`.
@@ -459,7 +489,7 @@ mod tests {
     pub(crate) fn facts(environment: &str, risk: &str, window: bool, confidence: i64) -> Facts {
         Facts {
             agent: "agent-key".into(),
-            action: "apply",
+            action: "apply".into(),
             playbook: "nginx-upstream-repair".into(),
             version: "1.2.0".into(),
             environment: environment.into(),

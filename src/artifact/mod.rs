@@ -257,8 +257,15 @@ impl<'a> Artifact<'a> {
 }
 
 fn signed_message(component: &[u8], manifest: &str) -> Vec<u8> {
+    signed_message_of(&sha256(component), manifest)
+}
+
+/// The bytes every signature of an artifact signs, from the SHA-256 of its
+/// component and its manifest text: what checks a signature without the
+/// component itself.
+pub fn signed_message_of(component_sha256: &[u8; 32], manifest: &str) -> Vec<u8> {
     let mut message = SIGNED_CONTEXT.to_vec();
-    message.extend_from_slice(&sha256(component));
+    message.extend_from_slice(component_sha256);
     message.extend_from_slice(&sha256(manifest.as_bytes()));
     message
 }

@@ -72,6 +72,7 @@ use ed25519_dalek::Signer as _;
 use merkle::CompactTree;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
@@ -370,6 +371,8 @@ struct State {
     /// Whether an `fdatasync` is in flight.
     syncing: bool,
     broken: Option<String>,
+    /// The hash of each job's last record, for the next one's `job_prev`.
+    jobs: HashMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -380,6 +383,11 @@ struct Envelope<'a> {
     ts: humantime::Rfc3339Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     job: Option<&'a str>,
+    /// The hash of the job's record before this one (none for its first):
+    /// a job's records link up, so an evidence bundle shows that none of
+    /// them was left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_prev: Option<&'a str>,
     #[serde(flatten)]
     event: &'a Event<'a>,
 }
@@ -560,6 +568,7 @@ impl AuditLog {
                     synced: anchor.head.seq,
                     syncing: false,
                     broken: None,
+                    jobs: scan.jobs,
                 }),
                 anchored: Mutex::new(anchor.head.seq),
                 synced: Notify::new(),
@@ -633,6 +642,7 @@ impl AuditLog {
             prev: &state.last.head.hash,
             ts: humantime::format_rfc3339_micros(SystemTime::now()),
             job,
+            job_prev: job.and_then(|job| state.jobs.get(job)).map(String::as_str),
             event,
         };
         let mut line = serde_json::to_vec(&envelope).map_err(|e| AuditError::Broken(e.to_string()))?;
@@ -657,6 +667,14 @@ impl AuditLog {
             .tree
             .append(merkle::leaf_hash(&state.buf[start..record_end]))
             .map_err(|e| AuditError::Broken(e.to_string()))?;
+        if let Some(job) = job {
+            match state.jobs.get_mut(job) {
+                Some(last) => last.clone_from(&hash),
+                None => {
+                    state.jobs.insert(job.to_string(), hash.clone());
+                }
+            }
+        }
         state.last = Anchor { head: Head { seq, hash }, end };
         if state.buf.len() >= WRITE_THRESHOLD {
             self.write_out(state)?;
@@ -926,6 +944,8 @@ struct Scan {
     /// The first record past the checkpoint that does not carry the runner
     /// key's tag or does not chain, described.
     untagged_past_checkpoint: Option<String>,
+    /// The hash of each job's last record.
+    jobs: HashMap<String, String>,
 }
 
 enum KeyCheck {
@@ -1007,8 +1027,19 @@ fn rebuild_tree(path: &Path, note: &str, end: u64, tagger: Option<&Tagger>) -> R
     let file = File::open(path).map_err(TreeError::Io)?;
     let reader = std::io::BufReader::new(std::io::Read::take(file, end));
     let (mut any_tagged, mut untagged, mut prev) = (false, None, None::<Head>);
+    let mut jobs: HashMap<String, String> = HashMap::new();
     for line in std::io::BufRead::split(reader, b'\n') {
         let line = line.map_err(TreeError::Io)?;
+        if let Some(job) = record_job(&line)
+            && let Some((_, hash)) = split_hash(&line)
+        {
+            match jobs.get_mut(job.as_ref()) {
+                Some(last) => hash.clone_into(last),
+                None => {
+                    jobs.insert(job.into_owned(), hash.to_string());
+                }
+            }
+        }
         let leaf = merkle::leaf_hash(&line);
         let size = tree.append(leaf).map_err(|e| TreeError::Bad(e.to_string()))? + 1;
         any_tagged |= has_tag(&line);
@@ -1047,7 +1078,7 @@ fn rebuild_tree(path: &Path, note: &str, end: u64, tagger: Option<&Tagger>) -> R
             tree.size(),
             checkpoint.size
         ))),
-        _ => Ok(Scan { tree, checkpoint_size: covered_size, any_tagged, untagged_past_checkpoint: untagged }),
+        _ => Ok(Scan { tree, checkpoint_size: covered_size, any_tagged, untagged_past_checkpoint: untagged, jobs }),
     }
 }
 
@@ -1097,6 +1128,26 @@ fn follow_chain(file: &File, anchor: Anchor, len: u64) -> std::io::Result<(Ancho
     }
     let end = last.end;
     Ok((last, end))
+}
+
+/// The job a record belongs to, if any. Records start `{"seq":N,
+/// "prev":"HEX","ts":"TIME"`, then `"job":"ID"` when they have one: read
+/// from there, with a full parse only for an id that has escapes.
+pub(crate) fn record_job(line: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    const TS: &[u8] = br#","ts":""#;
+    const JOB: &[u8] = br#"","job":""#;
+    let ts = line.windows(TS.len()).take(128).position(|w| w == TS)? + TS.len();
+    let end_ts = ts + line[ts..].iter().take(64).position(|&b| b == b'"')?;
+    let rest = line[end_ts..].strip_prefix(JOB)?;
+    let id = &rest[..rest.iter().position(|&b| b == b'"')?];
+    if !id.contains(&b'\\') {
+        return std::str::from_utf8(id).ok().map(std::borrow::Cow::Borrowed);
+    }
+    #[derive(serde::Deserialize)]
+    struct Job {
+        job: String,
+    }
+    serde_json::from_slice::<Job>(line).ok().map(|j| std::borrow::Cow::Owned(j.job))
 }
 
 fn parse_prev(line: &[u8]) -> Option<String> {

@@ -125,6 +125,7 @@ async fn a_failed_write_breaks_the_log_for_good() {
                 buf: Vec::new(),
                 syncing: false,
                 broken: None,
+                jobs: HashMap::new(),
             }),
             anchored: Mutex::new(last.head.seq),
             synced: Notify::new(),
@@ -464,4 +465,37 @@ fn anchors_round_trip() {
     let anchor = Anchor { head: Head { seq: 42, hash: "ab".repeat(32) }, end: 9000 };
     assert_eq!(Anchor::decode(&anchor.encode()), Some(anchor));
     assert_eq!(Anchor::decode("salve-audit-head v1 seq=1 hash=xyz end=3\n"), None);
+}
+
+#[test]
+fn a_jobs_records_link_up_across_restarts_and_interleaving() {
+    let dir = tempfile::tempdir().unwrap();
+    for jobs in [["a", "b", "a"], ["b", "a", "b"]] {
+        let log = AuditLog::open(dir.path()).unwrap();
+        for job in jobs {
+            log.append(Some(job), &event()).unwrap();
+        }
+        log.sync_blocking().unwrap();
+    }
+    let text = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for job in ["a", "b"] {
+        let mine: Vec<&serde_json::Value> = records.iter().filter(|r| r["job"] == job).collect();
+        assert_eq!(mine.len(), 3);
+        assert!(mine[0].get("job_prev").is_none(), "a job's first record links to none");
+        for pair in mine.windows(2) {
+            assert_eq!(pair[1]["job_prev"], pair[0]["hash"], "{job}: each record names the one before");
+        }
+    }
+    assert!(records.iter().filter(|r| r["job"].is_null()).all(|r| r.get("job_prev").is_none()));
+}
+
+#[test]
+fn a_records_job_is_read_from_its_start() {
+    let line = br#"{"seq":3,"prev":"ab","ts":"2026-12-02T17:05:30.264283Z","job":"rotate-1","kind":"x","job":"other"}"#;
+    assert_eq!(record_job(line).as_deref(), Some("rotate-1"));
+    let none = br#"{"seq":3,"prev":"ab","ts":"2026-12-02T17:05:30.264283Z","kind":"control","detail":{"job":"x"}}"#;
+    assert_eq!(record_job(none), None, "a job named inside a record's detail is not the record's");
+    let escaped = br#"{"seq":3,"prev":"ab","ts":"2026-12-02T17:05:30.264283Z","job":"a\"b","kind":"x"}"#;
+    assert_eq!(record_job(escaped).as_deref(), Some("a\"b"));
 }

@@ -3,6 +3,7 @@
 mod artifact;
 mod audit;
 mod author;
+mod evidence;
 mod jobs;
 mod recover;
 mod run;
@@ -73,6 +74,11 @@ enum Command {
     Reject(jobs::RejectArgs),
     /// Plan submitted jobs and run approved ones until stopped; recover jobs a stopped runner left behind.
     Worker(worker::WorkerArgs),
+    /// Export a job's evidence bundle, or verify one offline.
+    Evidence {
+        #[command(subcommand)]
+        command: evidence::EvidenceCommand,
+    },
     /// Roll back the `salve run` jobs a stopped process left half-done (`salve run` does this first too).
     Recover(recover::RecoverArgs),
     /// Print the JSON Schema of a job request.
@@ -205,6 +211,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Plan(args) => run::plan(args).await,
             Command::Audit { command } => audit::main(command),
+            Command::Evidence { command } => evidence::main(command),
             Command::Install(args) => jobs::install(args),
             Command::Submit(args) => jobs::submit(args),
             Command::Jobs { command } => jobs::jobs(command),

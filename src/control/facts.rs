@@ -36,7 +36,7 @@ impl ControlPlane {
         let mutating = mutating(&request.grant);
         Facts {
             agent: agent.to_string(),
-            action,
+            action: action.to_string(),
             playbook: manifest.name.clone(),
             version: manifest.version.to_string(),
             environment: request.target.environment.clone(),

@@ -100,6 +100,9 @@ impl ControlPlane {
             return Err(ControlError::NoPolicy { path: policy_path });
         }
         let policy = Policy::load(&policy_path)?;
+        let kept = layout.policies();
+        crate::policy::keep(&kept, &policy_path, policy.hash())
+            .map_err(|source| ControlError::Write { path: kept, source })?;
         let config = RunnerConfig::load(&layout.config())?;
         Ok((trust, policy, config))
     }

@@ -306,17 +306,9 @@ impl SignedJob {
         if self.payload.len() > MAX_PAYLOAD_BYTES * 4 / 3 + 4 {
             return Err(JobError::Envelope(format!("the payload is larger than {MAX_PAYLOAD_BYTES} bytes")));
         }
-        let payload =
-            BASE64.decode(&self.payload).map_err(|e| JobError::Envelope(format!("payload is not base64: {e}")))?;
-        let signature: [u8; 64] = BASE64
-            .decode(&self.signature)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| JobError::Envelope("signature is not 64 bytes of base64".into()))?;
+        let (payload, _) = self.decoded()?;
         let key = trust.check_role(&self.key_id, Role::Agent, now)?;
-        key.public
-            .verify_strict(&signed_message(&payload), &Signature::from_bytes(&signature))
-            .map_err(|_| JobError::BadSignature { key_id: self.key_id.clone() })?;
+        self.verify_with(&key.public)?;
         let request: JobRequest = serde_json::from_slice(&payload).map_err(|e| JobError::Payload(e.to_string()))?;
         trust.check(&self.key_id, Role::Agent, &request.target.environment, now)?;
         let expires_at = request.check(now)?;
@@ -337,24 +329,37 @@ impl SignedJob {
     /// key for the job's environment at `at` (a revoked key is refused
     /// whatever `at` is). The job's expiry is not checked here.
     pub fn reopen(&self, trust: &TrustStore, hash: &str, at: SystemTime) -> Result<JobRequest, JobError> {
-        let payload =
-            BASE64.decode(&self.payload).map_err(|e| JobError::Envelope(format!("payload is not base64: {e}")))?;
+        let (payload, _) = self.decoded()?;
         if crate::host::digest(&payload) != hash {
             return Err(JobError::Envelope(format!(
                 "the payload does not hash to {hash}, the job that was submitted: the stored job was changed"
             )));
         }
+        let request: JobRequest = serde_json::from_slice(&payload).map_err(|e| JobError::Payload(e.to_string()))?;
+        let key = trust.check(&self.key_id, Role::Agent, &request.target.environment, at)?;
+        self.verify_with(&key.public)?;
+        Ok(request)
+    }
+
+    /// The payload's bytes and the signature, decoded.
+    fn decoded(&self) -> Result<(Vec<u8>, Signature), JobError> {
+        let payload =
+            BASE64.decode(&self.payload).map_err(|e| JobError::Envelope(format!("payload is not base64: {e}")))?;
         let signature: [u8; 64] = BASE64
             .decode(&self.signature)
             .ok()
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or_else(|| JobError::Envelope("signature is not 64 bytes of base64".into()))?;
-        let request: JobRequest = serde_json::from_slice(&payload).map_err(|e| JobError::Payload(e.to_string()))?;
-        let key = trust.check(&self.key_id, Role::Agent, &request.target.environment, at)?;
-        key.public
-            .verify_strict(&signed_message(&payload), &Signature::from_bytes(&signature))
+        Ok((payload, Signature::from_bytes(&signature)))
+    }
+
+    /// Checks the signature with `key` (`verify_strict`) and returns the
+    /// payload's bytes. Whether `key` may sign jobs is the caller's to know.
+    pub fn verify_with(&self, key: &ed25519_dalek::VerifyingKey) -> Result<Vec<u8>, JobError> {
+        let (payload, signature) = self.decoded()?;
+        key.verify_strict(&signed_message(&payload), &signature)
             .map_err(|_| JobError::BadSignature { key_id: self.key_id.clone() })?;
-        Ok(request)
+        Ok(payload)
     }
 }
 

@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod concurrency;
 mod control;
+mod evidence;
 mod hostile;
 mod moment_of_action;
 mod nginx;
