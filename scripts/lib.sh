@@ -38,3 +38,15 @@ ensure_nginx() {
         [ -z "$created" ] || rm -f /usr/sbin/policy-rc.d
     '
 }
+
+# The evidence report's test loads it in a real browser: Debian's chromium,
+# headless.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1; then return; fi
+    echo "==> installing chromium (Debian's) for the evidence report's browser test"
+    sudo_if_needed sh -c '
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 ||
+            { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+    '
+}

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_wasm_target
 ensure_nginx
+ensure_chromium
 
 echo "==> cargo test (the runner, with every playbook built for wasm32-wasip2)"
 cargo test --all-targets

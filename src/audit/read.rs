@@ -86,13 +86,25 @@ pub fn is_refusal(record: &Value) -> bool {
 
 /// One line for a person: `SEQ TIME JOB KIND what`, every value escaped.
 pub fn describe(record: &Value) -> String {
+    let line = format!(
+        "{:>6} {} {} {} {}",
+        record["seq"].as_u64().map_or_else(|| "?".to_string(), |seq| seq.to_string()),
+        record["ts"].as_str().unwrap_or_default(),
+        record["job"].as_str().unwrap_or("-"),
+        record["kind"].as_str().unwrap_or("?"),
+        what(record),
+    );
+    printable(&line).into_owned()
+}
+
+/// What a record says, in a few words (not escaped: see [`describe`]).
+pub fn what(record: &Value) -> String {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
     };
-    let kind = record["kind"].as_str().unwrap_or("?");
-    let what = match kind {
+    match record["kind"].as_str().unwrap_or("?") {
         "call" => {
             let outcome = match &record["outcome"] {
                 Value::String(s) => s.clone(),
@@ -137,19 +149,12 @@ pub fn describe(record: &Value) -> String {
         ),
         _ => {
             let mut rest = record.as_object().cloned().unwrap_or_default();
-            for field in ["seq", "prev", "ts", "job", "kind", "hash", "mac"] {
+            for field in ["seq", "prev", "ts", "job", "job_prev", "kind", "hash", "mac"] {
                 rest.remove(field);
             }
             Value::Object(rest).to_string()
         }
-    };
-    let line = format!(
-        "{:>6} {} {} {kind} {what}",
-        record["seq"].as_u64().map_or_else(|| "?".to_string(), |seq| seq.to_string()),
-        text(&record["ts"]),
-        record["job"].as_str().unwrap_or("-"),
-    );
-    printable(&line).into_owned()
+    }
 }
 
 #[cfg(test)]

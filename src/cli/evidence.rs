@@ -3,7 +3,8 @@
 use super::jobs::TrustArg;
 use super::{DataDirArg, Exit, classified, refused};
 use anyhow::Context as _;
-use std::path::PathBuf;
+use salve::evidence::{Refused, Verified};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum EvidenceCommand {
@@ -17,6 +18,23 @@ pub enum EvidenceCommand {
     /// every proof, the approvals bound to the plan that ran, and each
     /// policy decision recomputed. Exit 5, naming the check, if any fails.
     Verify(VerifyArgs),
+    /// Write a bundle as one self-contained HTML page for people (inline
+    /// CSS, no script, nothing fetched): the request and its evidence, each
+    /// decision and why, the plans, the votes, a timeline of every host
+    /// call with denials marked, the outcome, and whether it verified.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// The bundle
+    file: PathBuf,
+    /// Where to write the page
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// The runner's public key (runner.pub), as for `evidence verify`
+    #[arg(long, value_name = "KEY.pub")]
+    runner_key: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -49,44 +67,69 @@ pub fn main(command: EvidenceCommand) -> anyhow::Result<Exit> {
     match command {
         EvidenceCommand::Export(args) => export(args),
         EvidenceCommand::Verify(args) => verify(args),
+        EvidenceCommand::Report(args) => report(args),
+    }
+}
+
+/// Reads and verifies a bundle: `Err` only when it cannot be read.
+fn check(file: &Path, runner_key: Option<&Path>) -> anyhow::Result<Result<Verified, Refused>> {
+    let pinned = match runner_key {
+        Some(path) => Some(salve::keys::PublicKeyFile::load(path).map_err(refused)?),
+        None => None,
+    };
+    let metadata =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display())).map_err(refused)?;
+    if metadata.len() > salve::evidence::MAX_BUNDLE as u64 {
+        let reason = format!("it is {} bytes, more than a bundle may be", metadata.len());
+        return Ok(Err(Refused { check: salve::evidence::Check::Bundle, reason }));
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display())).map_err(refused)?;
+    Ok(salve::evidence::verify(&bytes, pinned.as_ref()))
+}
+
+/// Writes `bytes` to `path` whole or not at all: beside it, then renamed.
+fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let staged = path.with_extension(format!("partial.{}", std::process::id()));
+    std::fs::write(&staged, bytes)
+        .and_then(|()| std::fs::File::open(&staged)?.sync_all())
+        .and_then(|()| std::fs::rename(&staged, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&staged);
+        })
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<Exit> {
+    let checked = check(&args.file, args.runner_key.as_deref())?;
+    let html = salve::evidence::report::render(&args.file.display().to_string(), &checked);
+    write_whole(&args.output, html.as_bytes())?;
+    match checked {
+        Ok(verified) => {
+            println!("{}: the evidence of job {}, which verifies", args.output.display(), verified.job);
+            Ok(Exit::Succeeded)
+        }
+        Err(refused) => {
+            eprintln!(
+                "salve: {}: {} ({} says so and shows nothing else)",
+                args.file.display(),
+                salve::text::printable(&refused.to_string()),
+                args.output.display()
+            );
+            Ok(Exit::AuditInvalid)
+        }
     }
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<Exit> {
     let control = super::jobs::open(&args.trust, &args.data_dir)?;
     let bundle = salve::evidence::export(&control, &args.job, args.with_artifact).map_err(classified)?;
-    // Whole or not at all: written beside, then renamed.
-    let staged = args.output.with_extension(format!("partial.{}", std::process::id()));
-    std::fs::write(&staged, &bundle)
-        .and_then(|()| std::fs::File::open(&staged)?.sync_all())
-        .and_then(|()| std::fs::rename(&staged, &args.output))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&staged);
-        })
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    write_whole(&args.output, &bundle)?;
     println!("{}: evidence of job {} ({} bytes)", args.output.display(), args.job, bundle.len());
     Ok(Exit::Succeeded)
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
-    let pinned = match &args.runner_key {
-        Some(path) => Some(salve::keys::PublicKeyFile::load(path).map_err(refused)?),
-        None => None,
-    };
-    let metadata = std::fs::metadata(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))
-        .map_err(refused)?;
-    if metadata.len() > salve::evidence::MAX_BUNDLE as u64 {
-        eprintln!(
-            "salve: {}: the bundle check failed: it is {} bytes, more than a bundle may be",
-            args.file.display(),
-            metadata.len()
-        );
-        return Ok(Exit::AuditInvalid);
-    }
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display())).map_err(refused)?;
-    let verified = match salve::evidence::verify(&bytes, pinned.as_ref()) {
+    let verified = match check(&args.file, args.runner_key.as_deref())? {
         Ok(verified) => verified,
         Err(refused) => {
             eprintln!("salve: {}: {}", args.file.display(), salve::text::printable(&refused.to_string()));

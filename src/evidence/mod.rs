@@ -22,8 +22,10 @@
 //! approvals that counted, the leases) and what the playbook did (every
 //! host call): the proofs bind them to the runner's signature, and each
 //! record's `job_prev` links it to the job's record before it, so none can
-//! be left out unseen. [`verify`] checks all of it.
+//! be left out unseen. [`verify`] checks all of it; [`report`] shows a
+//! bundle that verified to people, as one HTML page.
 
+pub mod report;
 pub mod tar;
 mod verify;
 

@@ -348,3 +348,99 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Runs `command`, killing it if it has not ended within `limit`.
+fn bounded(command: &mut std::process::Command, limit: std::time::Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chromium is missing: scripts/test.sh installs it (Debian's chromium package)");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The report of a real job, loaded in headless Chromium: the rendered
+/// page shows the facts, shows a hostile summary as text, and fetches
+/// nothing (a listener on loopback stands where the summary points).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_renders_in_a_real_browser_and_fetches_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let plane = Plane::new(DEFAULT_POLICY, &closed_window_config());
+    plane.write_logs(2, 5000);
+    let control = plane.control();
+    let mut request = plane.rotate("job-1", "prod", 0.92);
+    request.evidence.summary =
+        format!("disk full <img src=\"http://127.0.0.1:{port}/img\"><script>document.title='pwned'</script>");
+    plane.submit(&control, &request).unwrap();
+    let worker = plane.worker();
+    assert_eq!(step(&worker).await.state, JobState::WaitingApproval);
+    plane.approve(&control, "job-1", &plane.alice).unwrap();
+    plane.approve(&control, "job-1", &plane.bob).unwrap();
+    assert_eq!(step(&worker).await.state, JobState::Succeeded);
+    drop(worker);
+
+    let root = plane.site.root.path();
+    let (bundle, html) = (root.join("job-1.tar"), root.join("job-1.html"));
+    let exported = salve(&plane, &["evidence", "export", "job-1", "-o", bundle.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    let written = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["evidence", "report"])
+        .arg(&bundle)
+        .arg("-o")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{}", text(&written));
+
+    let profile = tempfile::tempdir().unwrap();
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("evidence-report.png");
+    let chromium = |mode: &str| {
+        let mut command = std::process::Command::new("chromium");
+        command
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--window-size=1280,2400")
+            .arg(mode)
+            .arg(format!("file://{}", html.display()));
+        bounded(&mut command, std::time::Duration::from_secs(120))
+    };
+    let dom = chromium("--dump-dom");
+    assert!(dom.status.success(), "{}", text(&dom));
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let shot = chromium(&format!("--screenshot={}", screenshot.display()));
+    assert!(shot.status.success() && screenshot.exists(), "{}", text(&shot));
+
+    for fact in [
+        "VERIFIES",
+        "job-1",
+        "rotate-logs 1.0.0",
+        "prod-execution-outside-window",
+        "needs 2 approval(s) from group sre",
+        "alice",
+        "bob",
+        "logs/app0.log",
+        "No rollback ran.",
+    ] {
+        assert!(dom.contains(fact), "the rendered page does not show {fact:?}");
+    }
+    assert!(dom.contains(r#"<span id="state">succeeded</span>"#));
+    let plan = plane.control().job("job-1").unwrap().plan_hash.unwrap();
+    assert!(dom.contains(&plan), "the plan the approvers approved");
+    assert!(dom.contains("disk full &lt;img src="), "the hostile summary is shown as text");
+    for element in ["<img", "<script", "<link", "<iframe"] {
+        assert!(!dom.contains(element), "the page holds a {element} element");
+    }
+    assert!(!dom.contains("<title>pwned"));
+    assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "the page fetched");
+}

@@ -456,3 +456,103 @@ pub(crate) fn merkle(b: &mut Bench) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `salve evidence verify` of a typical job's bundle: rotate-logs in prod,
+/// two approvals, the decisions, plans, votes and every host call, the
+/// artifact included. Verified in-process (the library call the command
+/// makes), so the figure is the checks, not process start.
+pub(crate) async fn evidence(b: &mut Bench) -> anyhow::Result<()> {
+    use salve::approval::{DEFAULT_LIFETIME, Vote};
+    use salve::control::{Ballot, ControlPlane, Worker};
+    use salve::job::{JobRequest, SignedJob};
+    use salve::store::InstalledArtifact;
+    use salve::trust::KeyEntry;
+    let data = b.data_dir("evidence");
+    // Under /tmp: rotate-logs' manifest declares it.
+    let site = tempfile::Builder::new().prefix("salve-bench-logs-").tempdir_in("/tmp")?;
+    let logs = site.path().to_path_buf();
+    std::fs::create_dir_all(data.join("artifacts"))?;
+    for i in 0..3 {
+        let line = format!("2026-11-23T12:00:00Z INFO app request {i} latency_ms=42\n");
+        std::fs::write(logs.join(format!("app{i}.log")), line.repeat(200))?;
+    }
+    let agent = PrivateKey::generate("bench-agent", Role::Agent)?;
+    let approvers = [PrivateKey::generate("alice", Role::Approver)?, PrivateKey::generate("bob", Role::Approver)?];
+    let until = "2099-01-01T00:00:00Z".to_string();
+    let mut trust = TrustFile {
+        keys: vec![
+            KeyEntry::new(&b.key.public(), vec!["prod".into()], until.clone()),
+            KeyEntry::new(&b.runner_key.public(), vec!["*".into()], until.clone()),
+            KeyEntry::new(&agent.public(), vec!["prod".into()], until.clone()),
+        ],
+        revoked: vec![],
+        signatures: vec![],
+    };
+    for approver in &approvers {
+        let entry = KeyEntry::new(&approver.public(), vec!["prod".into()], until.clone());
+        trust.keys.push(KeyEntry { groups: vec!["sre".into()], ..entry });
+    }
+    let trust_path = data.join("trust.toml");
+    std::fs::write(&trust_path, toml::to_string(&trust)?)?;
+    std::fs::write(data.join("policy.cedar"), salve::policy::DEFAULT_POLICY)?;
+    // The prod change window opens in two hours: the job needs two approvals.
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs();
+    let at = |offset: u64| {
+        let m = (now / 60 + offset) % (24 * 60);
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    std::fs::write(
+        data.join("salve.toml"),
+        format!("[windows]\nprod = [{{ from = \"{}\", to = \"{}\" }}]\n", at(120), at(180)),
+    )?;
+    let bytes = b.artifact("rotate-logs")?;
+    let digest = artifact::digest(&bytes);
+    let path = data.join("artifacts").join(format!("{digest}.wasm"));
+    std::fs::write(&path, &bytes)?;
+    let control = ControlPlane::open(&data, &trust_path)?;
+    control.store.install(&InstalledArtifact { digest, name: "rotate-logs".into(), version: "1.0.0".into(), path })?;
+    let expires = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(3600)).to_string();
+    let request: JobRequest = serde_json::from_value(serde_json::json!({
+        "id": "bench-evidence",
+        "playbook": { "name": "rotate-logs", "version": "1.0.0" },
+        "target": { "environment": "prod", "system": "web-3" },
+        "parameters": { "dir": "logs", "max_bytes": "1000" },
+        "grant": { "fs": [{ "name": "logs", "path": logs.display().to_string(), "access": "rw" }] },
+        "evidence": {
+            "detector": "disk-usage", "alert_id": "1", "severity": "high", "confidence": 0.92,
+            "summary": "/var/log at 91%", "telemetry_sha256": "ab".repeat(32)
+        },
+        "nonce": "bench-evidence-nonce-0001",
+        "expires_at": expires,
+    }))?;
+    control.submit(&SignedJob::sign(&request, &agent)?, SystemTime::now())?;
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let worker = Worker::new(ControlPlane::open(&data, &trust_path)?, b.runner(&sandbox, &data)?);
+    worker.step().await?;
+    let ballot = Ballot { vote: Vote::Approve, reason: "", lifetime: DEFAULT_LIFETIME, reviewed: None };
+    for approver in &approvers {
+        control.vote("bench-evidence", approver, &ballot, SystemTime::now())?;
+    }
+    let ran = worker.step().await?.ok_or_else(|| anyhow!("the approved job did not run"))?;
+    if ran.state != salve::store::JobState::Succeeded {
+        return Err(anyhow!("the bench job ended {}: {}", ran.state, ran.note));
+    }
+    drop(worker);
+    let bundle = salve::evidence::export(&control, "bench-evidence", true)?;
+    let pinned = b.runner_key.public();
+    let mut samples = Vec::new();
+    for _ in 0..b.n(50) {
+        let started = Instant::now();
+        let verified = salve::evidence::verify(&bundle, Some(&pinned)).map_err(|e| anyhow!("{e}"))?;
+        samples.push(micros(started.elapsed()) / 1000.0);
+        std::hint::black_box(verified);
+    }
+    b.record(
+        "`evidence verify`, a typical job's bundle",
+        "ms",
+        samples,
+        Some(Goal::AtMost(100.0)),
+        &format!("rotate-logs in prod with two approvals; {} KiB bundle, artifact included", bundle.len() / 1024),
+    );
+    Ok(())
+}

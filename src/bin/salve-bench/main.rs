@@ -41,7 +41,7 @@ struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only the groups named (artifacts, instantiation, calls, job,
-    /// throughput, memory, process, merkle), e.g. to profile one
+    /// throughput, memory, process, merkle, evidence), e.g. to profile one
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The salve binary the whole-process figures run [default: salve next
@@ -259,6 +259,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("merkle") {
         groups::merkle(&mut b)?;
+    }
+    if wanted("evidence") {
+        groups::evidence(&mut b).await?;
     }
 
     print_table(&b.figures);
