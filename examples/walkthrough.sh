@@ -5,7 +5,8 @@
 # the worker plans the job with a read-only grant; two approvers (neither
 # of them the agent) review the plan and sign approvals bound to it; the
 # worker decides again, re-plans, applies and verifies; the audit log
-# verifies. No services: SQLite and files in one data directory.
+# verifies; the job's evidence bundle is exported, verified offline and
+# rendered as a page. No services: SQLite and files in one data directory.
 #
 # Usage: examples/walkthrough.sh   (builds what it needs; installs the
 # wasm32-wasip2 target if missing)
@@ -115,3 +116,10 @@ esac
 echo
 echo "==> the audit log: the submission, every decision, both approvals, every host call, sealed"
 $salve audit verify --data-dir "$data"
+
+echo
+echo "==> the job's evidence: one file an auditor verifies offline, and one page for people"
+bundle="$demo/rotate-web-3-8812.evidence.tar"
+$salve evidence export rotate-web-3-8812 -o "$bundle" --with-artifact --data-dir "$data"
+$salve evidence verify "$bundle" --runner-key "$data/keys/runner.pub"
+$salve evidence report "$bundle" -o "$demo/rotate-web-3-8812.html" --runner-key "$data/keys/runner.pub"
