@@ -63,6 +63,7 @@ pub mod outcome;
 pub mod read;
 pub mod record;
 pub mod verify;
+pub mod witness;
 
 pub use record::{CallOutcome, ControlAction, Ending, Event, Mode, Phase};
 
@@ -81,6 +82,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 use tokio::sync::Notify;
+pub use witness::Witness;
 
 /// File name of the log inside the data directory.
 pub const LOG_FILE: &str = crate::data_dir::AUDIT_LOG_FILE;
@@ -223,38 +225,8 @@ struct Checkpoints {
     note: String,
     /// The tree size `note` covers.
     size: u64,
-    /// Where each new checkpoint is also appended, if anywhere.
-    witness: Option<FileWitness>,
-}
-
-/// A file on another path (another disk, a mount the data directory's
-/// owner cannot rewrite) that every checkpoint is appended to, one JSON
-/// object per line: `{"at": TIME, "note": SIGNED_NOTE}`. A checkpoint that
-/// cannot be written is kept and written with the next; jobs go on.
-struct FileWitness {
-    path: PathBuf,
-    pending: Vec<String>,
-}
-
-impl FileWitness {
-    fn witness(&mut self, note: &str) {
-        let line = serde_json::json!({ "at": crate::time::Timestamp::now().rfc3339_millis(), "note": note });
-        self.pending.push(format!("{line}\n"));
-        let written = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&self.path)
-            .and_then(|mut file| file.write_all(self.pending.concat().as_bytes()).and_then(|()| file.sync_data()));
-        match written {
-            Ok(()) => self.pending.clear(),
-            Err(e) => tracing::error!(
-                witness = %self.path.display(),
-                pending = self.pending.len(),
-                "cannot write the checkpoint to the witness file ({e}); kept, and written with the next one"
-            ),
-        }
-    }
+    /// Where each new checkpoint also goes, if anywhere.
+    witnesses: Option<witness::Witnesses>,
 }
 
 /// What one group commit makes durable: everything up to `anchor`, and,
@@ -578,7 +550,7 @@ impl AuditLog {
                     signer: key,
                     note,
                     size: note_size,
-                    witness: None,
+                    witnesses: None,
                 }),
             }),
         };
@@ -794,15 +766,19 @@ impl AuditLog {
         checkpoints.signer = Some(key);
     }
 
-    /// Appends every checkpoint signed from now on (and the latest, at
-    /// once) to the file at `path`: see `FileWitness`.
-    pub fn witness_to_file(&self, path: PathBuf) {
+    /// Sends every checkpoint signed from now on (and the latest, at once)
+    /// to `witness` too: see [`witness`].
+    pub fn add_witness(&self, witness: Witness) {
         let mut checkpoints = self.shared.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let mut witness = FileWitness { path, pending: Vec::new() };
-        if !checkpoints.note.is_empty() {
-            witness.witness(&checkpoints.note.clone());
-        }
-        checkpoints.witness = Some(witness);
+        let latest = (!checkpoints.note.is_empty()).then(|| checkpoints.note.clone());
+        checkpoints.witnesses.get_or_insert_with(witness::Witnesses::start).add(witness, latest.as_deref());
+    }
+
+    /// Tries every witness now, waiting up to `wait`: how many checkpoints
+    /// still wait for one (`None`: no witness, or no answer in time).
+    pub fn flush_witnesses(&self, wait: std::time::Duration) -> Option<usize> {
+        let checkpoints = self.shared.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        checkpoints.witnesses.as_ref()?.flush(wait)
     }
 
     /// The latest signed checkpoint (a C2SP signed note), if there is one.
@@ -878,8 +854,8 @@ impl Shared {
             _ => None,
         };
         if let Some(note) = signed {
-            if let Some(witness) = &mut checkpoints.witness {
-                witness.witness(&note);
+            if let Some(witnesses) = &checkpoints.witnesses {
+                witnesses.send(&note);
             }
             (checkpoints.note, checkpoints.size) = (note, seq);
         } else if seq <= *anchored {
@@ -924,6 +900,16 @@ impl Drop for Shared {
             let last = state.durable(true);
             if written.and_then(|()| self.make_durable(&last)).is_err() {
                 tracing::error!(path = %self.path.display(), "could not flush the audit log on close");
+            }
+        }
+        let checkpoints = self.checkpoints.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(witnesses) = &checkpoints.witnesses {
+            match witnesses.flush(std::time::Duration::from_secs(3)) {
+                Some(0) => {}
+                waiting => tracing::error!(
+                    waiting = waiting.map_or_else(|| "some".to_string(), |n| n.to_string()),
+                    "checkpoints did not reach every witness before the log closed; the next start sends the latest"
+                ),
             }
         }
     }

@@ -135,7 +135,7 @@ async fn a_failed_write_breaks_the_log_for_good() {
                 tagger: None,
                 note: String::new(),
                 size: 0,
-                witness: None,
+                witnesses: None,
             }),
         }),
     };
@@ -436,12 +436,14 @@ async fn every_checkpoint_reaches_the_witness_file_and_none_is_lost_while_it_fai
     let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
     // Unreachable at first: a directory where the file should be.
     std::fs::create_dir(&witness).unwrap();
-    log.witness_to_file(witness.clone());
+    log.add_witness(Witness::File(witness.clone()));
     log.append(Some("a"), &event()).unwrap();
     log.seal("a", &key).await.unwrap();
+    assert_eq!(log.flush_witnesses(Duration::from_secs(10)), Some(1), "kept while the witness fails");
     std::fs::remove_dir(&witness).unwrap();
     log.append(Some("b"), &event()).unwrap();
     log.seal("b", &key).await.unwrap();
+    assert_eq!(log.flush_witnesses(Duration::from_secs(10)), Some(0));
     let lines: Vec<serde_json::Value> =
         std::fs::read_to_string(&witness).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "the checkpoint that could not be written came with the next");

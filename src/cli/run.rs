@@ -5,7 +5,7 @@ use super::recover::RunRecord;
 use super::{DataDirArg, Exit, classified, refused};
 use anyhow::Context as _;
 use salve::artifact::VersionFloor;
-use salve::audit::{AuditLog, Event};
+use salve::audit::{AuditLog, Event, Witness};
 use salve::control::{Checks, Floor, SignedPlaybook, admit};
 use salve::credentials::Broker;
 use salve::data_dir::DataDir;
@@ -180,12 +180,32 @@ pub fn open_audit(data_dir: &Path, key: Option<&Arc<PrivateKey>>) -> anyhow::Res
         None => AuditLog::open(data_dir),
     };
     let audit = audit.map_err(classified)?;
-    // A witness file on another path keeps every checkpoint where the data
-    // directory's owner cannot rewrite it.
-    if let Some(path) = std::env::var_os("SALVE_WITNESS_FILE").filter(|p| !p.is_empty()) {
-        audit.witness_to_file(PathBuf::from(path));
+    // Witnesses keep every checkpoint where the data directory's owner
+    // cannot rewrite it: a file on another path, the system log, a URL.
+    for witness in witnesses()? {
+        audit.add_witness(witness);
     }
     Ok(audit)
+}
+
+/// The witnesses the environment names: `SALVE_WITNESS_FILE` (a path),
+/// `SALVE_WITNESS_SYSLOG` (a syslog socket; `default` is /dev/log) and
+/// `SALVE_WITNESS_URL` (http or https).
+fn witnesses() -> anyhow::Result<Vec<Witness>> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let mut witnesses = Vec::new();
+    if let Some(path) = var("SALVE_WITNESS_FILE") {
+        witnesses.push(Witness::File(PathBuf::from(path)));
+    }
+    if let Some(socket) = var("SALVE_WITNESS_SYSLOG") {
+        let socket = if socket == "default" { PathBuf::from("/dev/log") } else { PathBuf::from(socket) };
+        witnesses.push(Witness::Syslog(socket));
+    }
+    if let Some(url) = var("SALVE_WITNESS_URL") {
+        let url = url.to_str().ok_or_else(|| refused(anyhow::anyhow!("SALVE_WITNESS_URL is not UTF-8")))?;
+        witnesses.push(Witness::http(url).map_err(|e| refused(anyhow::anyhow!("SALVE_WITNESS_URL: {e}")))?);
+    }
+    Ok(witnesses)
 }
 
 /// A runner for `data_dir`: sealing with the runner `key`, leasing from the

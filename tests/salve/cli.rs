@@ -235,6 +235,20 @@ fn audit_show_filters_and_tail_follows_without_jq() {
 }
 
 #[test]
+fn a_witness_url_that_is_not_http_is_refused_before_anything_runs() {
+    let (site, grant) = site_with_grant(GRANT);
+    let artifact = site.artifact_file("verify-fails");
+    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["run", artifact.to_str().unwrap(), "--grant", &grant, "--data-dir"])
+        .arg(site.data())
+        .env("SALVE_WITNESS_URL", "file:///etc/passwd")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("SALVE_WITNESS_URL"), "{}", text(&out));
+}
+
+#[test]
 fn a_witness_file_keeps_every_checkpoint_and_verify_takes_it() {
     let (site, grant) = site_with_grant(GRANT);
     let witness = site.path("elsewhere/witness.jsonl");
