@@ -63,9 +63,15 @@ pub fn canonical(text: &str) -> Result<Url, String> {
 }
 
 /// Decodes `%XX` of unreserved characters and uppercases the hex of the
-/// others (RFC 3986, 6.2.2.2).
+/// others (RFC 3986, 6.2.2.2). A text with a `%` that is not a
+/// percent-encoding is only uppercased: decoding beside it could make a
+/// new encoding (`%4%33` would become `%43`, which a second pass, or the
+/// server, reads as `C`), and [`path_hazard`] refuses it as it stands.
 fn normalize_percent(text: &str) -> String {
     let bytes = text.as_bytes();
+    let bare_percent = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%' && !bytes.get(i + 1..i + 3).is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit))
+    });
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -75,7 +81,7 @@ fn normalize_percent(text: &str) -> String {
             && bytes[i + 2].is_ascii_hexdigit()
         {
             let value = u8::from_str_radix(&text[i + 1..i + 3], 16).expect("two hex digits");
-            if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+            if !bare_percent && (value.is_ascii_alphanumeric() || b"-._~".contains(&value)) {
                 out.push(value as char);
             } else {
                 out.push('%');
@@ -431,6 +437,9 @@ mod tests {
             ("http://h/api/%25u002e%25u002e/admin", PathHazard::DoubleEncoding),
             ("http://h/api/%u002e%u002e/admin", PathHazard::BadEscape),
             ("http://h/api/%", PathHazard::BadEscape),
+            // Decoding `%33` beside the bare `%` would make `%43` (`C`).
+            ("http://h/api/e%4%33x", PathHazard::BadEscape),
+            ("http://h/api/%%32%65%%32%65/admin", PathHazard::BadEscape),
             ("http://h/api/%C0%AE%C0%AE/admin", PathHazard::NotUtf8),
             ("http://h/api/%FF", PathHazard::NotUtf8),
             ("http://h/api/admin%00.json", PathHazard::Control),
@@ -443,6 +452,17 @@ mod tests {
         assert_eq!(path_hazard("/api\\admin", true), Some(PathHazard::HiddenSeparator), "a raw backslash");
         for url in ["http://h/api/x", "http://h/100%25/x", "http://h/caf%C3%A9", "http://h/a%20b", "http://h/%7Eu"] {
             assert_eq!(path_hazard(&path(url), false), None, "{url} ({})", path(url));
+        }
+    }
+
+    #[test]
+    fn canonicalising_twice_is_canonicalising_once() {
+        // The first found by fuzzing: `%4%33` decoded once is `%43`.
+        for url in
+            ["http://eoamplc/e%4%33eoadmin", "http://h/a%%34%31?q=%4%31", "http://h/%2%65%2%65/x", "http://h/a%7e%41"]
+        {
+            let once = canonical(url).unwrap();
+            assert_eq!(canonical(once.as_str()).unwrap(), once, "{url}");
         }
     }
 
