@@ -111,7 +111,10 @@ impl DataDirArg {
 
     fn resolve(&self) -> anyhow::Result<PathBuf> {
         if let Some(dir) = &self.data_dir {
-            return Ok(dir.clone());
+            // Absolute: the compile cache and recovery records need it (a
+            // relative one was refused deep in the sandbox's set-up).
+            return std::path::absolute(dir)
+                .map_err(|e| refused(anyhow::anyhow!("data directory {}: {e}", dir.display())));
         }
         if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
             return Ok(PathBuf::from(xdg).join("salve"));
@@ -144,8 +147,26 @@ struct Classified {
 
 impl std::fmt::Display for Classified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.error)
+        f.write_str(&chain_text(&self.error))
     }
+}
+
+/// An error and its causes, `: `-separated, leaving out a cause whose text
+/// is already said (an error that quotes its source, as `cannot read
+/// FILE: {source}` does, would otherwise say it twice).
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 impl std::error::Error for Classified {}
@@ -199,6 +220,15 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // A file past RLIMIT_FSIZE: by default SIGXFSZ kills the process in
+        // the middle of a job. With a handler, the write fails with EFBIG,
+        // the audit log refuses every call after it, and the job stops
+        // closed (its rollback is the next start's, `salve recover`).
+        // A handler, not SIG_IGN: commands `exec` runs get the default.
+        let file_too_large = tokio::signal::unix::SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw());
+        if let Err(e) = tokio::signal::unix::signal(file_too_large) {
+            tracing::warn!("cannot handle SIGXFSZ ({e}); a file past RLIMIT_FSIZE will stop salve");
+        }
         match cli.command {
             Command::Init(args) => setup::init(args),
             Command::Keygen(args) => setup::keygen(args),
@@ -227,7 +257,7 @@ pub fn main() -> ExitCode {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(error) => {
             // Errors quote what they refused, which may have come from outside.
-            eprintln!("salve: {}", salve::text::printable(&format!("{error:#}")));
+            eprintln!("salve: {}", salve::text::printable(&chain_text(&error)));
             let fault = error.downcast_ref::<Classified>().map_or(Fault::Infrastructure, |c| c.fault);
             ExitCode::from(fault.exit_code())
         }

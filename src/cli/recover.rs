@@ -51,6 +51,10 @@ pub struct RunRecord {
     pub mac: Option<String>,
 }
 
+/// The extension of a record or artifact copy being written: renamed into
+/// place once durable, so a file under it never started a job.
+const STAGED: &str = "partial";
+
 /// What a record's tag is keyed for.
 const TAG_PURPOSE: &str = "salve run record";
 
@@ -75,18 +79,29 @@ impl RunRecord {
         self.artifact_sha256 = salve::artifact::digest(artifact);
         self.mac = key.map(|key| self.tag(key)).transpose()?;
         let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
-            let staged = path.with_extension("partial");
-            let mut file = std::fs::File::create(&staged)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&staged, path)
+            let staged = path.with_extension(STAGED);
+            let written = std::fs::File::create(&staged).and_then(|mut file| {
+                file.write_all(bytes)?;
+                file.sync_all()
+            });
+            if let Err(e) = written.and_then(|()| std::fs::rename(&staged, path)) {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+            Ok(())
         };
         let record = serde_json::to_vec(&self)?;
         write(&RunRecord::artifact_path(layout, &self.job), artifact)
             .and_then(|()| write(&RunRecord::path(layout, &self.job), &record))
             .and_then(|()| std::fs::File::open(layout.journal())?.sync_all())
             .map_err(|e| {
-                anyhow::anyhow!("cannot record what the job's rollback needs in {}: {e}", layout.journal().display())
+                // Nothing ran yet: leave nothing behind (a full disk, a
+                // file size limit).
+                RunRecord::remove(layout, &self.job);
+                anyhow::anyhow!(
+                    "cannot record what the job's rollback needs in {}: {e}; nothing was changed",
+                    layout.journal().display()
+                )
             })
     }
 
@@ -138,10 +153,16 @@ pub async fn recover_runs(
 ) -> anyhow::Result<Vec<(String, Outcome)>> {
     let mut recovered = Vec::new();
     let Ok(entries) = std::fs::read_dir(layout.journal()) else { return Ok(recovered) };
-    let mut records: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_str().is_some_and(|s| s.ends_with(".run.json")))
-        .collect();
+    let paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // Debris of a process stopped while it staged a record: its job never
+    // started (the audit log's lock keeps another run from staging now).
+    for staged in paths.iter().filter(|p| p.extension().is_some_and(|e| e == STAGED)) {
+        if let Err(e) = std::fs::remove_file(staged) {
+            tracing::warn!(path = %staged.display(), "could not remove: {e}");
+        }
+    }
+    let mut records: Vec<PathBuf> =
+        paths.into_iter().filter(|p| p.to_str().is_some_and(|s| s.ends_with(".run.json"))).collect();
     records.sort();
     for path in records {
         let record: RunRecord =

@@ -249,7 +249,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     record.write(&layout, &bytes, key.as_deref())?;
     // SIGINT or SIGTERM stops apply or verify, and the job is rolled back.
     let runner = runner.with_stop(stop_on_signals("the job is stopped and rolled back")?);
-    let report = runner.run(&playbook, &grant, &job).await.map_err(classified)?;
+    let report = runner.run(&playbook, &grant, &job).await.map_err(|e| {
+        let audit_failed = matches!(e, salve::run::RunError::Audit(_));
+        let error = classified(e);
+        if !audit_failed {
+            return error;
+        }
+        // No change is made unaudited, the rollback's included: it is the
+        // next start's, once the log can be written.
+        error.context(format!(
+            "job {} stopped where it was; the next `salve run` or `salve recover` in {} rolls its changes back              once the audit log can be written again (free space, or raise the file size limit)",
+            job.id,
+            layout.root().display()
+        ))
+    })?;
     RunRecord::remove(&layout, &job.id);
     // Everything durable and checkpointed before the command says how it ended.
     runner.audit().sync_blocking()?;

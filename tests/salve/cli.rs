@@ -272,3 +272,27 @@ fn a_witness_file_keeps_every_checkpoint_and_verify_takes_it() {
     assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
     assert!(text(&verified).contains("extends the earlier checkpoint"), "{}", text(&verified));
 }
+
+#[test]
+fn a_relative_data_directory_is_taken_from_the_working_directory() {
+    let (site, _) = site_with_grant(GRANT);
+    let grant = site.write("no-fs.toml", "[limits]\ntimeout = \"10s\"\n");
+    let artifact = site.artifact_file("noop");
+    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .current_dir(site.root.path())
+        .args(["run", artifact.to_str().unwrap(), "--grant", grant.to_str().unwrap(), "--data-dir", "data"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(site.data().join("cache").is_dir(), "the compile cache is in the data directory");
+}
+
+#[test]
+fn an_error_that_quotes_its_cause_says_it_once() {
+    let (site, grant) = site_with_grant(GRANT);
+    // noop declares no directory; the grant gives one.
+    let out = run(&site, &grant, "noop", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert_eq!(said.matches("which the playbook does not declare").count(), 1, "{said}");
+}

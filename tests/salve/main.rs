@@ -12,6 +12,7 @@ mod common;
 mod concurrency;
 mod control;
 mod evidence;
+mod faults;
 mod hostile;
 mod moment_of_action;
 mod nginx;
