@@ -1,5 +1,5 @@
-//! Crash recovery: the runner is killed (SIGKILL) at every phase boundary
-//! and in the middle of `apply`; the next start rolls the job back from its
+//! Crash recovery: the runner is killed (SIGKILL) at random points of
+//! `apply`, `verify` and `rollback`, at least 100 times; the next start rolls the job back from its
 //! durable journal (or keeps the outcome it had already recorded). Each
 //! time: the target is restored, the audit chain verifies, no acknowledged
 //! audit record is missing, and the job's final state is recorded.
@@ -16,18 +16,47 @@ use std::time::{Duration, Instant};
 /// Where to kill the runner.
 #[derive(Debug, Clone, Copy)]
 enum Kill {
-    /// As soon as the job is recorded as applying.
-    Applying,
     /// Once `apply` has made this many mutating host calls (their intents
-    /// are in the audit log).
+    /// are in the audit log); 0: as soon as the job is recorded as applying.
     AfterIntents(usize),
-    /// As soon as the job is recorded as verifying.
-    Verifying,
-    /// As soon as the job is recorded as rolling back (its apply spent its
-    /// mutation budget).
-    RollingBack,
+    /// This many microseconds after the job is recorded as verifying.
+    Verifying(u64),
+    /// Once the rollback (its apply spent its mutation budget) has made
+    /// this many mutating calls.
+    RollingBack(usize),
     /// Rolling back, and again while the next start resumes the rollback.
     RollingBackTwice,
+}
+
+impl Kill {
+    fn name(self) -> &'static str {
+        match self {
+            Kill::AfterIntents(_) => "apply",
+            Kill::Verifying(_) => "verify",
+            Kill::RollingBack(_) => "rollback",
+            Kill::RollingBackTwice => "rollback twice",
+        }
+    }
+
+    fn in_apply(self) -> bool {
+        matches!(self, Kill::AfterIntents(_))
+    }
+
+    fn in_rollback(self) -> bool {
+        matches!(self, Kill::RollingBack(_) | Kill::RollingBackTwice)
+    }
+}
+
+/// xorshift64*: the kill points are random, and a seed replays them.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
 }
 
 fn spawn_worker(plane: &Plane) -> Child {
@@ -103,7 +132,7 @@ fn crash_case(plane: &Plane, store: &dyn JobStore, n: usize, kill: Kill) -> Opti
     let before = plane.site.snapshot();
     let id = format!("crash-{n}");
     let mut request = plane.rotate(&id, "dev", 0.9);
-    if matches!(kill, Kill::RollingBack | Kill::RollingBackTwice) {
+    if kill.in_rollback() {
         let grant = ROTATE_GRANT.replace("{root}", &plane.site.root.path().display().to_string());
         request.grant = salve::grant::GrantSpec::parse(&format!("{grant}[limits]\nmutations = 12\n")).unwrap();
     }
@@ -113,7 +142,8 @@ fn crash_case(plane: &Plane, store: &dyn JobStore, n: usize, kill: Kill) -> Opti
         offset: std::fs::metadata(plane.data().join("audit.jsonl")).map_or(0, |m| m.len()),
         partial: String::new(),
     };
-    let mut intents = 0;
+    let (mut intents, mut rollback_intents, mut rolling_back) = (0, 0, false);
+    let mut verifying_since = None;
     let mut worker = spawn_worker(plane);
     let state = |store: &dyn JobStore| store.job(&id).unwrap().unwrap().state;
     let landed = kill_when(&mut worker, || {
@@ -121,15 +151,21 @@ fn crash_case(plane: &Plane, store: &dyn JobStore, n: usize, kill: Kill) -> Opti
         if now.is_final() {
             return Some(false);
         }
-        Some(match kill {
-            Kill::Applying => now == JobState::Applying,
-            Kill::Verifying => now == JobState::Verifying,
-            Kill::RollingBack | Kill::RollingBackTwice => now == JobState::RollingBack,
-            Kill::AfterIntents(k) => {
-                intents +=
-                    tail.records(plane).iter().filter(|r| r["job"] == id.as_str() && r["kind"] == "intent").count();
-                now == JobState::Applying && intents >= k
+        for r in tail.records(plane).iter().filter(|r| r["job"] == id.as_str()) {
+            if r["kind"] == "phase" && r["phase"] == "rollback" {
+                rolling_back = true;
+            } else if r["kind"] == "intent" {
+                *(if rolling_back { &mut rollback_intents } else { &mut intents }) += 1;
             }
+        }
+        Some(match kill {
+            Kill::AfterIntents(k) => now == JobState::Applying && intents >= k,
+            Kill::Verifying(after) => {
+                now == JobState::Verifying
+                    && verifying_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_micros(after)
+            }
+            Kill::RollingBack(k) => now == JobState::RollingBack && rollback_intents >= k,
+            Kill::RollingBackTwice => now == JobState::RollingBack,
         })
         .filter(|&hit| hit)
     });
@@ -176,12 +212,12 @@ fn crash_case(plane: &Plane, store: &dyn JobStore, n: usize, kill: Kill) -> Opti
     let history: Vec<JobState> = store.history(&id).unwrap().iter().map(|t| t.to).collect();
     match job.state {
         // Killed in apply: the outcome cannot have been recorded yet.
-        JobState::Succeeded if matches!(kill, Kill::Applying | Kill::AfterIntents(_)) => {
+        JobState::Succeeded if kill.in_apply() => {
             panic!("{kill:?}: succeeded after a kill in apply: {history:?}")
         }
         JobState::RolledBack => assert_eq!(plane.site.snapshot(), before, "{kill:?}: not restored; {history:?}"),
         JobState::Succeeded => {
-            assert!(!matches!(kill, Kill::RollingBack | Kill::RollingBackTwice), "{kill:?}: {history:?}");
+            assert!(!kill.in_rollback(), "{kill:?}: {history:?}");
             assert!(logs.join("app0.log.1.gz").exists(), "{kill:?}: succeeded but not rotated");
         }
         other => panic!("{kill:?}: the job ended {other}: {history:?}\n{output}"),
@@ -200,43 +236,50 @@ fn crash_case(plane: &Plane, store: &dyn JobStore, n: usize, kill: Kill) -> Opti
     Some((kills, job.state))
 }
 
+/// At least 100 kills at random points of apply, verify and rollback
+/// (`SALVE_TEST_SEED` replays a run's points), within a time bound.
 #[test]
 fn the_runner_killed_anywhere_recovers_every_job() {
-    let plane = Plane::new(DEFAULT_POLICY, "[budgets]\njobs_per_playbook_per_hour = 1000\n");
+    const KILLS: usize = 100;
+    let plane = Plane::new(DEFAULT_POLICY, "[budgets]\njobs_per_playbook_per_hour = 100000\n");
     let store = SqliteStore::open(&plane.data()).unwrap();
-    let cases = [
-        (Kill::Applying, 6),
-        (Kill::AfterIntents(1), 1),
-        (Kill::AfterIntents(2), 1),
-        (Kill::AfterIntents(4), 1),
-        (Kill::AfterIntents(8), 1),
-        (Kill::AfterIntents(16), 1),
-        (Kill::AfterIntents(30), 1),
-        (Kill::Verifying, 4),
-        (Kill::RollingBack, 3),
-        (Kill::RollingBackTwice, 2),
-    ];
-    let mut n = 0;
-    let mut kills = 0;
-    let mut landed = std::collections::BTreeMap::new();
-    for (kill, times) in cases {
-        let mut done = 0;
-        let mut tries = 0;
-        let mut rolled_back = 0;
-        while done < times {
-            tries += 1;
-            assert!(tries <= times * 6, "{kill:?}: the kill kept missing its moment");
-            n += 1;
-            if let Some((k, state)) = crash_case(&plane, &store, n, kill) {
-                kills += k;
-                done += 1;
-                rolled_back += usize::from(state == JobState::RolledBack);
-            }
-        }
-        landed.insert(format!("{kill:?}"), (done, tries, rolled_back));
+    let seed = std::env::var("SALVE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("kill points from SALVE_TEST_SEED={seed}");
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let (mut n, mut kills, mut missed) = (0, 0, 0);
+    // Per phase: kills landed, and jobs that then ended rolled back.
+    let mut landed: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    while kills < KILLS {
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "only {kills} kills in 15 minutes (seed {seed}): {landed:?}"
+        );
+        let kill = match rng.below(20) {
+            0..=9 => Kill::AfterIntents(rng.below(40) as usize),
+            10..=13 => Kill::Verifying(rng.below(3_000)),
+            14..=17 => Kill::RollingBack(rng.below(12) as usize),
+            _ => Kill::RollingBackTwice,
+        };
+        n += 1;
+        let Some((k, state)) = crash_case(&plane, &store, n, kill) else {
+            missed += 1;
+            assert!(missed <= KILLS, "the kills keep missing their moment (seed {seed})");
+            continue;
+        };
+        kills += k;
+        let entry = landed.entry(kill.name()).or_default();
+        entry.0 += k;
+        entry.1 += usize::from(state == JobState::RolledBack);
     }
-    eprintln!("kills landed: {kills}; per case (landed, tries, rolled back): {landed:?}");
-    assert!(kills >= 20, "{kills} kills");
-    let (_, _, verifying_rolled_back) = landed["Verifying"];
-    assert!(verifying_rolled_back > 0, "no kill in verify led to a rollback: {landed:?}");
+    eprintln!(
+        "kills landed: {kills} in {:?} ({missed} jobs ended first); per phase (kills, rolled back): {landed:?}",
+        started.elapsed()
+    );
+    for phase in ["apply", "verify", "rollback"] {
+        assert!(landed.get(phase).is_some_and(|&(k, _)| k > 0), "no kill in {phase} (seed {seed}): {landed:?}");
+    }
+    assert!(landed["verify"].1 > 0, "no kill in verify led to a rollback (seed {seed}): {landed:?}");
 }
