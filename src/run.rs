@@ -61,6 +61,10 @@ pub enum RunError {
     Credential { name: String, source: CredentialError },
     #[error("the job's state could not be recorded before {phase}, so it did not start: {source}")]
     State { phase: Phase, source: StateNotRecorded },
+    /// The audit log has less room than its reserve: a job that started
+    /// could not be sure of auditing its rollback.
+    #[error("the job did not start: {0}")]
+    NoRoom(String),
 }
 
 /// Why whoever keeps the job's state could not record a phase's start
@@ -520,6 +524,9 @@ impl Runner {
         hooks: &dyn Lifecycle,
     ) -> Result<Report, RunError> {
         self.check_limits(grant)?;
+        if let Some(reason) = self.audit.short_of_room() {
+            return Err(RunError::NoRoom(reason));
+        }
         hooks.entering(&job.id, Phase::Apply).map_err(|source| RunError::State { phase: Phase::Apply, source })?;
         self.record_job(Mode::Run, playbook, grant, job)?;
         // Revokes the job's leases however this function ends.

@@ -88,6 +88,10 @@ pub use witness::Witness;
 pub const LOG_FILE: &str = crate::data_dir::AUDIT_LOG_FILE;
 /// File name of the durable head anchor inside the data directory.
 pub const HEAD_FILE: &str = crate::data_dir::AUDIT_HEAD_FILE;
+
+/// The room an audit log keeps for rollbacks and outcomes unless told
+/// otherwise: far more than a rollback of a bounded `apply` writes.
+pub const DEFAULT_RESERVE: u64 = 4 << 20;
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -324,6 +328,9 @@ struct Shared {
     syncs: AtomicU64,
     /// Taken with the anchor lock held.
     checkpoints: Mutex<Checkpoints>,
+    /// Bytes of room kept for rollbacks and outcomes (see
+    /// [`AuditLog::set_reserve`]).
+    reserve: AtomicU64,
 }
 
 struct State {
@@ -543,6 +550,7 @@ impl AuditLog {
                     jobs: scan.jobs,
                 }),
                 anchored: Mutex::new(anchor.head.seq),
+                reserve: AtomicU64::new(DEFAULT_RESERVE),
                 synced: Notify::new(),
                 syncs: AtomicU64::new(0),
                 checkpoints: Mutex::new(Checkpoints {
@@ -577,6 +585,46 @@ impl AuditLog {
     /// The last record appended (not necessarily durable yet).
     pub fn head(&self) -> Head {
         self.state().last.head.clone()
+    }
+
+    /// Bytes the log can still grow by: the free space of its file system
+    /// (as an unprivileged user sees it) and what RLIMIT_FSIZE leaves it,
+    /// less what is buffered.
+    pub fn room(&self) -> std::io::Result<u64> {
+        let buffered = self.state().buf.len() as u64;
+        let stat = rustix::fs::fstatvfs(&self.shared.file)?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let len = self.shared.file.metadata()?.len() + buffered;
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Fsize).current;
+        Ok(free.saturating_sub(buffered).min(limit.map_or(u64::MAX, |limit| limit.saturating_sub(len))))
+    }
+
+    /// Sets the room kept for rollbacks and outcomes ([`DEFAULT_RESERVE`]
+    /// unless set): a job does not start, and `apply`'s mutating calls are
+    /// refused, once the log has less room than this, so that the rollback
+    /// that follows and the outcome can still be audited.
+    pub fn set_reserve(&self, bytes: u64) {
+        self.shared.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The room kept for rollbacks and outcomes.
+    pub fn reserve(&self) -> u64 {
+        self.shared.reserve.load(Ordering::Relaxed)
+    }
+
+    /// Why a change may not be made now: the log has less room than its
+    /// reserve (or its room cannot be read).
+    pub fn short_of_room(&self) -> Option<String> {
+        let wanted = self.reserve();
+        match self.room() {
+            Ok(room) if room >= wanted => None,
+            Ok(room) => Some(format!(
+                "the audit log has {room} bytes of room left, under the {wanted} kept for rollbacks and outcomes \
+                 (free space under {}, or raise the file size limit)",
+                self.shared.path.display()
+            )),
+            Err(e) => Some(format!("the audit log's room cannot be read: {e}")),
+        }
     }
 
     /// How many `fdatasync` calls the log has made: with group commit, fewer

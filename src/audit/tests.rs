@@ -128,6 +128,7 @@ async fn a_failed_write_breaks_the_log_for_good() {
                 jobs: HashMap::new(),
             }),
             anchored: Mutex::new(last.head.seq),
+            reserve: AtomicU64::new(DEFAULT_RESERVE),
             synced: Notify::new(),
             syncs: AtomicU64::new(0),
             checkpoints: Mutex::new(Checkpoints {
@@ -500,4 +501,19 @@ fn a_records_job_is_read_from_its_start() {
     assert_eq!(record_job(none), None, "a job named inside a record's detail is not the record's");
     let escaped = br#"{"seq":3,"prev":"ab","ts":"2026-12-02T17:05:30.264283Z","job":"a\"b","kind":"x"}"#;
     assert_eq!(record_job(escaped).as_deref(), Some("a\"b"));
+}
+
+#[test]
+fn room_counts_the_disk_and_the_file_size_limit_and_the_reserve_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    let room = log.room().unwrap();
+    assert!(room > 0, "a fresh log on a disk with space has room");
+    assert!(log.short_of_room().is_none() || room < DEFAULT_RESERVE);
+    // A reserve above any disk: every change is refused, and says why.
+    log.set_reserve(u64::MAX);
+    let reason = log.short_of_room().expect("no room can meet the reserve");
+    assert!(reason.contains("kept for rollbacks"), "{reason}");
+    log.set_reserve(0);
+    assert!(log.short_of_room().is_none());
 }

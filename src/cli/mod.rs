@@ -158,7 +158,7 @@ fn chain_text(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let part = cause.to_string();
-        if text.contains(&part) {
+        if text == part || text.ends_with(&format!(": {part}")) {
             continue;
         }
         if !text.is_empty() {

@@ -180,6 +180,15 @@ pub fn open_audit(data_dir: &Path, key: Option<&Arc<PrivateKey>>) -> anyhow::Res
         None => AuditLog::open(data_dir),
     };
     let audit = audit.map_err(classified)?;
+    // The room kept for rollbacks and outcomes: SALVE_AUDIT_RESERVE (a size
+    // such as 16MiB), else the library's default.
+    if let Some(text) = std::env::var_os("SALVE_AUDIT_RESERVE").filter(|v| !v.is_empty()) {
+        let text = text.to_string_lossy();
+        let bytes = salve::scope::limits::parse_size(&text).ok_or_else(|| {
+            refused(anyhow::anyhow!("SALVE_AUDIT_RESERVE={text:?} is not a size; write it as 4MiB or 65536"))
+        })?;
+        audit.set_reserve(bytes);
+    }
     // Witnesses keep every checkpoint where the data directory's owner
     // cannot rewrite it: a file on another path, the system log, a URL.
     for witness in witnesses()? {
@@ -246,11 +255,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         artifact_sha256: String::new(),
         mac: None,
     };
+    // Before the run's own files take any of the room its rollback needs.
+    if let Some(reason) = runner.audit().short_of_room() {
+        return Err(classified(salve::run::RunError::NoRoom(reason)));
+    }
     record.write(&layout, &bytes, key.as_deref())?;
     // SIGINT or SIGTERM stops apply or verify, and the job is rolled back.
     let runner = runner.with_stop(stop_on_signals("the job is stopped and rolled back")?);
     let report = runner.run(&playbook, &grant, &job).await.map_err(|e| {
-        let audit_failed = matches!(e, salve::run::RunError::Audit(_));
+        use salve::run::RunError;
+        if matches!(
+            e,
+            RunError::NoRoom(_) | RunError::MemoryCeiling { .. } | RunError::Credential { .. } | RunError::State { .. }
+        ) {
+            // Refused before apply: nothing to roll back.
+            RunRecord::remove(&layout, &job.id);
+        }
+        let audit_failed = matches!(e, RunError::Audit(_));
         let error = classified(e);
         if !audit_failed {
             return error;
@@ -258,7 +279,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         // No change is made unaudited, the rollback's included: it is the
         // next start's, once the log can be written.
         error.context(format!(
-            "job {} stopped where it was; the next `salve run` or `salve recover` in {} rolls its changes back              once the audit log can be written again (free space, or raise the file size limit)",
+            "job {} stopped where it was; the next `salve run` or `salve recover` in {} rolls back whatever it \
+             changed, once the audit log can be written again (free space, or raise the file size limit)",
             job.id,
             layout.root().display()
         ))

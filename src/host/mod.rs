@@ -534,6 +534,14 @@ impl Calls {
         match effect {
             Effect::Read => Ok(None),
             Effect::Mutate => {
+                // apply stops while there is room to audit its rollback.
+                if self.phase == Phase::Apply
+                    && let Some(reason) = self.audit.short_of_room()
+                {
+                    let outcome = CallOutcome::Denied(reason.clone());
+                    self.record_call(interface, function, args, &outcome, &Value::Null, Instant::now(), None)?;
+                    return Err(AuditUnavailable(reason).into());
+                }
                 if let Err(spent) = self.budget.mutate() {
                     let outcome = CallOutcome::Denied(spent.to_string());
                     self.record_call(interface, function, args, &outcome, &Value::Null, Instant::now(), None)?;
