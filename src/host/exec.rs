@@ -77,28 +77,15 @@ fn match_rule(rule: &ExecRule, argv: &[String], mounts: &[Mount]) -> Result<Vec<
     }
     let mut typed = Vec::with_capacity(rule.args.len());
     for (i, (arg, pattern)) in argv[1..].iter().zip(&rule.args).enumerate() {
-        let refuse = || format!("argument {} ({arg:?}) is not {pattern}", i + 1);
-        let ok = match pattern {
-            ArgPattern::Literal(literal) => arg == literal,
-            ArgPattern::Int { min, max } => {
-                arg.parse::<i64>().is_ok_and(|n| (*min..=*max).contains(&n) && n.to_string() == *arg)
-            }
-            ArgPattern::Word(words) => words.iter().any(|w| w == arg),
-            ArgPattern::Path { mount } => {
-                if arg != mount && !arg.starts_with(&format!("{mount}/")) {
-                    return Err(refuse());
-                }
-                let path =
-                    super::fs::host_path(mounts, arg).map_err(|e| format!("argument {} ({arg:?}): {e}", i + 1))?;
-                typed.push(path.into_os_string());
-                continue;
-            }
-            ArgPattern::Match { regex, .. } => regex.is_match(arg),
-        };
-        if !ok {
-            return Err(refuse());
+        if !pattern.admits_literal(arg) {
+            return Err(format!("argument {} ({arg:?}) is not {pattern}", i + 1));
         }
-        typed.push(OsString::from(arg));
+        if let ArgPattern::Path { .. } = pattern {
+            let path = super::fs::host_path(mounts, arg).map_err(|e| format!("argument {} ({arg:?}): {e}", i + 1))?;
+            typed.push(path.into_os_string());
+        } else {
+            typed.push(OsString::from(arg));
+        }
     }
     Ok(typed)
 }

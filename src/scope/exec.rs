@@ -124,7 +124,11 @@ impl ArgPattern {
         }
     }
 
-    fn admits_literal(&self, text: &str) -> bool {
+    /// Whether the argument `text` matches: how a command's argument is
+    /// checked at run time, and a grant's literal against a declaration.
+    /// A `{path:MOUNT}` admits the mount and what is below it by name;
+    /// resolving it beneath the mount is the caller's.
+    pub fn admits_literal(&self, text: &str) -> bool {
         match self {
             ArgPattern::Literal(l) => l == text,
             ArgPattern::Int { min, max } => {

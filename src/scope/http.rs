@@ -59,6 +59,11 @@ pub fn canonical(text: &str) -> Result<Url, String> {
     if let Some(query) = url.query().map(normalize_percent) {
         url.set_query(Some(&query));
     }
+    // Encoding can lengthen it (a space is three bytes once encoded): the
+    // bound holds for what is matched and sent, not only for what was given.
+    if url.as_str().len() > MAX_URL_BYTES {
+        return Err(format!("the URL is {} bytes once encoded; the bound is {MAX_URL_BYTES}", url.as_str().len()));
+    }
     Ok(url)
 }
 
@@ -453,6 +458,14 @@ mod tests {
         for url in ["http://h/api/x", "http://h/100%25/x", "http://h/caf%C3%A9", "http://h/a%20b", "http://h/%7Eu"] {
             assert_eq!(path_hazard(&path(url), false), None, "{url} ({})", path(url));
         }
+    }
+
+    #[test]
+    fn the_length_bound_holds_once_encoded() {
+        let spaces = format!("http://h/{}x", " ".repeat(MAX_URL_BYTES / 2));
+        assert!(spaces.len() <= MAX_URL_BYTES);
+        let err = canonical(&spaces).unwrap_err();
+        assert!(err.contains("once encoded"), "{err}");
     }
 
     #[test]
