@@ -218,7 +218,9 @@ fn crash_case(plane: &Plane, store: &dyn JobStore, n: usize, kill: Kill) -> Opti
         JobState::RolledBack => assert_eq!(plane.site.snapshot(), before, "{kill:?}: not restored; {history:?}"),
         JobState::Succeeded => {
             assert!(!kill.in_rollback(), "{kill:?}: {history:?}");
-            assert!(logs.join("app0.log.1.gz").exists(), "{kill:?}: succeeded but not rotated");
+            for i in 0..24 {
+                assert!(logs.join(format!("app{i}.log.1.gz")).exists(), "{kill:?}: succeeded but app{i} not rotated");
+            }
         }
         other => panic!("{kill:?}: the job ended {other}: {history:?}\n{output}"),
     }
@@ -243,8 +245,9 @@ fn the_runner_killed_anywhere_recovers_every_job() {
     const KILLS: usize = 100;
     let plane = Plane::new(DEFAULT_POLICY, "[budgets]\njobs_per_playbook_per_hour = 100000\n");
     let store = SqliteStore::open(&plane.data()).unwrap();
-    let seed = std::env::var("SALVE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    // xorshift needs a seed other than 0.
+    let seed = 1 | std::env::var("SALVE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
     eprintln!("kill points from SALVE_TEST_SEED={seed}");
     let mut rng = Rng(seed);
@@ -252,7 +255,13 @@ fn the_runner_killed_anywhere_recovers_every_job() {
     let (mut n, mut kills, mut missed) = (0, 0, 0);
     // Per phase: kills landed, and jobs that then ended rolled back.
     let mut landed: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
-    while kills < KILLS {
+    // Until enough kills in all, and in each phase (so no draw of the
+    // generator can leave a phase out).
+    let enough = |landed: &std::collections::BTreeMap<&str, (usize, usize)>| {
+        ["apply", "verify", "rollback"].iter().all(|p| landed.get(p).is_some_and(|&(k, _)| k >= 5))
+            && landed.get("verify").is_some_and(|&(_, rolled_back)| rolled_back > 0)
+    };
+    while kills < KILLS || !enough(&landed) {
         assert!(
             started.elapsed() < Duration::from_secs(900),
             "only {kills} kills in 15 minutes (seed {seed}): {landed:?}"
@@ -278,8 +287,4 @@ fn the_runner_killed_anywhere_recovers_every_job() {
         "kills landed: {kills} in {:?} ({missed} jobs ended first); per phase (kills, rolled back): {landed:?}",
         started.elapsed()
     );
-    for phase in ["apply", "verify", "rollback"] {
-        assert!(landed.get(phase).is_some_and(|&(k, _)| k > 0), "no kill in {phase} (seed {seed}): {landed:?}");
-    }
-    assert!(landed["verify"].1 > 0, "no kill in verify led to a rollback (seed {seed}): {landed:?}");
 }
