@@ -198,6 +198,10 @@ fn a_full_disk_under_the_data_directory_refuses_or_rolls_back_never_half_done() 
     assert!(first.status.success(), "{}", text(&first));
     let mount = site.path("mnt");
     std::fs::create_dir_all(&mount).unwrap();
+    // A shell here, in a test only (salve's exec never runs one): a mount in
+    // a private namespace lives only as long as the processes in it, so the
+    // mount, the fill, the run, the recovery and the copy back must all run
+    // in one process tree.
     // Inside the namespace: the data directory copied onto a 32 MiB tmpfs,
     // the disk filled but for ROOM bytes, the run; then room again, the next
     // start (`salve recover`), and the data directory copied back out.
