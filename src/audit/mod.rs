@@ -210,7 +210,61 @@ impl Anchor {
 
 /// The signed checkpoint `audit.head` holds after its anchor line, if any.
 pub fn checkpoint_note(head_text: &str) -> Option<&str> {
-    head_text.split_once('\n').map(|(_, note)| note).filter(|note| !note.is_empty())
+    let (_, rest) = head_text.split_once('\n')?;
+    let note = match rest.strip_prefix(TreeLine::PREFIX) {
+        Some(tree) => tree.split_once('\n').map_or("", |(_, note)| note),
+        None => rest,
+    };
+    (!note.is_empty()).then_some(note)
+}
+
+/// The Merkle frontier at the latest signed checkpoint, kept in
+/// `audit.head` between the anchor line and the checkpoint, so that opening
+/// the log hashes only the records past the checkpoint instead of every
+/// record ever written.
+///
+/// `salve-audit-tree v1 end=E leaf=HEX tree=HEX mac=TAG`: the checkpoint's
+/// last record ends at byte `E` and has leaf hash `leaf`; `tree` is the
+/// frontier ([`CompactTree::to_hex`]). It is trusted only when its tag
+/// (runner key), the signed root (the frontier must hash to it) and that
+/// last record (its leaf must match) all agree; otherwise the log is read
+/// whole, as without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TreeLine {
+    end: u64,
+    leaf: merkle::Hash,
+    tree: CompactTree,
+}
+
+impl TreeLine {
+    const PREFIX: &str = "salve-audit-tree v1 ";
+
+    fn body(&self) -> String {
+        format!("{}end={} leaf={} tree={}", TreeLine::PREFIX, self.end, hex::encode(self.leaf), self.tree.to_hex())
+    }
+
+    /// The line, tagged by `tagger`, with its newline.
+    fn encode(&self, tagger: &Tagger) -> String {
+        let body = self.body();
+        let tag = tagger.tag(format!("salve audit tree v1\n{body}").as_bytes());
+        format!("{body} mac={tag}\n")
+    }
+
+    /// The tree line of `head_text` (its second line), if there is one
+    /// and `tagger` tagged it.
+    fn decode(head_text: &str, tagger: &Tagger) -> Option<TreeLine> {
+        let (_, rest) = head_text.split_once('\n')?;
+        let (line, _) = rest.split_once('\n')?;
+        let (body, tag) = line.strip_prefix(TreeLine::PREFIX)?.rsplit_once(" mac=")?;
+        let rest = body.strip_prefix("end=")?;
+        let (end, rest) = rest.split_once(" leaf=")?;
+        let (leaf, tree) = rest.split_once(" tree=")?;
+        let mut leaf_bytes = [0; merkle::HASH_LEN];
+        hex::decode_to_slice(leaf, &mut leaf_bytes).ok()?;
+        let parsed = TreeLine { end: end.parse().ok()?, leaf: leaf_bytes, tree: CompactTree::from_hex(tree).ok()? };
+        let expected = tagger.tag(format!("salve audit tree v1\n{}", parsed.body()).as_bytes());
+        (expected == tag).then_some(parsed)
+    }
 }
 
 /// The origin line of the checkpoints a runner key signs: names the log by
@@ -229,22 +283,28 @@ struct Checkpoints {
     note: String,
     /// The tree size `note` covers.
     size: u64,
+    /// The frontier at `note`, as the line kept with it (empty if none).
+    tree_line: String,
     /// Where each new checkpoint also goes, if anywhere.
     witnesses: Option<witness::Witnesses>,
 }
 
 /// What one group commit makes durable: everything up to `anchor`, and,
-/// when a checkpoint is due, the tree's root there, to sign.
+/// when a checkpoint is due, the tree there (its root is signed).
 struct Durable {
     anchor: Anchor,
-    root: Option<merkle::Hash>,
+    tree: Option<TreeLine>,
 }
 
 impl State {
     fn durable(&mut self, checkpoint: bool) -> Durable {
-        let root = (self.checkpoint_due || checkpoint).then(|| self.tree.root());
+        let tree = (self.checkpoint_due || checkpoint).then(|| TreeLine {
+            end: self.last.end,
+            leaf: self.last_leaf,
+            tree: self.tree.clone(),
+        });
         self.checkpoint_due = false;
-        Durable { anchor: self.last.clone(), root }
+        Durable { anchor: self.last.clone(), tree }
     }
 }
 
@@ -338,6 +398,8 @@ struct State {
     last: Anchor,
     /// The Merkle tree over every record appended, as its frontier.
     tree: CompactTree,
+    /// The leaf hash of the last record appended.
+    last_leaf: merkle::Hash,
     /// A seal was appended since the last checkpoint: the next sync signs
     /// one (a job's outcome is checkpointed with its seal's group commit).
     checkpoint_due: bool,
@@ -482,10 +544,11 @@ impl AuditLog {
         }
         let (last, kept_end) = follow_chain(&file, anchor.clone(), len).map_err(open_err)?;
         let dropped = len - kept_end;
-        let scan = rebuild_tree(&path, &note, kept_end, tagger.as_ref()).map_err(|e| match e {
-            TreeError::Io(e) => open_err(e),
-            TreeError::Bad(reason) => bad(reason),
-        })?;
+        let scan =
+            rebuild_tree(&path, &note, head_text.as_deref(), kept_end, tagger.as_ref()).map_err(|e| match e {
+                TreeError::Io(e) => open_err(e),
+                TreeError::Bad(reason) => bad(reason),
+            })?;
         // A log first opened with a key (written by an older salve, or
         // without one) has no tag anywhere: it is adopted as it is, and
         // checkpointed at once. Otherwise every record past the checkpoint
@@ -525,7 +588,11 @@ impl AuditLog {
             .mode(0o600)
             .open(&head_path)
             .map_err(open_err)?;
-        let head_text = anchor.encode_tagged(tagger.as_ref(), scan.checkpoint_size) + &note;
+        let tree_line = match (&tagger, &scan.tree_line) {
+            (Some(tagger), Some(line)) => line.encode(tagger),
+            _ => String::new(),
+        };
+        let head_text = anchor.encode_tagged(tagger.as_ref(), scan.checkpoint_size) + &tree_line + &note;
         head_file
             .write_all_at(head_text.as_bytes(), 0)
             .and_then(|()| head_file.set_len(head_text.len() as u64))
@@ -541,6 +608,8 @@ impl AuditLog {
                 state: Mutex::new(State {
                     last,
                     tree,
+                    // Set by the opening record, appended below.
+                    last_leaf: [0; merkle::HASH_LEN],
                     tagger,
                     checkpoint_due: false,
                     buf: Vec::new(),
@@ -558,6 +627,7 @@ impl AuditLog {
                     signer: key,
                     note,
                     size: note_size,
+                    tree_line,
                     witnesses: None,
                 }),
             }),
@@ -683,10 +753,9 @@ impl AuditLog {
         let end = state.last.end + (state.buf.len() - start) as u64;
         // The leaf is the whole line, without its newline.
         let record_end = state.buf.len() - 1;
-        state
-            .tree
-            .append(merkle::leaf_hash(&state.buf[start..record_end]))
-            .map_err(|e| AuditError::Broken(e.to_string()))?;
+        let leaf = merkle::leaf_hash(&state.buf[start..record_end]);
+        state.tree.append(leaf).map_err(|e| AuditError::Broken(e.to_string()))?;
+        state.last_leaf = leaf;
         if let Some(job) = job {
             match state.jobs.get_mut(job) {
                 Some(last) => last.clone_from(&hash),
@@ -886,7 +955,7 @@ impl Shared {
             // (`try_lock`: `sync_blocking` holds the state while it anchors;
             // it checkpoints everything itself.)
             drop(anchored);
-            if target.root.is_some()
+            if target.tree.is_some()
                 && let Ok(mut state) = self.state.try_lock()
             {
                 state.checkpoint_due = true;
@@ -894,22 +963,25 @@ impl Shared {
             return Ok(());
         }
         let mut checkpoints = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let signed = match (&checkpoints.signer, target.root) {
-            (Some(key), Some(root)) if seq > checkpoints.size => {
-                let checkpoint = Checkpoint::new(&checkpoint_origin(&key.id), seq, root);
-                Some(checkpoint.sign(&key.signing, &key.id).map_err(std::io::Error::other)?)
+        let signed = match (&checkpoints.signer, &checkpoints.tagger, &target.tree) {
+            (Some(key), Some(tagger), Some(tree)) if seq > checkpoints.size => {
+                let checkpoint = Checkpoint::new(&checkpoint_origin(&key.id), seq, tree.tree.root());
+                let note = checkpoint.sign(&key.signing, &key.id).map_err(std::io::Error::other)?;
+                Some((note, tree.encode(tagger)))
             }
             _ => None,
         };
-        if let Some(note) = signed {
+        if let Some((note, tree_line)) = signed {
             if let Some(witnesses) = &checkpoints.witnesses {
                 witnesses.send(&note);
             }
-            (checkpoints.note, checkpoints.size) = (note, seq);
+            (checkpoints.note, checkpoints.size, checkpoints.tree_line) = (note, seq, tree_line);
         } else if seq <= *anchored {
             return Ok(());
         }
-        let text = target.anchor.encode_tagged(checkpoints.tagger.as_ref(), checkpoints.size) + &checkpoints.note;
+        let text = target.anchor.encode_tagged(checkpoints.tagger.as_ref(), checkpoints.size)
+            + &checkpoints.tree_line
+            + &checkpoints.note;
         self.head_file.write_all_at(text.as_bytes(), 0)?;
         self.head_file.set_len(text.len() as u64)?;
         *anchored = (*anchored).max(seq);
@@ -973,6 +1045,8 @@ struct Scan {
     tree: CompactTree,
     /// The size the checkpoint covers (0 if none).
     checkpoint_size: u64,
+    /// The frontier at the checkpoint, to keep in `audit.head`.
+    tree_line: Option<TreeLine>,
     /// Whether any record carries a tag.
     any_tagged: bool,
     /// The first record past the checkpoint that does not carry the runner
@@ -1039,7 +1113,21 @@ fn untagged_record(tagger: &Tagger, debris: &[u8]) -> Option<String> {
 /// `audit.head` kept: the log must still hold every record it covers,
 /// unchanged. Given a `tagger`, also looks at each record past the
 /// checkpoint: it must carry the tag and chain to the one before.
-fn rebuild_tree(path: &Path, note: &str, end: u64, tagger: Option<&Tagger>) -> Result<Scan, TreeError> {
+///
+/// When `audit.head` also keeps the frontier at the checkpoint (a
+/// [`TreeLine`] this `tagger` tagged, hashing to the signed root, whose
+/// last record is still there unchanged), only the records past the
+/// checkpoint are hashed: a rewrite of the records before it is then left
+/// to `salve audit verify`, which checks every record against the signed
+/// root. Each job's last record is read from the whole log either way.
+fn rebuild_tree(
+    path: &Path,
+    note: &str,
+    head_text: Option<&str>,
+    end: u64,
+    tagger: Option<&Tagger>,
+) -> Result<Scan, TreeError> {
+    use std::io::{BufRead, Read, Seek};
     let covered = match note {
         "" => None,
         note => Some(
@@ -1053,35 +1141,49 @@ fn rebuild_tree(path: &Path, note: &str, end: u64, tagger: Option<&Tagger>) -> R
             "the log's first {size} records do not hash to the root its signed checkpoint names: the log was rewritten"
         ))
     };
-    let mut tree = CompactTree::new();
     if covered.as_ref().is_some_and(|c| c.size == 0 && c.root != merkle::EMPTY_ROOT) {
         return Err(rewritten(0));
     }
     let covered_size = covered.as_ref().map_or(0, |c| c.size);
-    let file = File::open(path).map_err(TreeError::Io)?;
-    let reader = std::io::BufReader::new(std::io::Read::take(file, end));
-    let (mut any_tagged, mut untagged, mut prev) = (false, None, None::<Head>);
-    let mut jobs: HashMap<String, String> = HashMap::new();
-    for line in std::io::BufRead::split(reader, b'\n') {
-        let line = line.map_err(TreeError::Io)?;
-        if let Some(job) = record_job(&line)
-            && let Some((_, hash)) = split_hash(&line)
-        {
-            match jobs.get_mut(job.as_ref()) {
-                Some(last) => hash.clone_into(last),
-                None => {
-                    jobs.insert(job.into_owned(), hash.to_string());
-                }
-            }
+    let mut file = File::open(path).map_err(TreeError::Io)?;
+    let jobs = last_record_of_each_job(&file, end).map_err(TreeError::Io)?;
+    let kept = match (tagger, &covered, head_text) {
+        (Some(tagger), Some(checkpoint), Some(text)) => TreeLine::decode(text, tagger)
+            .map(|line| trusted_tree_line(&file, &line, checkpoint, end).map(|head| head.map(|head| (line, head))))
+            .transpose()
+            .map_err(TreeError::Io)?
+            .flatten(),
+        _ => None,
+    };
+    // From the kept frontier on, or from the start.
+    let (mut tree, mut offset, mut prev, mut any_tagged) = match &kept {
+        Some((line, head)) => (line.tree.clone(), line.end, Some(head.clone()), true),
+        None => (CompactTree::new(), 0, None::<Head>, false),
+    };
+    let mut tree_line = kept.map(|(line, _)| line);
+    file.seek(std::io::SeekFrom::Start(offset)).map_err(TreeError::Io)?;
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file.take(end - offset));
+    let mut untagged = None;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(TreeError::Io)? == 0 {
+            break;
+        }
+        offset += line.len() as u64;
+        if line.last() == Some(&b'\n') {
+            line.pop();
         }
         let leaf = merkle::leaf_hash(&line);
         let size = tree.append(leaf).map_err(|e| TreeError::Bad(e.to_string()))? + 1;
         any_tagged |= has_tag(&line);
         if let Some(checkpoint) = &covered
             && checkpoint.size == size
-            && checkpoint.root != tree.root()
         {
-            return Err(rewritten(size));
+            if checkpoint.root != tree.root() {
+                return Err(rewritten(size));
+            }
+            tree_line = Some(TreeLine { end: offset, leaf, tree: tree.clone() });
         }
         let Some(tagger) = tagger else { continue };
         if size < covered_size || untagged.is_some() {
@@ -1112,7 +1214,57 @@ fn rebuild_tree(path: &Path, note: &str, end: u64, tagger: Option<&Tagger>) -> R
             tree.size(),
             checkpoint.size
         ))),
-        _ => Ok(Scan { tree, checkpoint_size: covered_size, any_tagged, untagged_past_checkpoint: untagged, jobs }),
+        _ => Ok(Scan {
+            tree,
+            checkpoint_size: covered_size,
+            tree_line: tree_line.filter(|_| covered_size > 0),
+            any_tagged,
+            untagged_past_checkpoint: untagged,
+            jobs,
+        }),
+    }
+}
+
+/// Whether the (tagged) frontier `line` may stand for the records the
+/// `checkpoint` covers: it hashes to the signed root, and the record it
+/// ends at is still there, the checkpoint's last, unchanged. Returns that
+/// record's head; `None` when anything differs (the log is then read
+/// whole, which names what).
+fn trusted_tree_line(file: &File, line: &TreeLine, checkpoint: &Checkpoint, end: u64) -> std::io::Result<Option<Head>> {
+    if line.tree.size() != checkpoint.size || line.tree.root() != checkpoint.root || line.end > end {
+        return Ok(None);
+    }
+    let Some(record) = record_ending_at(file, line.end)? else { return Ok(None) };
+    Ok(parse_record_head(&record)
+        .ok()
+        .filter(|head| head.seq == checkpoint.size && merkle::leaf_hash(&record) == line.leaf))
+}
+
+/// The hash of each job's last record in the log up to byte `end`: read
+/// from each line's job id and hash field, without parsing or hashing it.
+fn last_record_of_each_job(file: &File, end: u64) -> std::io::Result<HashMap<String, String>> {
+    use std::io::{BufRead, Read};
+    let mut jobs: HashMap<String, String> = HashMap::new();
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file.take(end));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(jobs);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if let Some(job) = record_job(&line)
+            && let Some(hash) = claimed_hash(&line)
+        {
+            match jobs.get_mut(job.as_ref()) {
+                Some(last) => hash.clone_into(last),
+                None => {
+                    jobs.insert(job.into_owned(), hash.to_string());
+                }
+            }
+        }
     }
 }
 
@@ -1207,14 +1359,20 @@ pub(crate) fn parse_record_head(line: &[u8]) -> Result<Head, String> {
     Ok(Head { seq, hash: hash.to_string() })
 }
 
-/// Splits a line into the bytes its hash covers and the hash it claims.
-pub(crate) fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
+/// The hash a line claims (its last field), unchecked.
+fn claimed_hash(line: &[u8]) -> Option<&str> {
     if line.len() < HASH_SUFFIX_LEN + 2 {
         return None;
     }
-    let (rest, suffix) = line.split_at(line.len() - HASH_SUFFIX_LEN);
+    let suffix = &line[line.len() - HASH_SUFFIX_LEN..];
     let hash = suffix.strip_prefix(br#","hash":""#)?.strip_suffix(b"\"}")?;
-    let hash = std::str::from_utf8(hash).ok().filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    std::str::from_utf8(hash).ok().filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Splits a line into the bytes its hash covers and the hash it claims.
+pub(crate) fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
+    let hash = claimed_hash(line)?;
+    let rest = &line[..line.len() - HASH_SUFFIX_LEN];
     let mut body = rest.to_vec();
     body.push(b'}');
     Some((body, hash))

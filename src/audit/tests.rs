@@ -517,3 +517,65 @@ fn room_counts_the_disk_and_the_file_size_limit_and_the_reserve_refuses() {
     log.set_reserve(0);
     assert!(log.short_of_room().is_none());
 }
+
+// Multi-threaded, as salve runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_open_hashes_only_past_the_kept_frontier_and_verify_still_checks_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = runner();
+    for job in ["a", "b", "a"] {
+        let log = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).unwrap();
+        log.append(Some(job), &event()).unwrap();
+        log.seal(job, &key).await.unwrap();
+    }
+    let head_path = dir.path().join(HEAD_FILE);
+    let head_text = std::fs::read_to_string(&head_path).unwrap();
+    let tree = TreeLine::decode(&head_text, &Tagger::new(&key)).expect("audit.head keeps the frontier, tagged");
+    let checkpoint = checkpoint_in(dir.path(), &key);
+    assert_eq!((tree.tree.size(), tree.tree.root()), (checkpoint.size, checkpoint.root));
+    assert!(checkpoint_note(&head_text).unwrap().starts_with("salve audit log"), "the note skips the tree line");
+
+    // Job `a`'s records link up across the restarts: its last record was
+    // found below the frontier.
+    let text = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mine: Vec<&serde_json::Value> = records.iter().filter(|r| r["job"] == "a").collect();
+    assert_eq!(mine.len(), 4);
+    for pair in mine.windows(2) {
+        assert_eq!(pair[1]["job_prev"], pair[0]["hash"]);
+    }
+
+    // A record below the checkpoint rewritten in place (same length, hash
+    // recomputed): open no longer hashes it, so it opens; verify refuses.
+    let log_path = dir.path().join(LOG_FILE);
+    let first = text.lines().next().unwrap();
+    let forged = same_length(first);
+    let rewritten = text.replacen(first, &forged, 1);
+    assert_eq!(rewritten.len(), text.len());
+    std::fs::write(&log_path, &rewritten).unwrap();
+    drop(AuditLog::open_keyed(dir.path(), Arc::clone(&key)).expect("open trusts the kept frontier"));
+    assert!(verify(dir.path()).is_err(), "verify checks every record against the signed root");
+
+    // With the frontier line changed (its tag no longer verifies), open
+    // reads the whole log again and finds the rewrite.
+    let head_text = std::fs::read_to_string(&head_path).unwrap();
+    let (anchor_line, rest) = head_text.split_once('\n').unwrap();
+    let (tree_line, note) = rest.split_once('\n').unwrap();
+    let tampered = tree_line.replacen("end=", "end=1", 1);
+    std::fs::write(&head_path, format!("{anchor_line}\n{tampered}\n{note}")).unwrap();
+    let refused = AuditLog::open_keyed(dir.path(), Arc::clone(&key)).err().expect("the rewrite is found");
+    assert!(refused.to_string().contains("do not hash to the root its signed checkpoint names"), "{refused}");
+}
+
+/// `line` (a record) with one character of its timestamp changed and its
+/// hash recomputed: the same length, a different record.
+fn same_length(line: &str) -> String {
+    let ts = line.find("\"ts\":\"").unwrap() + 6;
+    let mut bytes = line.as_bytes().to_vec();
+    bytes[ts + 3] = if bytes[ts + 3] == b'0' { b'1' } else { b'0' };
+    let changed = String::from_utf8(bytes).unwrap();
+    let body_end = changed.len() - HASH_SUFFIX_LEN;
+    let body = format!("{}}}", &changed[..body_end]);
+    let hash = hex::encode(Sha256::digest(body.as_bytes()));
+    format!("{},\"hash\":\"{hash}\"}}", &changed[..body_end])
+}
