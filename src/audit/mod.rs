@@ -15,6 +15,9 @@
 //! last record made durable. It lets [`verify`] tell a log that was cut at a
 //! record boundary from one that simply ended there, and lets the writer
 //! tell records that were acknowledged from a tail a crash left behind.
+//! In a log kept by a runner key, the anchor line is followed by the
+//! Merkle frontier at the latest signed checkpoint (see `TreeLine`), then
+//! by that checkpoint.
 //!
 //! A log kept by a runner key (opened with [`AuditLog::open_keyed`]) also
 //! tags each record: `mac`, just before `hash`, is an HMAC-SHA-256 (cut to
