@@ -1325,7 +1325,8 @@ fn follow_chain(file: &File, anchor: Anchor, len: u64) -> std::io::Result<(Ancho
 pub(crate) fn record_job(line: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     const TS: &[u8] = br#","ts":""#;
     const JOB: &[u8] = br#"","job":""#;
-    let ts = line.windows(TS.len()).take(128).position(|w| w == TS)? + TS.len();
+    let ts =
+        ts_offset(line).or_else(|| line.windows(TS.len()).take(128).position(|w| w == TS).map(|i| i + TS.len()))?;
     let end_ts = ts + line[ts..].iter().take(64).position(|&b| b == b'"')?;
     let rest = line[end_ts..].strip_prefix(JOB)?;
     let id = &rest[..rest.iter().position(|&b| b == b'"')?];
@@ -1337,6 +1338,17 @@ pub(crate) fn record_job(line: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
         job: String,
     }
     serde_json::from_slice::<Job>(line).ok().map(|j| std::borrow::Cow::Owned(j.job))
+}
+
+/// Where the time starts in a record salve wrote, `{"seq":N,"prev":"<64
+/// hex>","ts":"`: at a fixed place after the digits, so opening a long log
+/// does not search each line for it.
+fn ts_offset(line: &[u8]) -> Option<usize> {
+    let rest = line.strip_prefix(br#"{"seq":"#)?;
+    let digits = rest.iter().take(20).take_while(|b| b.is_ascii_digit()).count();
+    let rest = rest[digits..].strip_prefix(br#","prev":""#)?;
+    let rest = rest.get(64..)?.strip_prefix(br#"","ts":""#)?;
+    Some(line.len() - rest.len())
 }
 
 fn parse_prev(line: &[u8]) -> Option<String> {

@@ -110,7 +110,12 @@ async fn a_failed_write_breaks_the_log_for_good() {
     log.sync_blocking().unwrap();
     // Swap the writer's file for one opened read-only: every write fails
     // the way a full or failing disk would.
-    let last = log.state().last.clone();
+    // One guard, taken once: a second `state()` in the same statement
+    // would wait on the first for ever.
+    let (last, tree, last_leaf) = {
+        let state = log.state();
+        (state.last.clone(), state.tree.clone(), state.last_leaf)
+    };
     let broken = AuditLog {
         shared: Arc::new(Shared {
             path: dir.path().join(LOG_FILE),
@@ -119,8 +124,8 @@ async fn a_failed_write_breaks_the_log_for_good() {
             state: Mutex::new(State {
                 synced: last.head.seq,
                 last: last.clone(),
-                tree: log.state().tree.clone(),
-                last_leaf: log.state().last_leaf,
+                tree,
+                last_leaf,
                 tagger: None,
                 checkpoint_due: false,
                 buf: Vec::new(),
@@ -503,6 +508,13 @@ fn a_records_job_is_read_from_its_start() {
     assert_eq!(record_job(none), None, "a job named inside a record's detail is not the record's");
     let escaped = br#"{"seq":3,"prev":"ab","ts":"2026-12-02T17:05:30.264283Z","job":"a\"b","kind":"x"}"#;
     assert_eq!(record_job(escaped).as_deref(), Some("a\"b"));
+    // The form salve writes, with a full 64-digit prev, is read at its
+    // fixed place; the same answer as the search.
+    let written =
+        format!(r#"{{"seq":12,"prev":"{}","ts":"2026-12-02T17:05:30Z","job":"rotate-2","kind":"x"}}"#, "a".repeat(64));
+    assert_eq!(ts_offset(written.as_bytes()), Some(written.find("2026").unwrap()));
+    assert_eq!(record_job(written.as_bytes()).as_deref(), Some("rotate-2"));
+    assert_eq!(ts_offset(line), None, "a short prev falls back to the search");
 }
 
 #[test]
