@@ -31,6 +31,9 @@ pub enum Role {
     Approver,
     /// Signs audit seals and tokens.
     Runner,
+    /// Reads everything `salve serve` shows and exports evidence; changes
+    /// nothing.
+    Auditor,
 }
 
 impl std::fmt::Display for Role {
@@ -40,6 +43,7 @@ impl std::fmt::Display for Role {
             Role::Agent => "agent",
             Role::Approver => "approver",
             Role::Runner => "runner",
+            Role::Auditor => "auditor",
         })
     }
 }
@@ -53,7 +57,8 @@ impl std::str::FromStr for Role {
             "agent" => Ok(Role::Agent),
             "approver" => Ok(Role::Approver),
             "runner" => Ok(Role::Runner),
-            other => Err(format!("{other:?} is not a role: use author, agent, approver or runner")),
+            "auditor" => Ok(Role::Auditor),
+            other => Err(format!("{other:?} is not a role: use author, agent, approver, runner or auditor")),
         }
     }
 }

@@ -79,6 +79,7 @@ pub mod redact;
 pub mod run;
 pub mod sandbox;
 pub mod scope;
+pub mod serve;
 pub mod store;
 pub mod text;
 pub mod time;

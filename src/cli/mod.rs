@@ -7,6 +7,7 @@ mod evidence;
 mod jobs;
 mod recover;
 mod run;
+mod serve;
 mod setup;
 mod token;
 mod worker;
@@ -74,6 +75,8 @@ enum Command {
     Reject(jobs::RejectArgs),
     /// Plan submitted jobs and run approved ones until stopped; recover jobs a stopped runner left behind.
     Worker(worker::WorkerArgs),
+    /// Serve the control plane over HTTP (signed requests only) and run the worker.
+    Serve(serve::ServeArgs),
     /// Export a job's evidence bundle, or verify one offline.
     Evidence {
         #[command(subcommand)]
@@ -248,6 +251,7 @@ pub fn main() -> ExitCode {
             Command::Approve(args) => jobs::approve(args),
             Command::Reject(args) => jobs::reject(args),
             Command::Worker(args) => worker::worker(args).await,
+            Command::Serve(args) => serve::serve(args).await,
             Command::Recover(args) => recover::recover(args).await,
             Command::Schema => jobs::schema(),
             Command::Token { command } => token::main(command),

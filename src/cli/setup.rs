@@ -45,7 +45,7 @@ pub struct InitArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct KeygenArgs {
-    /// What the key may do: author, agent, approver or runner
+    /// What the key may do: author, agent, approver, runner or auditor
     #[arg(long)]
     role: Role,
     /// A name for the key (its files are NAME.key and NAME.pub)

@@ -26,19 +26,25 @@ pub struct WorkerArgs {
     data_dir: DataDirArg,
 }
 
-fn print(step: &Step) {
+pub fn print(step: &Step) {
     println!("job {}: {} ({})", step.job, step.state, salve::text::printable(&step.note));
 }
 
-pub async fn worker(args: WorkerArgs) -> anyhow::Result<Exit> {
-    let layout = args.data_dir.layout()?;
-    let data_dir = layout.root();
-    let control = open(&args.trust, &args.data_dir)?;
-    let key = super::run::runner_key(data_dir, args.runner_key.as_deref())?;
-    let audit = super::run::open_audit(data_dir, key.as_ref())?;
+/// The worker of a data directory: its control plane, and a runner that
+/// holds the audit log (one process at a time).
+pub fn start(trust: &TrustArg, data_dir: &DataDirArg, runner_key: Option<&std::path::Path>) -> anyhow::Result<Worker> {
+    let layout = data_dir.layout()?;
+    let root = layout.root();
+    let control = open(trust, data_dir)?;
+    let key = super::run::runner_key(root, runner_key)?;
+    let audit = super::run::open_audit(root, key.as_ref())?;
     let sandbox = super::job_sandbox(&layout, 32)?;
-    let runner = super::run::runner(sandbox, audit, data_dir, key)?;
-    let mut worker = Worker::new(control, runner);
+    let runner = super::run::runner(sandbox, audit, root, key)?;
+    Ok(Worker::new(control, runner))
+}
+
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<Exit> {
+    let mut worker = start(&args.trust, &args.data_dir, args.runner_key.as_deref())?;
     // The worker finishes the job in hand (stopping in the middle of
     // `apply` would leave it for recovery) and exits.
     let stop = super::run::stop_on_signals("the worker finishes the job in hand and exits")?;

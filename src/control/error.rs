@@ -119,3 +119,64 @@ impl Classify for ControlError {
         }
     }
 }
+
+impl ControlError {
+    /// A stable name of the check that refused, or of what failed: the
+    /// `check` of the API's errors, for clients to act on.
+    pub fn check(&self) -> &'static str {
+        match self {
+            ControlError::Job(e) => match e {
+                JobError::Envelope(_) => "job-envelope",
+                JobError::BadSignature { .. } => "job-signature",
+                JobError::Untrusted(_) => "job-key-trust",
+                JobError::Payload(_) => "job-payload",
+                JobError::Invalid { .. } => "job-field",
+                JobError::Expired { .. } => "job-expired",
+                JobError::NotAnAgentKey { .. } => "job-key-role",
+            },
+            ControlError::Store(e) => match e {
+                StoreError::Replay { .. } => "job-nonce-replayed",
+                StoreError::DuplicateJob { .. } => "job-id-taken",
+                StoreError::UnknownJob { .. } => "job-unknown",
+                StoreError::Conflict { .. } => "job-state-moved",
+                StoreError::VersionTaken { .. } => "version-taken",
+                StoreError::TooNew { .. } => "store-too-new",
+                StoreError::OutboxFull { .. } => "store-outbox-full",
+                StoreError::Corrupt(_) => "store-tampered",
+                StoreError::Open { .. } | StoreError::Sqlite(_) | StoreError::Busy | StoreError::IllegalMove { .. } => {
+                    "store"
+                }
+            },
+            ControlError::Approval(e) => match e {
+                ApprovalError::Submitter { .. } => "vote-by-submitter",
+                ApprovalError::Untrusted(_) => "vote-key-trust",
+                ApprovalError::NotInGroup { .. } => "vote-group",
+                ApprovalError::BadSignature { .. } => "vote-signature",
+                ApprovalError::OtherJob { .. } | ApprovalError::OtherJobHash { .. } => "vote-other-job",
+                ApprovalError::StalePlan { .. } => "vote-stale-plan",
+                ApprovalError::Expired { .. } => "vote-expired",
+                ApprovalError::Duplicate { .. } => "vote-duplicate",
+                ApprovalError::Invalid(_) => "vote-invalid",
+            },
+            ControlError::Policy(_) => "policy",
+            ControlError::Trust(_) => "trust-store",
+            ControlError::NoPolicy { .. } => "policy-missing",
+            ControlError::NotInstalled { .. } => "playbook-not-installed",
+            ControlError::RefMismatch { .. } => "playbook-ref",
+            ControlError::Installed { .. } => "playbook-installed-artifact",
+            ControlError::Artifact { .. } => "playbook-trust",
+            ControlError::Grant(_) => "grant",
+            ControlError::Parameters(_) => "parameters",
+            ControlError::UnknownJob { .. } => "job-unknown",
+            ControlError::WrongState { .. } => "job-state",
+            ControlError::NotPlanned { .. } => "job-not-planned",
+            ControlError::NeedsNoApproval { .. } => "job-needs-no-approval",
+            ControlError::PlanMoved { .. } => "plan-moved",
+            ControlError::Run(_) => "run",
+            ControlError::AuditRead(_) => "audit-read",
+            ControlError::Write { .. } => "write",
+            ControlError::Version(_) => "version-floor",
+            ControlError::Tampered { .. } => "job-tampered",
+        }
+    }
+}

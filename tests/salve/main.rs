@@ -18,6 +18,7 @@ mod moment_of_action;
 mod nginx;
 mod recovery;
 mod rotate_logs;
+mod serve;
 mod servers;
 mod terminal;
 

@@ -1,0 +1,94 @@
+//! `salve serve`: the control plane over HTTP, and the worker in the same
+//! process (the audit log's one writer). SIGINT or SIGTERM: stop taking
+//! requests, let open ones finish, finish the job in hand, sync the audit
+//! log, exit 0.
+
+use super::jobs::{TrustArg, open};
+use super::worker::{print, start};
+use super::{DataDirArg, Exit, classified};
+use salve::serve::{Limits, Shared};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Where to listen: loopback only (plain HTTP); port 0 picks a free one
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8750", env = "SALVE_LISTEN")]
+    listen: SocketAddr,
+    /// How often the worker looks for work when nothing woke it
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration)]
+    poll: Duration,
+    /// The largest request body taken, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    max_body: usize,
+    /// The key that seals each job in the audit log [default:
+    /// DATA_DIR/keys/runner.key, if present]
+    #[arg(long, value_name = "KEY")]
+    runner_key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArg,
+    #[command(flatten)]
+    data_dir: DataDirArg,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
+    let listener = salve::serve::bind(args.listen).await.map_err(classified)?;
+    let mut worker = start(&args.trust, &args.data_dir, args.runner_key.as_deref())?;
+    let limits = Limits { body: args.max_body, ..Limits::default() };
+    let shared = Shared::new(open(&args.trust, &args.data_dir)?, worker.runner().audit().clone(), limits);
+    let stop = super::run::stop_on_signals("salve serve stops taking requests and finishes the job in hand")?;
+    // The address, once bound, for whoever started this (port 0).
+    println!("salve serve: listening on http://{}", listener.local_addr()?);
+
+    let stopped = Arc::clone(&stop);
+    let server = tokio::spawn(salve::serve::serve(listener, Arc::clone(&shared), async move {
+        while !stopped.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }));
+    let worked = work(&mut worker, &shared, &stop, args.poll).await;
+    // A worker that failed stops the server too: nothing acts on what it takes.
+    stop.store(true, Ordering::SeqCst);
+    shared.set_ready(false);
+    server.await?;
+    worker.runner().audit().sync_blocking()?;
+    worked?;
+    Ok(Exit::Succeeded)
+}
+
+/// The worker's loop: relay, recover, then plan and run until stopped.
+async fn work(
+    worker: &mut salve::control::Worker,
+    shared: &Shared,
+    stop: &AtomicBool,
+    poll: Duration,
+) -> anyhow::Result<()> {
+    worker.relay().await.map_err(classified)?;
+    for step in worker.recover().await.map_err(classified)? {
+        print(&step);
+    }
+    shared.set_ready(true);
+    while !stop.load(Ordering::SeqCst) {
+        // A revoked key, a new policy or change window counts from the next
+        // job and the next request on. A file that no longer parses keeps
+        // the last good one.
+        if let Err(e) = worker.control.reload() {
+            tracing::error!("the trust store, policy or config no longer loads; keeping the last good ones: {e}");
+        } else if let Err(e) = shared.control.write().unwrap_or_else(|e| e.into_inner()).reload() {
+            tracing::error!("the API's trust store, policy or config no longer loads; keeping the last good ones: {e}");
+        }
+        match worker.step().await.map_err(classified)? {
+            Some(step) => print(&step),
+            None => {
+                tokio::select! {
+                    () = tokio::time::sleep(poll) => {}
+                    () = shared.work.notified() => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}

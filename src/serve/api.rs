@@ -1,0 +1,274 @@
+//! The routes under `/v1`, and who may call each.
+//!
+//! | route | authenticated by | who |
+//! |---|---|---|
+//! | `POST /v1/jobs` | the envelope's signature | an agent trusted for the job's environment |
+//! | `POST /v1/jobs/{id}/votes` | the vote's signature | an approver the policy asks for |
+//! | `GET /v1/jobs` | RFC 9421 | what the caller may see (below) |
+//! | `GET /v1/jobs/{id}` | RFC 9421 | the same |
+//! | `GET /v1/jobs/{id}/evidence` | RFC 9421 | the same |
+//! | `GET /v1/audit/checkpoint` | RFC 9421 | any agent, approver or auditor key |
+//! | `GET /healthz`, `GET /readyz` | nothing | anyone (they say nothing but up / ready) |
+//!
+//! An agent sees the jobs it submitted; an approver the jobs of the
+//! environments it is trusted for whose approvals (if any) its groups may
+//! give; an auditor every job. A job the caller may not see answers as
+//! if it did not exist.
+
+use super::Shared;
+use super::error::ApiError;
+use super::signature::{self, Message};
+use crate::approval::Approval;
+use crate::control::ControlPlane;
+use crate::job::SignedJob;
+use crate::keys::Role;
+use crate::policy::Verdict;
+use crate::store::{JobRecord, JobState};
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/{id}", get(show))
+        .route("/v1/jobs/{id}/votes", post(vote))
+        .route("/v1/jobs/{id}/evidence", get(evidence))
+        .route("/v1/audit/checkpoint", get(checkpoint))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::not_found("route", "no such route; the API is under /v1 (see the README)") })
+        .with_state(shared)
+}
+
+/// The key that signed a read, and what it may see.
+struct Caller {
+    id: String,
+    role: Role,
+    environments: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl Caller {
+    fn sees(&self, job: &JobRecord) -> bool {
+        match self.role {
+            Role::Auditor => true,
+            Role::Agent => job.agent == self.id,
+            Role::Approver => {
+                let environment = self.environments.iter().any(|e| e == "*" || *e == job.environment);
+                let group = match job.decision.as_ref().map(|d| &d.verdict) {
+                    Some(Verdict::NeedsApprovals { group, .. }) => self.groups.contains(group),
+                    _ => true,
+                };
+                environment && group
+            }
+            Role::Author | Role::Runner => false,
+        }
+    }
+}
+
+/// The body, read within the limits.
+async fn body(shared: &Shared, body: Body) -> Result<Bytes, ApiError> {
+    let limit = shared.limits.body;
+    match tokio::time::timeout(shared.limits.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "body-timeout",
+            format!("the body did not arrive within {:?}", shared.limits.body_timeout),
+        )),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "body-limit",
+            format!("the body is larger than {limit} bytes, or was cut off"),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// Checks a request's signature and that its key may read.
+fn authenticate(shared: &Shared, control: &ControlPlane, parts: &Parts, body: &[u8]) -> Result<Caller, ApiError> {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| ApiError::input("host", "the request has no Host header"))?;
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target_uri = format!("{}://{host}{path}", shared.scheme);
+    let message = Message { method: parts.method.as_str(), target_uri: &target_uri, headers: &parts.headers };
+    let key = signature::verify(&message, body, &control.trust, &shared.nonces, SystemTime::now())?;
+    let role = key.entry.role;
+    if !matches!(role, Role::Agent | Role::Approver | Role::Auditor) {
+        return Err(ApiError::forbidden(
+            "role",
+            format!("key {} is a {role} key; only agent, approver and auditor keys read the API", key.entry.id),
+        ));
+    }
+    Ok(Caller {
+        id: key.entry.id.clone(),
+        role,
+        environments: key.entry.environments.clone(),
+        groups: key.entry.groups.clone(),
+    })
+}
+
+/// Runs `f` on the control plane off the async threads (SQLite, files and
+/// signature checks block).
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&Shared, &ControlPlane) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || {
+        let control = shared.control.read().unwrap_or_else(|e| e.into_inner());
+        f(&shared, &control)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("a request handler failed: {e}")))?
+}
+
+/// A signed read of what `caller` may see: the request's parts and body
+/// are checked before `f` runs.
+async fn read<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    request: Request,
+    f: impl FnOnce(&Shared, &ControlPlane, Caller) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (parts, raw) = request.into_parts();
+    let bytes = body(shared, raw).await?;
+    blocking(shared, move |shared, control| {
+        let caller = authenticate(shared, control, &parts, &bytes)?;
+        f(shared, control, caller)
+    })
+    .await
+}
+
+fn unseen(id: &str, caller: &Caller) -> ApiError {
+    ApiError::not_found("job-unknown", format!("no job {id} that key {} may see", caller.id))
+}
+
+/// The job `id`, if `caller` may see it.
+fn visible(control: &ControlPlane, id: &str, caller: &Caller) -> Result<JobRecord, ApiError> {
+    match control.store.job(id).map_err(crate::control::ControlError::from)? {
+        Some(job) if caller.sees(&job) => Ok(job),
+        _ => Err(unseen(id, caller)),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(bytes).map_err(|_| ApiError::input("body", "the body is not UTF-8 JSON"))
+}
+
+async fn submit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, ApiError> {
+    let bytes = body(&shared, request.into_body()).await?;
+    let envelope = SignedJob::parse(utf8(&bytes)?).map_err(crate::control::ControlError::from)?;
+    let submitted = blocking(&shared, move |_, control| Ok(control.submit(&envelope, SystemTime::now())?)).await?;
+    shared.work.notify_one();
+    Ok((StatusCode::CREATED, Json(submitted)).into_response())
+}
+
+async fn vote(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<JobRecord>, ApiError> {
+    let bytes = body(&shared, request.into_body()).await?;
+    let approval: Approval = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::input("vote", format!("the body is not a signed vote (see `salve approve --help`): {e}"))
+    })?;
+    let job = blocking(&shared, move |_, control| Ok(control.record_vote(&id, &approval, SystemTime::now())?)).await?;
+    shared.work.notify_one();
+    Ok(Json(job))
+}
+
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The most jobs one list answers with.
+const MAX_LIST: u32 = 1000;
+
+async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Result<Json<serde_json::Value>, ApiError> {
+    let query = request.uri().query().unwrap_or("");
+    let query: ListQuery = parse_query(query)?;
+    let state =
+        query.state.as_deref().map(str::parse::<JobState>).transpose().map_err(|e| ApiError::input("query", e))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST);
+    let jobs = read(&shared, request, move |_, control, caller| {
+        // Filtered after the store's query: scan a bounded window.
+        let jobs = control.store.list(state, MAX_LIST * 10).map_err(crate::control::ControlError::from)?;
+        Ok(jobs.into_iter().filter(|j| caller.sees(j)).take(limit as usize).collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "jobs": jobs })))
+}
+
+fn parse_query(query: &str) -> Result<ListQuery, ApiError> {
+    let mut out = ListQuery { state: None, limit: None };
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "state" => out.state = Some(value.into_owned()),
+            "limit" => {
+                out.limit = Some(value.parse().map_err(|_| ApiError::input("query", "limit is a whole number"))?)
+            }
+            other => {
+                return Err(ApiError::input("query", format!("unknown query parameter {other:?}: use state, limit")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn show(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<crate::control::Review>, ApiError> {
+    let review = read(&shared, request, move |_, control, caller| {
+        visible(control, &id, &caller)?;
+        Ok(control.review(&id)?)
+    })
+    .await?;
+    Ok(Json(review))
+}
+
+async fn evidence(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let tar = read(&shared, request, move |_, control, caller| {
+        visible(control, &id, &caller)?;
+        Ok(crate::evidence::export(control, &id, true)?)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], tar).into_response())
+}
+
+async fn checkpoint(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, ApiError> {
+    let note = read(&shared, request, |shared, _, _| Ok(shared.audit.latest_checkpoint())).await?;
+    match note {
+        Some(note) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response()),
+        None => Err(ApiError::not_found(
+            "checkpoint",
+            "the audit log has no signed checkpoint yet: the runner has no key, or has sealed no job",
+        )),
+    }
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready.load(Ordering::SeqCst) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the worker is recovering or stopping\n").into_response()
+    }
+}

@@ -1,0 +1,168 @@
+//! `salve serve`: the control plane as a network service, and the worker
+//! in the same process.
+//!
+//! ```text
+//! agent ──POST /v1/jobs (signed envelope)──────────▶ ControlPlane::submit ─▶ store
+//! approver ──POST /v1/jobs/{id}/votes (signed vote)─▶ ControlPlane::record_vote
+//! anyone trusted ──GET … (RFC 9421 signature)──────▶ review, list, evidence, checkpoint
+//! worker (this process, the audit log's one writer) ─▶ plan, apply, verify, roll back
+//! ```
+//!
+//! Writes carry their own signatures (the job envelope, the vote), so
+//! they need no other. Every other request is signed with a key of the
+//! trust store in the profile of [`signature`]; what a key sees follows
+//! its role: an agent its own jobs, an approver the jobs of its
+//! environments and groups, an auditor everything. Nothing but the two
+//! health checks answers an unsigned request.
+//!
+//! The accept loop is hyper's, so that a slow client cannot hold a
+//! connection open before its headers ([`Limits::header_timeout`]) or its
+//! body ([`Limits::body_timeout`]), nor send more than [`Limits::body`].
+//! Plain HTTP is served on loopback only.
+//!
+//! # Errors
+//! Every refusal is JSON, `{"error": {"code", "check", "message"}}`: see
+//! [`ApiError`].
+
+mod api;
+mod error;
+pub mod signature;
+
+pub use error::ApiError;
+
+use crate::audit::AuditLog;
+use crate::control::ControlPlane;
+use crate::fault::Classify;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// The bounds every request is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest body taken (a job envelope, a vote).
+    pub body: usize,
+    /// How long a client may take to send its request's headers.
+    pub header_timeout: Duration,
+    /// How long a client may take to send its body.
+    pub body_timeout: Duration,
+    /// How long open connections get to finish at shutdown.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            body: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(
+        "salve serves plain HTTP on loopback only, and {addr} is not: listen on 127.0.0.1 or ::1 and put a TLS-terminating proxy in front"
+    )]
+    NotLoopback { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+impl Classify for ServeError {
+    fn fault(&self) -> crate::fault::Fault {
+        match self {
+            ServeError::NotLoopback { .. } => crate::fault::Fault::Input,
+            ServeError::Listen { .. } => crate::fault::Fault::Infrastructure,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct Shared {
+    /// The API's own view of the control plane (the worker holds another);
+    /// reloaded with it, so a revoked key counts from the next request on.
+    pub control: RwLock<ControlPlane>,
+    /// The worker's audit log, for its latest checkpoint.
+    pub audit: AuditLog,
+    pub nonces: signature::Nonces,
+    pub limits: Limits,
+    /// Wakes the worker when a job or a vote arrives.
+    pub work: Notify,
+    /// Set once the worker has recovered what a stopped runner left, and
+    /// cleared when it stops.
+    pub ready: AtomicBool,
+    scheme: &'static str,
+}
+
+impl Shared {
+    pub fn new(control: ControlPlane, audit: AuditLog, limits: Limits) -> Arc<Shared> {
+        Arc::new(Shared {
+            control: RwLock::new(control),
+            audit,
+            nonces: signature::Nonces::default(),
+            limits,
+            work: Notify::new(),
+            ready: AtomicBool::new(false),
+            scheme: "http",
+        })
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+}
+
+/// Binds `addr`, refusing anything but loopback.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::NotLoopback { addr });
+    }
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets open
+/// connections finish for [`Limits::drain`] and closes the rest.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+    let router = api::router(Arc::clone(&shared));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).max_buf_size(64 * 1024);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors, most likely: wait rather than spin.
+                        tracing::warn!("cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(shared.limits.drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {:?} were closed", shared.limits.drain);
+    }
+}

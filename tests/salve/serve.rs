@@ -1,0 +1,309 @@
+//! `salve serve` as a real process on loopback: a job from submission over
+//! HTTP, through two approvals, to an auditor's verified evidence; and
+//! every request the API must refuse.
+
+use crate::control::{Plane, closed_window_config, entry};
+use salve::approval::{Approval, DEFAULT_LIFETIME, Subject, Vote};
+use salve::keys::{PrivateKey, Role};
+use salve::policy::DEFAULT_POLICY;
+use salve::trust::TrustFile;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A `salve serve` process; killed if the test ends without stopping it.
+struct Server {
+    child: Child,
+    base: String,
+    /// What it printed after its address (one line per step).
+    steps: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(plane: &Plane, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--poll", "50ms", "--data-dir"])
+            .arg(plane.data())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let base = line.trim().strip_prefix("salve serve: listening on ").unwrap_or_else(|| panic!("{line:?}"));
+        // Keep reading, so that the server's stdout stays open.
+        let steps: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let kept = std::sync::Arc::clone(&steps);
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Server { child, base: base.to_string(), steps }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "salve serve did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A request signed by `key` at `at`.
+    fn signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        key: &PrivateKey,
+        at: SystemTime,
+    ) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method.parse().unwrap(), &url).body(body.to_vec());
+        for (name, value) in salve::serve::signature::sign(method, &url, body, key, at).unwrap() {
+            request = request.header(name, value);
+        }
+        request
+    }
+
+    async fn get(&self, path: &str, key: &PrivateKey) -> (u16, Value) {
+        let response = self.signed("GET", path, b"", key, SystemTime::now()).send().await.unwrap();
+        json(response).await
+    }
+
+    async fn post(&self, path: &str, body: &impl serde::Serialize) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap())
+            .send()
+            .await
+            .unwrap();
+        json(response).await
+    }
+
+    /// Polls job `id` as `key` until its state is `state`.
+    async fn until(&self, id: &str, key: &PrivateKey, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, review) = self.get(&format!("/v1/jobs/{id}"), key).await;
+            assert_eq!(status, 200, "{review}");
+            if review["job"]["state"] == state {
+                return review;
+            }
+            assert!(Instant::now() < deadline, "job {id} never reached {state}: {review}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The refusal's `check`, and that it is the status expected.
+fn refused(status: u16, body: &Value, expected: u16) -> String {
+    assert_eq!(status, expected, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    body["error"]["check"].as_str().unwrap().to_string()
+}
+
+/// A plane with, besides an agent and approvers, a second agent and an
+/// auditor.
+fn plane() -> (Plane, PrivateKey, PrivateKey) {
+    let plane = Plane::with_logs(DEFAULT_POLICY, &closed_window_config());
+    let other = PrivateKey::from_seed("other-agent", Role::Agent, [61; 32]);
+    let auditor = PrivateKey::from_seed("auditor", Role::Auditor, [62; 32]);
+    let path = plane.data().join("trust.toml");
+    let mut trust: TrustFile = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    trust.keys.push(entry(&other, &["dev", "prod"], &[]));
+    trust.keys.push(entry(&auditor, &["*"], &[]));
+    std::fs::write(&path, toml::to_string(&trust).unwrap()).unwrap();
+    (plane, other, auditor)
+}
+
+fn approval(review: &Value, key: &PrivateKey) -> Approval {
+    let job = &review["job"];
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    let (id, hash, plan, agent, environment) = (
+        text(&job["id"]),
+        text(&job["job_hash"]),
+        text(&review["plan"]["hash"]),
+        text(&job["agent"]),
+        text(&job["environment"]),
+    );
+    let subject = Subject {
+        job_id: &id,
+        job_hash: &hash,
+        plan_hash: &plan,
+        submitter: &agent,
+        environment: &environment,
+        group: Some("sre"),
+    };
+    Approval::sign(&subject, Vote::Approve, "read the plan over the API", DEFAULT_LIFETIME, key, SystemTime::now())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evidence() {
+    let (plane, _, auditor) = plane();
+    let server = Server::start(&plane, &[]);
+    let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
+    let ready = reqwest::get(format!("{}/readyz", server.base)).await.unwrap();
+    assert!(ready.status().as_u16() == 200 || ready.status().as_u16() == 503);
+
+    let envelope = plane.sign(&plane.rotate("job-http", "prod", 0.92));
+    let (status, submitted) = client.post("/v1/jobs", &envelope).await;
+    assert_eq!(status, 201, "{submitted}");
+    assert_eq!(submitted["state"], "submitted");
+    let (status, replayed) = client.post("/v1/jobs", &envelope).await;
+    assert_eq!(refused(status, &replayed, 400), "job-nonce-replayed");
+
+    // The approvers read the plan hash from the API and approve it.
+    let review = client.until("job-http", &plane.alice, "waiting-approval").await;
+    assert!(review["plan"]["hash"].is_string(), "{review}");
+    let (status, job) = client.post("/v1/jobs/job-http/votes", &approval(&review, &plane.alice)).await;
+    assert_eq!(status, 200, "{job}");
+    let (status, twice) = client.post("/v1/jobs/job-http/votes", &approval(&review, &plane.alice)).await;
+    assert_eq!(refused(status, &twice, 403), "vote-duplicate");
+    let (status, job) = client.post("/v1/jobs/job-http/votes", &approval(&review, &plane.bob)).await;
+    assert_eq!(status, 200, "{job}");
+    client.until("job-http", &plane.agent, "succeeded").await;
+
+    // The auditor lists it, exports its evidence and verifies it offline.
+    let (status, listed) = client.get("/v1/jobs?state=succeeded", &auditor).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["jobs"][0]["id"], "job-http", "{listed}");
+    let response =
+        client.signed("GET", "/v1/jobs/job-http/evidence", b"", &auditor, SystemTime::now()).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let bundle = response.bytes().await.unwrap();
+    let verified = salve::evidence::verify(&bundle, Some(&crate::common::runner_key().public())).unwrap();
+    assert_eq!(verified.job, "job-http");
+    let response = client.signed("GET", "/v1/audit/checkpoint", b"", &auditor, SystemTime::now()).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.text().await.unwrap().contains(&salve::audit::checkpoint_origin(&crate::common::runner_key().id)));
+
+    let steps = server.steps.clone();
+    assert!(server.stop().success());
+    let steps = steps.lock().unwrap().join("\n");
+    assert!(steps.contains("job job-http: succeeded"), "{steps}");
+    plane.audit_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_the_api_must_refuse_is_refused() {
+    let (plane, other, auditor) = plane();
+    let server = Server::start(&plane, &["--max-body", "65536"]);
+    let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
+    let (status, submitted) = client.post("/v1/jobs", &plane.sign(&plane.rotate("job-mine", "dev", 0.9))).await;
+    assert_eq!(status, 201, "{submitted}");
+    let now = SystemTime::now();
+
+    // Unsigned.
+    let response = client.http.get(format!("{}/v1/jobs/job-mine", server.base)).send().await.unwrap();
+    assert!(response.headers().contains_key("www-authenticate"));
+    let (status, body) = json(response).await;
+    assert_eq!(refused(status, &body, 401), "signature-missing");
+    // A key the runner does not trust.
+    let stranger = PrivateKey::from_seed("stranger", Role::Agent, [63; 32]);
+    let (status, body) = client.get("/v1/jobs/job-mine", &stranger).await;
+    assert_eq!(refused(status, &body, 401), "key-unknown");
+    // A trusted key whose role does not read the API.
+    let (status, body) = client.get("/v1/jobs", crate::common::author_key()).await;
+    assert_eq!(refused(status, &body, 403), "role");
+    // Another agent's job: as if it did not exist, and not in its list.
+    let (status, body) = client.get("/v1/jobs/job-mine", &other).await;
+    assert_eq!(refused(status, &body, 404), "job-unknown");
+    let (status, listed) = client.get("/v1/jobs", &other).await;
+    assert_eq!((status, listed["jobs"].as_array().unwrap().len()), (200, 0), "{listed}");
+    let (status, body) = client.get("/v1/jobs/job-mine/evidence", &other).await;
+    assert_eq!(refused(status, &body, 404), "job-unknown");
+    // An approver of another group does not see a job that needs sre.
+    let (status, submitted) = client.post("/v1/jobs", &plane.sign(&plane.rotate("job-prod", "prod", 0.92))).await;
+    assert_eq!(status, 201, "{submitted}");
+    let (status, body) = client.get("/v1/jobs/job-prod", &plane.carol).await;
+    assert_eq!(refused(status, &body, 404), "job-unknown");
+    assert_eq!(client.get("/v1/jobs/job-prod", &plane.alice).await.0, 200);
+    assert_eq!(client.get("/v1/jobs/job-mine", &auditor).await.0, 200);
+
+    // A replayed signature: the same headers, sent again.
+    let first = client.signed("GET", "/v1/jobs/job-mine", b"", &plane.agent, now).build().unwrap();
+    let again = first.try_clone().unwrap();
+    assert_eq!(client.http.execute(first).await.unwrap().status().as_u16(), 200);
+    let (status, body) = json(client.http.execute(again).await.unwrap()).await;
+    assert_eq!(refused(status, &body, 401), "signature-replayed");
+    // Stale, and from the future.
+    let old = now - Duration::from_secs(600);
+    let (status, body) = json(client.signed("GET", "/v1/jobs", b"", &plane.agent, old).send().await.unwrap()).await;
+    assert_eq!(refused(status, &body, 401), "signature-stale");
+    let ahead = now + Duration::from_secs(600);
+    let (status, body) = json(client.signed("GET", "/v1/jobs", b"", &plane.agent, ahead).send().await.unwrap()).await;
+    assert_eq!(refused(status, &body, 401), "signature-future");
+    // Signed for one path, sent to another.
+    let url = format!("{}/v1/jobs/job-mine", server.base);
+    let mut request = client.http.get(format!("{}/v1/jobs", server.base));
+    for (name, value) in salve::serve::signature::sign("GET", &url, b"", &plane.agent, now).unwrap() {
+        request = request.header(name, value);
+    }
+    let (status, body) = json(request.send().await.unwrap()).await;
+    assert_eq!(refused(status, &body, 401), "signature-invalid");
+
+    // A body over the limit, signed or not.
+    let huge = vec![b'x'; 100_000];
+    let response = client.http.post(format!("{}/v1/jobs", server.base)).body(huge.clone()).send().await.unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(refused(status, &body, 413), "body-limit");
+    // Not an envelope; not a vote.
+    let (status, body) = client.post("/v1/jobs", &serde_json::json!({"payload": "x"})).await;
+    assert_eq!(refused(status, &body, 400), "job-envelope");
+    let (status, body) = client.post("/v1/jobs/job-mine/votes", &serde_json::json!({"vote": "approve"})).await;
+    assert_eq!(refused(status, &body, 400), "vote");
+    // Unknown routes and query parameters.
+    let (status, body) = client.get("/v1/nothing", &auditor).await;
+    assert_eq!(refused(status, &body, 404), "route");
+    let (status, body) = client.get("/v1/jobs?owner=me", &auditor).await;
+    assert_eq!(refused(status, &body, 400), "query");
+
+    assert!(server.stop().success());
+}
+
+#[test]
+fn plain_http_is_served_on_loopback_only() {
+    let (plane, _, _) = plane();
+    let output = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(plane.data())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback only"), "{output:?}");
+}
