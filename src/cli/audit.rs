@@ -66,6 +66,11 @@ pub struct TailArgs {
 pub struct CheckpointArgs {
     #[command(flatten)]
     data_dir: DataDirArg,
+    #[command(flatten)]
+    server: super::remote::ServerArg,
+    /// The key that signs the request, with --server (agent, approver or auditor)
+    #[arg(long, value_name = "KEY")]
+    key: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -189,6 +194,13 @@ fn tail(args: TailArgs) -> anyhow::Result<Exit> {
 }
 
 fn checkpoint(args: CheckpointArgs) -> anyhow::Result<Exit> {
+    if let Some(server) = &args.server.server {
+        let note = super::remote::Remote::new(server)?.get("/v1/audit/checkpoint", args.key.as_deref())?;
+        for line in String::from_utf8_lossy(&note).lines() {
+            println!("{}", salve::text::printable(line));
+        }
+        return Ok(Exit::Succeeded);
+    }
     let head = args.data_dir.layout()?.audit_head();
     let text = std::fs::read_to_string(&head).with_context(|| format!("cannot read {}", head.display()))?;
     let note = checkpoint_note(&text).ok_or_else(|| {

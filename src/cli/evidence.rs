@@ -51,6 +51,11 @@ pub struct ExportArgs {
     trust: TrustArg,
     #[command(flatten)]
     data_dir: DataDirArg,
+    #[command(flatten)]
+    server: super::remote::ServerArg,
+    /// The key that signs the request, with --server (agent, approver or auditor)
+    #[arg(long, value_name = "KEY")]
+    key: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,8 +126,17 @@ fn report(args: ReportArgs) -> anyhow::Result<Exit> {
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<Exit> {
-    let control = super::jobs::open(&args.trust, &args.data_dir)?;
-    let bundle = salve::evidence::export(&control, &args.job, args.with_artifact).map_err(classified)?;
+    let bundle = match &args.server.server {
+        Some(server) => {
+            let id = url::form_urlencoded::byte_serialize(args.job.as_bytes()).collect::<String>();
+            let path = format!("/v1/jobs/{id}/evidence?artifact={}", args.with_artifact);
+            super::remote::Remote::new(server)?.get(&path, args.key.as_deref())?
+        }
+        None => {
+            let control = super::jobs::open(&args.trust, &args.data_dir)?;
+            salve::evidence::export(&control, &args.job, args.with_artifact).map_err(classified)?
+        }
+    };
     write_whole(&args.output, &bundle)?;
     println!("{}: evidence of job {} ({} bytes)", args.output.display(), args.job, bundle.len());
     Ok(Exit::Succeeded)

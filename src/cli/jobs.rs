@@ -3,6 +3,7 @@
 //! of them writes the audit log (the worker holds it); their steps wait in
 //! the job store until the worker relays them.
 
+use super::remote::{Remote, ServerArg, print_json};
 use super::{DataDirArg, Exit, classified, refused};
 use anyhow::Context as _;
 use salve::approval::Vote;
@@ -48,6 +49,8 @@ pub struct SubmitArgs {
     trust: TrustArg,
     #[command(flatten)]
     data_dir: DataDirArg,
+    #[command(flatten)]
+    server: ServerArg,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -65,8 +68,10 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<Exit> {
         None => SignedJob::parse(&text)
             .map_err(|e| refused(anyhow::anyhow!("{}: {e} (to sign a request, pass --key)", args.file.display())))?,
     };
-    let control = open(&args.trust, &args.data_dir)?;
-    let submitted = control.submit(&envelope, SystemTime::now()).map_err(classified)?;
+    let submitted: salve::control::Submitted = match &args.server.server {
+        Some(server) => serde_json::from_slice(&Remote::new(server)?.post("/v1/jobs", &envelope)?)?,
+        None => open(&args.trust, &args.data_dir)?.submit(&envelope, SystemTime::now()).map_err(classified)?,
+    };
     if args.json {
         println!("{}", serde_json::to_string(&submitted)?);
     } else {
@@ -104,6 +109,12 @@ pub struct ListArgs {
     trust: TrustArg,
     #[command(flatten)]
     data_dir: DataDirArg,
+    #[command(flatten)]
+    server: ServerArg,
+    /// The key that signs the request, with --server (agent, approver or auditor)
+    #[arg(long, value_name = "KEY")]
+    key: Option<PathBuf>,
+    /// Print JSON instead of text (always, with --server)
     #[arg(long)]
     json: bool,
 }
@@ -115,12 +126,33 @@ pub struct ShowArgs {
     trust: TrustArg,
     #[command(flatten)]
     data_dir: DataDirArg,
+    #[command(flatten)]
+    server: ServerArg,
+    /// The key that signs the request, with --server (agent, approver or auditor)
+    #[arg(long, value_name = "KEY")]
+    key: Option<PathBuf>,
+    /// Print JSON instead of text (always, with --server)
     #[arg(long)]
     json: bool,
 }
 
 pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
     match command {
+        JobsCommand::List(args) if args.server.server.is_some() => {
+            let server = Remote::new(args.server.server.as_ref().expect("matched"))?;
+            let mut path = format!("/v1/jobs?limit={}", args.limit);
+            if let Some(state) = args.state {
+                path.push_str(&format!("&state={state}"));
+            }
+            print_json(&server.get(&path, args.key.as_deref())?)?;
+            Ok(Exit::Succeeded)
+        }
+        JobsCommand::Show(args) if args.server.server.is_some() => {
+            let server = Remote::new(args.server.server.as_ref().expect("matched"))?;
+            let id = url::form_urlencoded::byte_serialize(args.id.as_bytes()).collect::<String>();
+            print_json(&server.get(&format!("/v1/jobs/{id}"), args.key.as_deref())?)?;
+            Ok(Exit::Succeeded)
+        }
         JobsCommand::List(args) => {
             let control = open(&args.trust, &args.data_dir)?;
             let jobs = control.store.list(args.state, args.limit).map_err(classified)?;
@@ -282,6 +314,8 @@ pub struct VoteArgs {
     trust: TrustArg,
     #[command(flatten)]
     data_dir: DataDirArg,
+    #[command(flatten)]
+    server: ServerArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -316,11 +350,43 @@ fn cast(args: &VoteArgs, vote: Vote, reason: &str, reviewed: Option<&str>) -> an
         )));
     }
     let key = PrivateKey::load(&args.key).map_err(refused)?;
-    let control = open(&args.trust, &args.data_dir)?;
     let ballot = Ballot { vote, reason, lifetime: args.lifetime, reviewed };
-    let job = control.vote(&args.id, &key, &ballot, SystemTime::now()).map_err(classified)?;
-    println!("job {}: {} recorded by key {}; the job is {}", job.id, vote.name(), key.id, job.state);
+    let state = match &args.server.server {
+        Some(server) => remote_vote(&Remote::new(server)?, args, &key, &ballot)?,
+        None => {
+            let control = open(&args.trust, &args.data_dir)?;
+            control.vote(&args.id, &key, &ballot, SystemTime::now()).map_err(classified)?.state.to_string()
+        }
+    };
+    println!("job {}: {} recorded by key {}; the job is {state}", args.id, vote.name(), key.id);
     Ok(Exit::Succeeded)
+}
+
+/// A vote over the API: the job as the server shows it to this key, the
+/// vote signed here over its current plan, posted; the server's state.
+fn remote_vote(server: &Remote, args: &VoteArgs, key: &PrivateKey, ballot: &Ballot<'_>) -> anyhow::Result<String> {
+    let id = url::form_urlencoded::byte_serialize(args.id.as_bytes()).collect::<String>();
+    let review: serde_json::Value = serde_json::from_slice(&server.get(&format!("/v1/jobs/{id}"), Some(&args.key))?)?;
+    let job = &review["job"];
+    let text =
+        |field: &str| job[field].as_str().map(str::to_string).context(format!("the server's job has no {field}"));
+    let plan = salve::control::voted_plan(&args.id, job["plan_hash"].as_str(), ballot.vote, ballot.reviewed)
+        .map_err(classified)?;
+    let (job_hash, agent, environment) = (text("job_hash")?, text("agent")?, text("environment")?);
+    let subject = salve::approval::Subject {
+        job_id: &args.id,
+        job_hash: &job_hash,
+        plan_hash: &plan,
+        submitter: &agent,
+        environment: &environment,
+        group: None,
+    };
+    let approval =
+        salve::approval::Approval::sign(&subject, ballot.vote, ballot.reason, ballot.lifetime, key, SystemTime::now())
+            .map_err(refused)?;
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&server.post(&format!("/v1/jobs/{id}/votes"), &approval)?)?;
+    Ok(recorded["state"].as_str().unwrap_or("?").to_string())
 }
 
 pub fn approve(args: ApproveArgs) -> anyhow::Result<Exit> {

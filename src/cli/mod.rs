@@ -6,6 +6,7 @@ mod author;
 mod evidence;
 mod jobs;
 mod recover;
+mod remote;
 mod run;
 mod serve;
 mod setup;
@@ -188,6 +189,11 @@ fn job_sandbox(layout: &salve::data_dir::DataDir, max_instances: u32) -> anyhow:
         ..salve::sandbox::SandboxConfig::default()
     };
     Ok(salve::sandbox::Sandbox::new(config)?)
+}
+
+/// An error with the exit code `fault` gives it.
+fn faulted(fault: Fault, error: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Classified { fault, error })
 }
 
 /// Marks an error as a refusal of the input (exit 2).

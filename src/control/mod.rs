@@ -47,7 +47,7 @@ pub use error::ControlError;
 pub use plan::{plan_hash, plan_json};
 pub use review::Review;
 pub use submission::Submitted;
-pub use votes::{Ballot, NO_PLAN};
+pub use votes::{Ballot, NO_PLAN, voted_plan};
 pub use worker::{Step, Worker};
 
 use crate::data_dir::DataDir;

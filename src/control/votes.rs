@@ -41,6 +41,23 @@ pub(super) fn subject<'a>(job: &'a JobRecord, plan: &'a str, group: Option<&'a s
     }
 }
 
+/// The plan hash a vote on job `id`, whose plan is now `current`, is bound
+/// to; refused when the voter reviewed another one.
+pub fn voted_plan(id: &str, current: Option<&str>, vote: Vote, reviewed: Option<&str>) -> Result<String, ControlError> {
+    let plan = match (current, vote) {
+        (Some(plan), _) => plan.to_string(),
+        // A job may be rejected before it has a plan.
+        (None, Vote::Reject) => NO_PLAN.to_string(),
+        (None, Vote::Approve) => return Err(ControlError::NotPlanned { id: id.into() }),
+    };
+    if let Some(reviewed) = reviewed
+        && reviewed != plan
+    {
+        return Err(ControlError::PlanMoved { id: id.into(), reviewed: reviewed.into(), current: plan });
+    }
+    Ok(plan)
+}
+
 impl ControlPlane {
     /// Signs a vote on job `id` with `key` and records it.
     pub fn vote(
@@ -52,17 +69,7 @@ impl ControlPlane {
     ) -> Result<JobRecord, ControlError> {
         let Ballot { vote, reason, lifetime, reviewed } = *ballot;
         let job = self.job(id)?;
-        let plan = match (&job.plan_hash, vote) {
-            (Some(plan), _) => plan.clone(),
-            // A job may be rejected before it has a plan.
-            (None, Vote::Reject) => NO_PLAN.to_string(),
-            (None, Vote::Approve) => return Err(ControlError::NotPlanned { id: id.into() }),
-        };
-        if let Some(reviewed) = reviewed
-            && reviewed != plan
-        {
-            return Err(ControlError::PlanMoved { id: id.into(), reviewed: reviewed.into(), current: plan });
-        }
+        let plan = voted_plan(id, job.plan_hash.as_deref(), vote, reviewed)?;
         let approval = Approval::sign(&subject(&job, &plan, None), vote, reason, lifetime, key, now)?;
         self.record_vote(id, &approval, now)
     }

@@ -246,9 +246,19 @@ async fn evidence(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let with_artifact = match request.uri().query().unwrap_or("") {
+        "" | "artifact=false" => false,
+        "artifact=true" => true,
+        other => {
+            return Err(ApiError::input(
+                "query",
+                format!("unknown query {other:?}: use artifact=true or artifact=false"),
+            ));
+        }
+    };
     let tar = read(&shared, request, move |_, control, caller| {
         visible(control, &id, &caller)?;
-        Ok(crate::evidence::export(control, &id, true)?)
+        Ok(crate::evidence::export(control, &id, with_artifact)?)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], tar).into_response())

@@ -202,8 +202,11 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
     let (status, listed) = client.get("/v1/jobs?state=succeeded", &auditor).await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["jobs"][0]["id"], "job-http", "{listed}");
-    let response =
-        client.signed("GET", "/v1/jobs/job-http/evidence", b"", &auditor, SystemTime::now()).send().await.unwrap();
+    let response = client
+        .signed("GET", "/v1/jobs/job-http/evidence?artifact=true", b"", &auditor, SystemTime::now())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let bundle = response.bytes().await.unwrap();
     let verified = salve::evidence::verify(&bundle, Some(&crate::common::runner_key().public())).unwrap();
@@ -306,4 +309,78 @@ fn plain_http_is_served_on_loopback_only() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("loopback only"), "{output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_is_a_client_of_the_server() {
+    let (plane, other, auditor) = plane();
+    let server = Server::start(&plane, &[]);
+    let keys = plane.site.root.path().join("client-keys");
+    for key in [&plane.agent, &plane.alice, &plane.bob, &other, &auditor] {
+        key.write(&keys).unwrap();
+    }
+    let key = |name: &str| keys.join(format!("{name}.key")).display().to_string();
+    // No local data directory: everything goes through the server.
+    let nowhere = tempfile::tempdir().unwrap();
+    let salve = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(args)
+            .env("SALVE_SERVER", &server.base)
+            .env("SALVE_DATA_DIR", nowhere.path())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), text)
+    };
+    let job = plane.site.write("job.json", serde_json::to_vec(&plane.rotate("job-cli", "prod", 0.92)).unwrap());
+    let job = job.display().to_string();
+
+    let (code, text) = salve(&["submit", &job, "--key", &key("agent")]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("needs 2 approval(s) from group sre"), "{text}");
+    let show = |who: &str| {
+        let (code, text) = salve(&["jobs", "show", "job-cli", "--key", &key(who)]);
+        assert_eq!(code, Some(0), "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while show("alice")["job"]["state"] != "waiting-approval" {
+        assert!(Instant::now() < deadline, "never planned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let plan = show("alice")["plan"]["hash"].as_str().unwrap().to_string();
+    let (code, text) = salve(&["approve", "job-cli", "--key", &key("alice"), "--plan", "0000"]);
+    assert_eq!(code, Some(2), "a vote for a plan other than the current one: {text}");
+    assert!(text.contains("review it again"), "{text}");
+    for approver in ["alice", "bob"] {
+        let (code, text) = salve(&["approve", "job-cli", "--key", &key(approver), "--plan", &plan]);
+        assert_eq!(code, Some(0), "{text}");
+    }
+    while show("agent")["job"]["state"] != "succeeded" {
+        assert!(Instant::now() < deadline, "never succeeded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let bundle = plane.site.root.path().join("job-cli.tar").display().to_string();
+    let (code, text) =
+        salve(&["evidence", "export", "job-cli", "-o", &bundle, "--with-artifact", "--key", &key("auditor")]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = salve(&["evidence", "verify", &bundle]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = salve(&["audit", "checkpoint", "--key", &key("auditor")]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("salve audit log"), "{text}");
+
+    // Refusals come back with the server's reason and exit 2.
+    let (code, text) = salve(&["jobs", "list"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--key"), "{text}");
+    let (code, text) = salve(&["jobs", "show", "job-cli", "--key", &key("other-agent")]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("job-unknown"), "{text}");
+    let (code, text) = salve(&["jobs", "list", "--key", &key("other-agent"), "--server", "http://127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot reach"), "{text}");
+
+    assert!(server.stop().success());
 }
