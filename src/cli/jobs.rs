@@ -25,9 +25,16 @@ pub struct TrustArg {
     trust: Option<PathBuf>,
 }
 
+impl TrustArg {
+    /// The trust store's path: --trust, or the data directory's.
+    pub fn path(&self, layout: &salve::data_dir::DataDir) -> PathBuf {
+        self.trust.clone().unwrap_or_else(|| layout.trust())
+    }
+}
+
 pub fn open(trust: &TrustArg, data_dir: &DataDirArg) -> anyhow::Result<ControlPlane> {
     let dir = data_dir.layout()?;
-    let trust_path = trust.trust.clone().unwrap_or_else(|| dir.trust());
+    let trust_path = trust.path(&dir);
     if !trust_path.exists() {
         return Err(refused(anyhow::anyhow!(
             "no trust store at {}: run `salve init` or pass --trust FILE",

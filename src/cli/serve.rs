@@ -35,6 +35,10 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
+    let layout = args.data_dir.layout()?;
+    let trust = args.trust.path(&layout);
+    salve::serve::check_config_modes(&[&trust, &layout.policy(), &layout.config(), &layout.secrets()])
+        .map_err(classified)?;
     let listener = salve::serve::bind(args.listen).await.map_err(classified)?;
     let mut worker = start(&args.trust, &args.data_dir, args.runner_key.as_deref())?;
     let limits = Limits { body: args.max_body, ..Limits::default() };

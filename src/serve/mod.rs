@@ -76,13 +76,19 @@ pub enum ServeError {
     NotLoopback { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "{path} is writable by {who} (mode {mode:o}): whoever can write it can change what salve trusts or allows. Run `chmod go-w {path}`"
+    )]
+    Writable { path: std::path::PathBuf, who: &'static str, mode: u32 },
+    #[error("cannot read the mode of {path}: {source}")]
+    Mode { path: std::path::PathBuf, source: std::io::Error },
 }
 
 impl Classify for ServeError {
     fn fault(&self) -> crate::fault::Fault {
         match self {
-            ServeError::NotLoopback { .. } => crate::fault::Fault::Input,
-            ServeError::Listen { .. } => crate::fault::Fault::Infrastructure,
+            ServeError::NotLoopback { .. } | ServeError::Writable { .. } => crate::fault::Fault::Input,
+            ServeError::Listen { .. } | ServeError::Mode { .. } => crate::fault::Fault::Infrastructure,
         }
     }
 }
@@ -120,6 +126,38 @@ impl Shared {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
+}
+
+/// Refuses configuration that another user could change: each file of
+/// `files` that exists, and the directory that holds it, must not be
+/// writable by group or others (a directory with the sticky bit may be).
+pub fn check_config_modes(files: &[&std::path::Path]) -> Result<(), ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let writable = |path: &std::path::Path, directory: bool| -> Result<(), ServeError> {
+        let mode = std::fs::metadata(path)
+            .map_err(|source| ServeError::Mode { path: path.to_path_buf(), source })?
+            .permissions()
+            .mode();
+        let sticky = directory && mode & 0o1000 != 0;
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            _ if sticky => return Ok(()),
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            (false, true) => "others",
+            (false, false) => return Ok(()),
+        };
+        Err(ServeError::Writable { path: path.to_path_buf(), who, mode: mode & 0o7777 })
+    };
+    for file in files {
+        if !file.exists() {
+            continue;
+        }
+        writable(file, false)?;
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            writable(parent, true)?;
+        }
+    }
+    Ok(())
 }
 
 /// Binds `addr`, refusing anything but loopback.

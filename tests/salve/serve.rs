@@ -384,3 +384,30 @@ async fn the_command_line_is_a_client_of_the_server() {
 
     assert!(server.stop().success());
 }
+
+#[test]
+fn configuration_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (plane, _, _) = plane();
+    for file in ["policy.cedar", "trust.toml"] {
+        let path = plane.data().join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(plane.data())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(text.contains(&format!("{file} is writable by its group")) && text.contains("chmod go-w"), "{text}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(plane.data(), std::fs::Permissions::from_mode(0o757)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(plane.data())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("writable by others"), "{output:?}");
+}
