@@ -194,8 +194,8 @@ fn tail(args: TailArgs) -> anyhow::Result<Exit> {
 }
 
 fn checkpoint(args: CheckpointArgs) -> anyhow::Result<Exit> {
-    if let Some(server) = &args.server.server {
-        let note = super::remote::Remote::new(server)?.get("/v1/audit/checkpoint", args.key.as_deref())?;
+    if let Some(server) = super::remote::Remote::of(&args.server)? {
+        let note = server.get("/v1/audit/checkpoint", args.key.as_deref())?;
         for line in String::from_utf8_lossy(&note).lines() {
             println!("{}", salve::text::printable(line));
         }

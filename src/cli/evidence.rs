@@ -126,11 +126,11 @@ fn report(args: ReportArgs) -> anyhow::Result<Exit> {
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<Exit> {
-    let bundle = match &args.server.server {
+    let bundle = match super::remote::Remote::of(&args.server)? {
         Some(server) => {
             let id = url::form_urlencoded::byte_serialize(args.job.as_bytes()).collect::<String>();
             let path = format!("/v1/jobs/{id}/evidence?artifact={}", args.with_artifact);
-            super::remote::Remote::new(server)?.get(&path, args.key.as_deref())?
+            server.get(&path, args.key.as_deref())?
         }
         None => {
             let control = super::jobs::open(&args.trust, &args.data_dir)?;

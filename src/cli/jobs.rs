@@ -75,8 +75,8 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<Exit> {
         None => SignedJob::parse(&text)
             .map_err(|e| refused(anyhow::anyhow!("{}: {e} (to sign a request, pass --key)", args.file.display())))?,
     };
-    let submitted: salve::control::Submitted = match &args.server.server {
-        Some(server) => serde_json::from_slice(&Remote::new(server)?.post("/v1/jobs", &envelope)?)?,
+    let submitted: salve::control::Submitted = match Remote::of(&args.server)? {
+        Some(server) => serde_json::from_slice(&server.post("/v1/jobs", &envelope)?)?,
         None => open(&args.trust, &args.data_dir)?.submit(&envelope, SystemTime::now()).map_err(classified)?,
     };
     if args.json {
@@ -146,7 +146,7 @@ pub struct ShowArgs {
 pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
     match command {
         JobsCommand::List(args) if args.server.server.is_some() => {
-            let server = Remote::new(args.server.server.as_ref().expect("matched"))?;
+            let server = Remote::of(&args.server)?.expect("matched");
             let mut path = format!("/v1/jobs?limit={}", args.limit);
             if let Some(state) = args.state {
                 path.push_str(&format!("&state={state}"));
@@ -155,7 +155,7 @@ pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
             Ok(Exit::Succeeded)
         }
         JobsCommand::Show(args) if args.server.server.is_some() => {
-            let server = Remote::new(args.server.server.as_ref().expect("matched"))?;
+            let server = Remote::of(&args.server)?.expect("matched");
             let id = url::form_urlencoded::byte_serialize(args.id.as_bytes()).collect::<String>();
             print_json(&server.get(&format!("/v1/jobs/{id}"), args.key.as_deref())?)?;
             Ok(Exit::Succeeded)
@@ -358,8 +358,8 @@ fn cast(args: &VoteArgs, vote: Vote, reason: &str, reviewed: Option<&str>) -> an
     }
     let key = PrivateKey::load(&args.key).map_err(refused)?;
     let ballot = Ballot { vote, reason, lifetime: args.lifetime, reviewed };
-    let state = match &args.server.server {
-        Some(server) => remote_vote(&Remote::new(server)?, args, &key, &ballot)?,
+    let state = match Remote::of(&args.server)? {
+        Some(server) => remote_vote(&server, args, &key, &ballot)?,
         None => {
             let control = open(&args.trust, &args.data_dir)?;
             control.vote(&args.id, &key, &ballot, SystemTime::now()).map_err(classified)?.state.to_string()

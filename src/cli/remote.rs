@@ -15,6 +15,10 @@ pub struct ServerArg {
     /// Talk to the `salve serve` at URL instead of the local data directory
     #[arg(long, value_name = "URL", env = "SALVE_SERVER")]
     pub server: Option<url::Url>,
+    /// Trust this CA certificate (PEM) for the server's TLS, besides the
+    /// usual roots
+    #[arg(long, value_name = "FILE", env = "SALVE_SERVER_CA")]
+    pub server_ca: Option<std::path::PathBuf>,
 }
 
 pub struct Remote {
@@ -29,16 +33,22 @@ fn block<F: std::future::Future>(future: F) -> F::Output {
 }
 
 impl Remote {
-    pub fn new(base: &url::Url) -> anyhow::Result<Remote> {
+    /// The server `arg` names; `None` for the local data directory.
+    pub fn of(arg: &ServerArg) -> anyhow::Result<Option<Remote>> {
+        let Some(base) = &arg.server else { return Ok(None) };
         if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
             return Err(refused(anyhow::anyhow!("--server {base} is not an http(s) URL with a host")));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("cannot build the HTTP client")?;
-        Ok(Remote { http, base: base.clone() })
+        let mut http =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(60));
+        if let Some(ca) = &arg.server_ca {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| refused(anyhow::anyhow!("{} is not a PEM certificate: {e}", ca.display())))?;
+            http = http.add_root_certificate(cert);
+        }
+        let http = http.build().context("cannot build the HTTP client")?;
+        Ok(Some(Remote { http, base: base.clone() }))
     }
 
     fn url(&self, path: &str) -> anyhow::Result<String> {

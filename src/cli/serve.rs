@@ -18,6 +18,12 @@ pub struct ServeArgs {
     /// Where to listen: loopback only (plain HTTP); port 0 picks a free one
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8750", env = "SALVE_LISTEN")]
     listen: SocketAddr,
+    /// Serve TLS with this certificate chain (PEM); needed to listen beyond loopback
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM, mode 0600)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// How often the worker looks for work when nothing woke it
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration)]
     poll: Duration,
@@ -39,16 +45,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     let trust = args.trust.path(&layout);
     salve::serve::check_config_modes(&[&trust, &layout.policy(), &layout.config(), &layout.secrets()])
         .map_err(classified)?;
-    let listener = salve::serve::bind(args.listen).await.map_err(classified)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(salve::serve::tls_config(cert, key).map_err(classified)?),
+        _ => None,
+    };
+    let listener = salve::serve::bind(args.listen, tls.is_some()).await.map_err(classified)?;
     let mut worker = start(&args.trust, &args.data_dir, args.runner_key.as_deref())?;
     let limits = Limits { body: args.max_body, ..Limits::default() };
-    let shared = Shared::new(open(&args.trust, &args.data_dir)?, worker.runner().audit().clone(), limits);
+    let audit = worker.runner().audit().clone();
+    let shared = Shared::new(open(&args.trust, &args.data_dir)?, audit, limits, tls.is_some());
     let stop = super::run::stop_on_signals("salve serve stops taking requests and finishes the job in hand")?;
     // The address, once bound, for whoever started this (port 0).
-    println!("salve serve: listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("salve serve: listening on {scheme}://{}", listener.local_addr()?);
 
     let stopped = Arc::clone(&stop);
-    let server = tokio::spawn(salve::serve::serve(listener, Arc::clone(&shared), async move {
+    let server = tokio::spawn(salve::serve::serve(listener, Arc::clone(&shared), tls, async move {
         while !stopped.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

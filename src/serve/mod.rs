@@ -18,7 +18,8 @@
 //! The accept loop is hyper's, so that a slow client cannot hold a
 //! connection open before its headers ([`Limits::header_timeout`]) or its
 //! body ([`Limits::body_timeout`]), nor send more than [`Limits::body`].
-//! Plain HTTP is served on loopback only.
+//! TLS (rustls, from a certificate chain and key in PEM files) is served
+//! on any address; plain HTTP on loopback only.
 //!
 //! # Errors
 //! Every refusal is JSON, `{"error": {"code", "check", "message"}}`: see
@@ -71,9 +72,11 @@ impl Default for Limits {
 #[non_exhaustive]
 pub enum ServeError {
     #[error(
-        "salve serves plain HTTP on loopback only, and {addr} is not: listen on 127.0.0.1 or ::1 and put a TLS-terminating proxy in front"
+        "salve serves plain HTTP on loopback only, and {addr} is not: give --tls-cert and --tls-key, or listen on 127.0.0.1 or ::1"
     )]
     NotLoopback { addr: SocketAddr },
+    #[error("TLS: {path}: {reason}")]
+    Tls { path: std::path::PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(
@@ -87,7 +90,9 @@ pub enum ServeError {
 impl Classify for ServeError {
     fn fault(&self) -> crate::fault::Fault {
         match self {
-            ServeError::NotLoopback { .. } | ServeError::Writable { .. } => crate::fault::Fault::Input,
+            ServeError::NotLoopback { .. } | ServeError::Writable { .. } | ServeError::Tls { .. } => {
+                crate::fault::Fault::Input
+            }
             ServeError::Listen { .. } | ServeError::Mode { .. } => crate::fault::Fault::Infrastructure,
         }
     }
@@ -111,7 +116,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(control: ControlPlane, audit: AuditLog, limits: Limits) -> Arc<Shared> {
+    /// `tls`: whether requests arrive over TLS (their target URI is then
+    /// `https://`).
+    pub fn new(control: ControlPlane, audit: AuditLog, limits: Limits, tls: bool) -> Arc<Shared> {
         Arc::new(Shared {
             control: RwLock::new(control),
             audit,
@@ -119,7 +126,7 @@ impl Shared {
             limits,
             work: Notify::new(),
             ready: AtomicBool::new(false),
-            scheme: "http",
+            scheme: if tls { "https" } else { "http" },
         })
     }
 
@@ -160,17 +167,57 @@ pub fn check_config_modes(files: &[&std::path::Path]) -> Result<(), ServeError> 
     Ok(())
 }
 
-/// Binds `addr`, refusing anything but loopback.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    if !addr.ip().is_loopback() {
+/// The TLS configuration of a certificate chain and its key (PEM files;
+/// the key must be readable by its owner only). HTTP/1.1 over TLS 1.2 or
+/// 1.3, rustls's safe defaults, no client certificates.
+pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use std::os::unix::fs::PermissionsExt;
+    let tls = |path: &std::path::Path, reason: String| ServeError::Tls { path: path.to_path_buf(), reason };
+    let mode = std::fs::metadata(key).map_err(|e| tls(key, e.to_string()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(tls(
+            key,
+            format!("the key is readable by others (mode {:o}): run `chmod 600` on it", mode & 0o7777),
+        ));
+    }
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls(cert, format!("not a PEM certificate chain: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls(cert, "holds no certificate".into()));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(key, format!("not a PEM private key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| tls(cert, format!("the certificate and key do not go together: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Binds `addr`; without TLS, loopback only.
+pub async fn bind(addr: SocketAddr, tls: bool) -> Result<TcpListener, ServeError> {
+    if !tls && !addr.ip().is_loopback() {
         return Err(ServeError::NotLoopback { addr });
     }
     TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets open
-/// connections finish for [`Limits::drain`] and closes the rest.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+/// Serves the API on `listener` (over TLS with `tls`) until `shutdown`
+/// resolves, then lets open connections finish for [`Limits::drain`] and
+/// closes the rest.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let router = api::router(Arc::clone(&shared));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(shared.limits.header_timeout).max_buf_size(64 * 1024);
@@ -188,10 +235,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl st
                         continue;
                     }
                 };
-                let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-                let connection = graceful.watch(connection);
+                let (http, service, watcher) = (http.clone(), TowerToHyperService::new(router.clone()), graceful.watcher());
+                let handshake = (acceptor.clone(), shared.limits.header_timeout);
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                    let ended = match handshake {
+                        (None, _) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                        (Some(acceptor), timeout) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                            Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
+                            Err(_) => return tracing::debug!("TLS handshake not done within {timeout:?}"),
+                        },
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!("connection ended: {e}");
                     }
                 });

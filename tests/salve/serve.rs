@@ -411,3 +411,50 @@ fn configuration_others_may_write_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("writable by others"), "{output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_served_from_pem_files_and_plain_http_is_not_answered_on_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (plane, _, auditor) = plane();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = plane.site.write("tls/cert.pem", certified.cert.pem());
+    let key = plane.site.write("tls/key.pem", certified.signing_key.serialize_pem());
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+
+    // A key others may read is refused.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert", &cert_arg, "--tls-key", &key_arg, "--data-dir"])
+        .arg(plane.data())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"), "{output:?}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let server = Server::start(&plane, &["--tls-cert", &cert_arg, "--tls-key", &key_arg]);
+    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let client = Client { http, base: server.base.clone() };
+    let (status, listed) = client.get("/v1/jobs", &auditor).await;
+    assert_eq!(status, 200, "{listed}");
+    // A client that does not trust the certificate gets nowhere; nor does
+    // plain HTTP on the TLS port.
+    assert!(reqwest::get(format!("{}/healthz", server.base)).await.is_err());
+    let plain = server.base.replacen("https://", "http://", 1);
+    assert!(reqwest::get(format!("{plain}/healthz")).await.is_err());
+
+    // The command line, trusting that certificate.
+    let auditor_key = plane.site.root.path().join("client-keys");
+    auditor.write(&auditor_key).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["jobs", "list", "--server", &server.base, "--server-ca", &cert_arg, "--key"])
+        .arg(auditor_key.join("auditor.key"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(server.stop().success());
+}
