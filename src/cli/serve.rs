@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// The largest request body taken, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// How many jobs may wait (submitted, for approval, approved) before a submission gets 429
+    #[arg(long, value_name = "JOBS", default_value_t = 10_000)]
+    max_queue: u64,
     /// The key that seals each job in the audit log [default:
     /// DATA_DIR/keys/runner.key, if present]
     #[arg(long, value_name = "KEY")]
@@ -51,7 +54,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     };
     let listener = salve::serve::bind(args.listen, tls.is_some()).await.map_err(classified)?;
     let mut worker = start(&args.trust, &args.data_dir, args.runner_key.as_deref())?;
-    let limits = Limits { body: args.max_body, ..Limits::default() };
+    let limits = Limits { body: args.max_body, queue: args.max_queue, ..Limits::default() };
     let audit = worker.runner().audit().clone();
     let shared = Shared::new(open(&args.trust, &args.data_dir)?, audit, limits, tls.is_some());
     let stop = super::run::stop_on_signals("salve serve stops taking requests and finishes the job in hand")?;

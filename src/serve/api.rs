@@ -167,10 +167,30 @@ fn utf8(bytes: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(bytes).map_err(|_| ApiError::input("body", "the body is not UTF-8 JSON"))
 }
 
+/// The states of a job that waits: for the worker, or for people.
+const QUEUED: [JobState; 3] = [JobState::Submitted, JobState::WaitingApproval, JobState::Approved];
+/// What a full queue tells a client to wait, in seconds.
+const RETRY_AFTER_S: u64 = 5;
+
 async fn submit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, ApiError> {
     let bytes = body(&shared, request.into_body()).await?;
     let envelope = SignedJob::parse(utf8(&bytes)?).map_err(crate::control::ControlError::from)?;
-    let submitted = blocking(&shared, move |_, control| Ok(control.submit(&envelope, SystemTime::now())?)).await?;
+    let submitted = blocking(&shared, move |shared, control| {
+        let waiting = control.store.count_in(&QUEUED).map_err(crate::control::ControlError::from)?;
+        if waiting >= shared.limits.queue {
+            return Err(ApiError {
+                retry_after: Some(RETRY_AFTER_S),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "busy",
+                    "queue-full",
+                    format!("{waiting} jobs are waiting, the most this runner queues; retry later"),
+                )
+            });
+        }
+        Ok(control.submit(&envelope, SystemTime::now())?)
+    })
+    .await?;
     shared.work.notify_one();
     Ok((StatusCode::CREATED, Json(submitted)).into_response())
 }

@@ -18,11 +18,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub check: &'static str,
     pub message: String,
+    /// Seconds after which the same request may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, check: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, check, message: message.into() }
+        ApiError { status, code, check, message: message.into(), retry_after: None }
     }
 
     pub fn input(check: &'static str, message: impl Into<String>) -> ApiError {
@@ -43,7 +45,7 @@ impl ApiError {
 
     fn from_fault(fault: Fault, check: &'static str, message: String) -> ApiError {
         let status = StatusCode::from_u16(fault.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError { status, code: fault.name(), check, message }
+        ApiError { status, code: fault.name(), check, message, retry_after: None }
     }
 }
 
@@ -51,6 +53,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "check": self.check, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -55,6 +55,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long open connections get to finish at shutdown.
     pub drain: Duration,
+    /// How many jobs may wait (submitted, waiting for approval, approved)
+    /// before a submission is answered 429.
+    pub queue: u64,
 }
 
 impl Default for Limits {
@@ -64,6 +67,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),
+            queue: 10_000,
         }
     }
 }

@@ -225,6 +225,9 @@ pub trait JobStore: Send + Sync {
     /// Jobs in one of `states`, longest waiting first.
     fn all_in(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRecord>, StoreError>;
 
+    /// How many jobs are in one of `states`.
+    fn count_in(&self, states: &[JobState]) -> Result<u64, StoreError>;
+
     /// The job in one of `states` that has waited longest, if any.
     fn next(&self, states: &[JobState]) -> Result<Option<JobRecord>, StoreError> {
         Ok(self.all_in(states, 1)?.into_iter().next())

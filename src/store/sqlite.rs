@@ -487,6 +487,17 @@ impl JobStore for SqliteStore {
         rows.map(|row| job_from_row(row?)).collect()
     }
 
+    fn count_in(&self, states: &[JobState]) -> Result<u64, StoreError> {
+        let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+        let names = serde_json::to_string(&names).map_err(|e| corrupt("states", e))?;
+        let count: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM jobs WHERE state IN (SELECT value FROM json_each(?1))",
+            params![names],
+            |row| row.get(0),
+        )?;
+        Ok(count as u64)
+    }
+
     fn transition(
         &self,
         id: &str,

@@ -225,7 +225,7 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_the_api_must_refuse_is_refused() {
     let (plane, other, auditor) = plane();
-    let server = Server::start(&plane, &["--max-body", "65536"]);
+    let server = Server::start(&plane, &["--max-body", "65536", "--max-queue", "2"]);
     let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
     let (status, submitted) = client.post("/v1/jobs", &plane.sign(&plane.rotate("job-mine", "dev", 0.9))).await;
     assert_eq!(status, 201, "{submitted}");
@@ -257,6 +257,23 @@ async fn every_request_the_api_must_refuse_is_refused() {
     assert_eq!(refused(status, &body, 404), "job-unknown");
     assert_eq!(client.get("/v1/jobs/job-prod", &plane.alice).await.0, 200);
     assert_eq!(client.get("/v1/jobs/job-mine", &auditor).await.0, 200);
+
+    // The queue holds two waiting jobs: job-prod waits for approvals, and
+    // one more may wait; the next is told to come back.
+    client.until("job-prod", &auditor, "waiting-approval").await;
+    client.until("job-mine", &auditor, "succeeded").await;
+    let (status, _) = client.post("/v1/jobs", &plane.sign(&plane.rotate("job-two", "prod", 0.92))).await;
+    assert_eq!(status, 201);
+    let response = client
+        .http
+        .post(format!("{}/v1/jobs", server.base))
+        .body(serde_json::to_vec(&plane.sign(&plane.rotate("job-three", "prod", 0.92))).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "5");
+    let (status, body) = json(response).await;
+    assert_eq!(refused(status, &body, 429), "queue-full");
 
     // A replayed signature: the same headers, sent again.
     let first = client.signed("GET", "/v1/jobs/job-mine", b"", &plane.agent, now).build().unwrap();
