@@ -7,6 +7,7 @@
 //! | `GET /v1/jobs` | RFC 9421 | what the caller may see (below) |
 //! | `GET /v1/jobs/{id}` | RFC 9421 | the same |
 //! | `GET /v1/jobs/{id}/evidence` | RFC 9421 | the same |
+//! | `GET /v1/jobs/{id}/events` | RFC 9421 | the same |
 //! | `GET /v1/audit/checkpoint` | RFC 9421 | any agent, approver or auditor key |
 //! | `GET /healthz`, `GET /readyz` | nothing | anyone (they say nothing but up / ready) |
 //!
@@ -41,6 +42,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}", get(show))
         .route("/v1/jobs/{id}/votes", post(vote))
         .route("/v1/jobs/{id}/evidence", get(evidence))
+        .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/audit/checkpoint", get(checkpoint))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -282,6 +284,59 @@ async fn evidence(
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], tar).into_response())
+}
+
+/// How often an event stream looks for a job's new transitions.
+const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What an event stream has sent and has yet to send.
+struct Events {
+    shared: Arc<Shared>,
+    id: String,
+    sent: usize,
+    pending: std::collections::VecDeque<crate::store::Transition>,
+    done: bool,
+}
+
+/// The job's transitions as Server-Sent Events (`event: transition`, the
+/// transition as JSON): those so far, then each new one; the stream ends
+/// after a final state, or when the server stops.
+async fn events(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let job = id.clone();
+    let history = read(&shared, request, move |_, control, caller| {
+        visible(control, &job, &caller)?;
+        Ok(control.store.history(&job).map_err(crate::control::ControlError::from)?)
+    })
+    .await?;
+    let start = Events { shared, id, sent: 0, pending: history.into(), done: false };
+    let stream = futures_util::stream::unfold(start, |mut events| async move {
+        loop {
+            if let Some(transition) = events.pending.pop_front() {
+                events.sent += 1;
+                events.done |= transition.to.is_final();
+                let event = Event::default().event("transition").json_data(&transition).ok()?;
+                return Some((Ok::<_, std::convert::Infallible>(event), events));
+            }
+            if events.done || events.shared.stopping.load(Ordering::SeqCst) {
+                return None;
+            }
+            tokio::time::sleep(EVENTS_POLL).await;
+            let (shared, id) = (Arc::clone(&events.shared), events.id.clone());
+            let history = tokio::task::spawn_blocking(move || {
+                shared.control.read().unwrap_or_else(|e| e.into_inner()).store.history(&id)
+            })
+            .await;
+            let Ok(Ok(history)) = history else { return None };
+            let sent = events.sent;
+            events.pending.extend(history.into_iter().skip(sent));
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
 async fn checkpoint(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, ApiError> {

@@ -116,6 +116,8 @@ pub struct Shared {
     /// Set once the worker has recovered what a stopped runner left, and
     /// cleared when it stops.
     pub ready: AtomicBool,
+    /// Set when the server stops: event streams end.
+    stopping: AtomicBool,
     scheme: &'static str,
 }
 
@@ -130,6 +132,7 @@ impl Shared {
             limits,
             work: Notify::new(),
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             scheme: if tls { "https" } else { "http" },
         })
     }
@@ -259,6 +262,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    shared.stopping.store(true, Ordering::SeqCst);
     if tokio::time::timeout(shared.limits.drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {:?} were closed", shared.limits.drain);
     }

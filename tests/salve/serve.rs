@@ -187,6 +187,10 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
     let (status, replayed) = client.post("/v1/jobs", &envelope).await;
     assert_eq!(refused(status, &replayed, 400), "job-nonce-replayed");
 
+    // The agent follows the job's transitions as they happen.
+    let events = client.signed("GET", "/v1/jobs/job-http/events", b"", &plane.agent, SystemTime::now()).send();
+    let events = tokio::spawn(async move { events.await.unwrap().text().await.unwrap() });
+
     // The approvers read the plan hash from the API and approve it.
     let review = client.until("job-http", &plane.alice, "waiting-approval").await;
     assert!(review["plan"]["hash"].is_string(), "{review}");
@@ -197,6 +201,13 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
     let (status, job) = client.post("/v1/jobs/job-http/votes", &approval(&review, &plane.bob)).await;
     assert_eq!(status, 200, "{job}");
     client.until("job-http", &plane.agent, "succeeded").await;
+    let events = tokio::time::timeout(Duration::from_secs(30), events).await.expect("the stream ends").unwrap();
+    let states: Vec<String> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|data| serde_json::from_str::<Value>(data).unwrap()["to"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["submitted", "waiting-approval", "approved", "applying", "verifying", "succeeded"], "{events}");
 
     // The auditor lists it, exports its evidence and verifies it offline.
     let (status, listed) = client.get("/v1/jobs?state=succeeded", &auditor).await;
