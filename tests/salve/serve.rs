@@ -486,3 +486,44 @@ async fn tls_is_served_from_pem_files_and_plain_http_is_not_answered_on_it() {
     assert!(output.status.success(), "{output:?}");
     assert!(server.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
+    let (plane, _, auditor) = plane();
+    // change-then-spin changes a file, journaled, then spins in apply.
+    let bytes = crate::common::artifact("change-then-spin");
+    let digest = salve::artifact::digest(&bytes);
+    let path = plane.site.write(&format!("data/artifacts/{digest}.wasm"), &bytes);
+    let installed =
+        salve::store::InstalledArtifact { digest, name: "change-then-spin".into(), version: "0.1.0".into(), path };
+    plane.control().store.install(&installed).unwrap();
+    let target = plane.site.write("granted/a.txt", "alpha\n");
+    let root = plane.site.root.path().display().to_string();
+    let grant =
+        format!("[[fs]]\nname = \"logs\"\npath = \"{root}/granted\"\naccess = \"rw\"\n[limits]\ntimeout = \"30s\"\n");
+    let request = crate::control::request("job-spin", "change-then-spin", "0.1.0", "dev", 0.9, &grant, &[]);
+
+    let server = Server::start(&plane, &[]);
+    let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
+    let (status, submitted) = client.post("/v1/jobs", &plane.sign(&request)).await;
+    assert_eq!(status, 201, "{submitted}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&target).unwrap() != "half-done\n" {
+        assert!(Instant::now() < deadline, "apply never changed the target");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "half-done\n");
+
+    // The next start recovers before it is ready, and rolls the job back.
+    let server = Server::start(&plane, &[]);
+    let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
+    client.until("job-spin", &auditor, "rolled-back").await;
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "alpha\n");
+    let ready = reqwest::get(format!("{}/readyz", server.base)).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    assert!(server.stop().success());
+    plane.audit_verifies();
+}
