@@ -99,8 +99,12 @@ async fn work(
         } else if let Err(e) = shared.control.write().unwrap_or_else(|e| e.into_inner()).reload() {
             tracing::error!("the API's trust store, policy or config no longer loads; keeping the last good ones: {e}");
         }
+        let started = std::time::Instant::now();
         match worker.step().await.map_err(classified)? {
-            Some(step) => print(&step),
+            Some(step) => {
+                shared.metrics.step(step.state, started.elapsed());
+                print(&step);
+            }
             None => {
                 tokio::select! {
                     () = tokio::time::sleep(poll) => {}

@@ -9,6 +9,7 @@
 //! | `GET /v1/jobs/{id}/evidence` | RFC 9421 | the same |
 //! | `GET /v1/jobs/{id}/events` | RFC 9421 | the same |
 //! | `GET /v1/audit/checkpoint` | RFC 9421 | any agent, approver or auditor key |
+//! | `GET /metrics` | RFC 9421 | any agent, approver or auditor key |
 //! | `GET /healthz`, `GET /readyz` | nothing | anyone (they say nothing but up / ready) |
 //!
 //! An agent sees the jobs it submitted; an approver the jobs of the
@@ -44,6 +45,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/evidence", get(evidence))
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/audit/checkpoint", get(checkpoint))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), track))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::not_found("route", "no such route; the API is under /v1 (see the README)") })
@@ -348,6 +351,28 @@ async fn checkpoint(State(shared): State<Arc<Shared>>, request: Request) -> Resu
             "the audit log has no signed checkpoint yet: the runner has no key, or has sealed no job",
         )),
     }
+}
+
+/// Counts each request answered on a route, and each refusal.
+async fn track(State(shared): State<Arc<Shared>>, request: Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "?".to_string(), |path| path.as_str().to_string());
+    let response = next.run(request).await;
+    shared.metrics.request(&route, response.status().as_u16());
+    if let Some(super::error::Refusal(check)) = response.extensions().get() {
+        shared.metrics.refusal(check);
+    }
+    response
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, ApiError> {
+    let text = read(&shared, request, |shared, control, _| {
+        Ok(shared.metrics.render(control.store.as_ref(), &QUEUED).map_err(crate::control::ControlError::from)?)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {

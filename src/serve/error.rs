@@ -12,6 +12,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// Marks a response as a refusal by `check`, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal(pub &'static str);
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -53,6 +57,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "check": self.check, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(Refusal(self.check));
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }

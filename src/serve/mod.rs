@@ -27,9 +27,11 @@
 
 mod api;
 mod error;
+mod metrics;
 pub mod signature;
 
 pub use error::ApiError;
+pub use metrics::Metrics;
 
 use crate::audit::AuditLog;
 use crate::control::ControlPlane;
@@ -110,6 +112,7 @@ pub struct Shared {
     /// The worker's audit log, for its latest checkpoint.
     pub audit: AuditLog,
     pub nonces: signature::Nonces,
+    pub metrics: Metrics,
     pub limits: Limits,
     /// Wakes the worker when a job or a vote arrives.
     pub work: Notify,
@@ -129,6 +132,7 @@ impl Shared {
             control: RwLock::new(control),
             audit,
             nonces: signature::Nonces::default(),
+            metrics: Metrics::default(),
             limits,
             work: Notify::new(),
             ready: AtomicBool::new(false),

@@ -227,6 +227,23 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
     assert!(response.text().await.unwrap().contains(&salve::audit::checkpoint_origin(&crate::common::runner_key().id)));
 
     let steps = server.steps.clone();
+    let response = client.signed("GET", "/metrics", b"", &auditor, SystemTime::now()).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let metrics = response.text().await.unwrap();
+    for line in [
+        "salve_jobs{state=\"succeeded\"} 1",
+        "salve_queue_depth 0",
+        "salve_http_requests_total{route=\"/v1/jobs\",status=\"201\"} 1",
+        "salve_http_requests_total{route=\"/v1/jobs/{id}/votes\",status=\"200\"} 2",
+        "salve_refusals_total{check=\"vote-duplicate\"} 1",
+        "salve_refusals_total{check=\"job-nonce-replayed\"} 1",
+        "salve_worker_step_seconds_count{state=\"succeeded\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
+    }
+    let (status, body) = json(client.http.get(format!("{}/metrics", server.base)).send().await.unwrap()).await;
+    assert_eq!(refused(status, &body, 401), "signature-missing");
+
     assert!(server.stop().success());
     let steps = steps.lock().unwrap().join("\n");
     assert!(steps.contains("job job-http: succeeded"), "{steps}");
