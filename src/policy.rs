@@ -104,7 +104,7 @@ pub struct Policy {
 }
 
 /// What the policy decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Verdict {
     Allow,
@@ -113,7 +113,7 @@ pub enum Verdict {
 }
 
 /// A decision, with why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     #[serde(flatten)]
     pub verdict: Verdict,

@@ -8,7 +8,7 @@ use crate::store::{JobRecord, StoredApproval, StoredLease, StoredPlan, Transitio
 use serde::Serialize;
 
 /// One job, reviewed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Review {
     /// As its agent signed it, when that verifies; else as the store holds it.
     pub job: JobRecord,

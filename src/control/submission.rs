@@ -14,7 +14,7 @@ use serde_json::json;
 use std::time::SystemTime;
 
 /// The result of a submission.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Submitted {
     pub id: String,
     pub state: JobState,

@@ -10,6 +10,7 @@
 //! | `GET /v1/jobs/{id}/events` | RFC 9421 | the same |
 //! | `GET /v1/audit/checkpoint` | RFC 9421 | any agent, approver or auditor key |
 //! | `GET /metrics` | RFC 9421 | any agent, approver or auditor key |
+//! | `GET /v1/openapi.json` | nothing | anyone (the API's description) |
 //! | `GET /healthz`, `GET /readyz` | nothing | anyone (they say nothing but up / ready) |
 //!
 //! An agent sees the jobs it submitted; an approver the jobs of the
@@ -46,6 +47,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/audit/checkpoint", get(checkpoint))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), track))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))

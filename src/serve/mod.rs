@@ -28,6 +28,7 @@
 mod api;
 mod error;
 mod metrics;
+pub mod openapi;
 pub mod signature;
 
 pub use error::ApiError;

@@ -78,7 +78,7 @@ pub enum StoreError {
 }
 
 /// A job as the store holds it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JobRecord {
     pub id: String,
     pub state: JobState,
@@ -113,7 +113,7 @@ pub struct NewJob<'a> {
 }
 
 /// One state change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Transition {
     pub from: Option<JobState>,
     pub to: JobState,
@@ -122,7 +122,7 @@ pub struct Transition {
 }
 
 /// An approval (or rejection) as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StoredApproval {
     pub approval: Approval,
     pub at: Timestamp,
@@ -131,7 +131,7 @@ pub struct StoredApproval {
 }
 
 /// A plan as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StoredPlan {
     pub hash: String,
     pub changes: Value,
@@ -139,7 +139,7 @@ pub struct StoredPlan {
 }
 
 /// A credential lease as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StoredLease {
     pub id: String,
     pub credential: String,

@@ -243,6 +243,10 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
     }
     let (status, body) = json(client.http.get(format!("{}/metrics", server.base)).send().await.unwrap()).await;
     assert_eq!(refused(status, &body, 401), "signature-missing");
+    let (status, served) =
+        json(client.http.get(format!("{}/v1/openapi.json", server.base)).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(served, salve::serve::openapi::document());
 
     assert!(server.stop().success());
     let steps = steps.lock().unwrap().join("\n");
@@ -342,6 +346,18 @@ async fn every_request_the_api_must_refuse_is_refused() {
     assert_eq!(refused(status, &body, 400), "query");
 
     assert!(server.stop().success());
+}
+
+#[test]
+fn the_published_openapi_document_is_current() {
+    let path = crate::common::repo().join("schemas/openapi.json");
+    let current = serde_json::to_string_pretty(&salve::serve::openapi::document()).unwrap();
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&path, format!("{current}\n")).unwrap();
+        return;
+    }
+    let published = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(published.trim_end(), current, "schemas/openapi.json is stale: run the tests with BLESS=1");
 }
 
 #[test]
