@@ -15,6 +15,7 @@
 //!   artifacts/      installed artifacts, by digest
 //!   versions.json   the version floor (rollback protection)
 //!   cache/          compiled components
+//!   webhooks.jsonl  every webhook delivery attempt (`salve serve`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -113,5 +114,9 @@ impl DataDir {
 
     pub fn cache(&self) -> PathBuf {
         self.root.join("cache")
+    }
+
+    pub fn webhooks(&self) -> PathBuf {
+        self.root.join("webhooks.jsonl")
     }
 }

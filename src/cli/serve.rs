@@ -6,6 +6,7 @@
 use super::jobs::{TrustArg, open};
 use super::worker::{print, start};
 use super::{DataDirArg, Exit, classified};
+use salve::serve::webhooks::{Retry, Webhooks};
 use salve::serve::{Limits, Shared};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ pub struct ServeArgs {
     /// How many jobs may wait (submitted, for approval, approved) before a submission gets 429
     #[arg(long, value_name = "JOBS", default_value_t = 10_000)]
     max_queue: u64,
+    /// Post a signed notification here when a job waits for approval,
+    /// succeeds, is rolled back or its rollback fails (repeatable)
+    #[arg(long, value_name = "URL")]
+    webhook: Vec<url::Url>,
     /// The key that seals each job in the audit log [default:
     /// DATA_DIR/keys/runner.key, if present]
     #[arg(long, value_name = "KEY")]
@@ -54,6 +59,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     };
     let listener = salve::serve::bind(args.listen, tls.is_some()).await.map_err(classified)?;
     let mut worker = start(&args.trust, &args.data_dir, args.runner_key.as_deref())?;
+    let webhooks = if args.webhook.is_empty() {
+        None
+    } else {
+        let key = super::run::runner_key(layout.root(), args.runner_key.as_deref())?.ok_or_else(|| {
+            super::refused(anyhow::anyhow!(
+                "--webhook needs a runner key to sign notifications: pass --runner-key or run `salve init`"
+            ))
+        })?;
+        Some(Webhooks::start(&args.webhook, key, layout.webhooks(), Retry::default()))
+    };
     let limits = Limits { body: args.max_body, queue: args.max_queue, ..Limits::default() };
     let audit = worker.runner().audit().clone();
     let shared = Shared::new(open(&args.trust, &args.data_dir)?, audit, limits, tls.is_some());
@@ -68,12 +83,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }));
-    let worked = work(&mut worker, &shared, &stop, args.poll).await;
+    let worked = work(&mut worker, &shared, webhooks.as_ref(), &stop, args.poll).await;
     // A worker that failed stops the server too: nothing acts on what it takes.
     stop.store(true, Ordering::SeqCst);
     shared.set_ready(false);
     server.await?;
     worker.runner().audit().sync_blocking()?;
+    if let Some(webhooks) = webhooks {
+        webhooks.stop(Duration::from_secs(5)).await;
+    }
     worked?;
     Ok(Exit::Succeeded)
 }
@@ -82,12 +100,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
 async fn work(
     worker: &mut salve::control::Worker,
     shared: &Shared,
+    webhooks: Option<&Webhooks>,
     stop: &AtomicBool,
     poll: Duration,
 ) -> anyhow::Result<()> {
     worker.relay().await.map_err(classified)?;
+    let told = |step: &salve::control::Step| {
+        print(step);
+        if let Some(webhooks) = webhooks {
+            webhooks.notify(step);
+        }
+    };
     for step in worker.recover().await.map_err(classified)? {
-        print(&step);
+        told(&step);
     }
     shared.set_ready(true);
     while !stop.load(Ordering::SeqCst) {
@@ -103,7 +128,7 @@ async fn work(
         match worker.step().await.map_err(classified)? {
             Some(step) => {
                 shared.metrics.step(step.state, started.elapsed());
-                print(&step);
+                told(&step);
             }
             None => {
                 tokio::select! {

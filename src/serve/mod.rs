@@ -30,6 +30,7 @@ mod error;
 mod metrics;
 pub mod openapi;
 pub mod signature;
+pub mod webhooks;
 
 pub use error::ApiError;
 pub use metrics::Metrics;

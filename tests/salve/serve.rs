@@ -172,10 +172,36 @@ fn approval(review: &Value, key: &PrivateKey) -> Approval {
         .unwrap()
 }
 
+/// What a webhook receiver heard: each request's headers and body. It
+/// answers the first with 500, the others with 204.
+type Heard = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+async fn webhook_receiver() -> (String, Heard) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let heard = Heard::default();
+    let kept = heard.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+            let mut heard = kept.lock().unwrap();
+            heard.push((headers, body.to_vec()));
+            if heard.len() == 1 {
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, heard)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evidence() {
     let (plane, _, auditor) = plane();
-    let server = Server::start(&plane, &[]);
+    let (hook, heard) = webhook_receiver().await;
+    let server = Server::start(&plane, &["--webhook", &hook]);
     let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
     let ready = reqwest::get(format!("{}/readyz", server.base)).await.unwrap();
     assert!(ready.status().as_u16() == 200 || ready.status().as_u16() == 503);
@@ -247,6 +273,33 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
         json(client.http.get(format!("{}/v1/openapi.json", server.base)).send().await.unwrap()).await;
     assert_eq!(status, 200);
     assert_eq!(served, salve::serve::openapi::document());
+
+    // The webhook heard of the wait for approval (the second attempt:
+    // the first got 500) and of the success, signed by the runner key.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while heard.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "the webhook heard {} requests", heard.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trust = salve::trust::TrustStore::load(&plane.data().join("trust.toml")).unwrap();
+    let nonces = salve::serve::signature::Nonces::default();
+    let mut events = Vec::new();
+    for (headers, body) in heard.lock().unwrap().iter() {
+        let message = salve::serve::signature::Message { method: "POST", target_uri: &hook, headers };
+        let key = salve::serve::signature::verify(&message, body, &trust, &nonces, SystemTime::now()).unwrap();
+        assert_eq!(key.entry.role, Role::Runner);
+        let body: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(body["job"], "job-http");
+        events.push(body["event"].as_str().unwrap().to_string());
+    }
+    assert_eq!(events, ["waiting-approval", "waiting-approval", "succeeded"]);
+    let attempts = std::fs::read_to_string(plane.data().join("webhooks.jsonl")).unwrap();
+    let outcomes: Vec<String> = attempts
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert!(outcomes[0].starts_with("refused: 500") && outcomes[0].contains("again in"), "{attempts}");
+    assert!(outcomes[1].starts_with("delivered: 204") && outcomes[2].starts_with("delivered: 204"), "{attempts}");
 
     assert!(server.stop().success());
     let steps = steps.lock().unwrap().join("\n");
