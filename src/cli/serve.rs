@@ -25,6 +25,12 @@ pub struct ServeArgs {
     /// The TLS certificate's private key (PEM, mode 0600)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The URL clients use to reach this server (behind a proxy, say):
+    /// signatures must name it, so one signed for another server with the
+    /// same trust store does not verify here [default: from each request's
+    /// Host header]
+    #[arg(long, value_name = "URL")]
+    public_url: Option<url::Url>,
     /// How often the worker looks for work when nothing woke it
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration)]
     poll: Duration,
@@ -71,7 +77,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     };
     let limits = Limits { body: args.max_body, queue: args.max_queue, ..Limits::default() };
     let audit = worker.runner().audit().clone();
-    let shared = Shared::new(open(&args.trust, &args.data_dir)?, audit, limits, tls.is_some());
+    let control = open(&args.trust, &args.data_dir)?;
+    let shared = Shared::with_origin(control, audit, limits, tls.is_some(), args.public_url.as_ref());
     let stop = super::run::stop_on_signals("salve serve stops taking requests and finishes the job in hand")?;
     // The address, once bound, for whoever started this (port 0).
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -103,13 +103,18 @@ async fn body(shared: &Shared, body: Body) -> Result<Bytes, ApiError> {
 
 /// Checks a request's signature and that its key may read.
 fn authenticate(shared: &Shared, control: &ControlPlane, parts: &Parts, body: &[u8]) -> Result<Caller, ApiError> {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .ok_or_else(|| ApiError::input("host", "the request has no Host header"))?;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let target_uri = format!("{}://{host}{path}", shared.scheme);
+    let target_uri = match &shared.origin {
+        Some(origin) => format!("{origin}{path}"),
+        None => {
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .ok_or_else(|| ApiError::input("host", "the request has no Host header"))?;
+            format!("{}://{host}{path}", shared.scheme)
+        }
+    };
     let message = Message { method: parts.method.as_str(), target_uri: &target_uri, headers: &parts.headers };
     let key = signature::verify(&message, body, &control.trust, &shared.nonces, SystemTime::now())?;
     let role = key.entry.role;

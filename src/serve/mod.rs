@@ -124,6 +124,11 @@ pub struct Shared {
     /// Set when the server stops: event streams end.
     stopping: AtomicBool,
     scheme: &'static str,
+    /// The origin clients address (`https://runner.example:8750`): when
+    /// set, signatures are checked against it, not against the request's
+    /// Host header, so a request signed for another server does not verify
+    /// here.
+    origin: Option<String>,
 }
 
 impl Shared {
@@ -140,7 +145,22 @@ impl Shared {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             scheme: if tls { "https" } else { "http" },
+            origin: None,
         })
+    }
+
+    /// [`Shared::new`], checking signatures against `origin` (scheme, host
+    /// and port of the URL clients use).
+    pub fn with_origin(
+        control: ControlPlane,
+        audit: AuditLog,
+        limits: Limits,
+        tls: bool,
+        origin: Option<&url::Url>,
+    ) -> Arc<Shared> {
+        let mut shared = Shared::new(control, audit, limits, tls);
+        Arc::get_mut(&mut shared).expect("just made").origin = origin.map(|url| url.origin().ascii_serialization());
+        shared
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -613,3 +613,28 @@ async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
     assert!(server.stop().success());
     plane.audit_verifies();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_public_url_a_request_signed_for_another_server_is_refused() {
+    let (plane, _, auditor) = plane();
+    let server = Server::start(&plane, &["--public-url", "https://runner-a.example:8750"]);
+    let http = reqwest::Client::new();
+    let send = |signed_for: String| {
+        let mut request = http.get(format!("{}/v1/jobs", server.base));
+        for (name, value) in
+            salve::serve::signature::sign("GET", &signed_for, b"", &auditor, SystemTime::now()).unwrap()
+        {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    // Signed for the URL clients use (as through a proxy): taken.
+    let (status, body) = json(send("https://runner-a.example:8750/v1/jobs".into()).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    // Signed for what the Host header says, or for another server: refused.
+    let (status, body) = json(send(format!("{}/v1/jobs", server.base)).await.unwrap()).await;
+    assert_eq!(refused(status, &body, 401), "signature-invalid");
+    let (status, body) = json(send("https://runner-b.example:8750/v1/jobs".into()).await.unwrap()).await;
+    assert_eq!(refused(status, &body, 401), "signature-invalid");
+    assert!(server.stop().success());
+}
