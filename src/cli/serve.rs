@@ -84,6 +84,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("salve serve: listening on {scheme}://{}", listener.local_addr()?);
 
+    // The API reads the trust store, policy and config again every second,
+    // whatever the worker is doing: a revoked key is refused from then on.
+    let reloading = Arc::clone(&shared);
+    let reloads = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RELOAD_EVERY).await;
+            let shared = Arc::clone(&reloading);
+            let _ = tokio::task::spawn_blocking(move || {
+                let loaded = shared.control.read().unwrap_or_else(|e| e.into_inner()).load_again();
+                match loaded {
+                    Ok(loaded) => shared.control.write().unwrap_or_else(|e| e.into_inner()).take(loaded),
+                    Err(e) => tracing::error!(
+                        "the trust store, policy or config no longer loads; the API keeps the last good ones: {e}"
+                    ),
+                }
+            })
+            .await;
+        }
+    });
     let stopped = Arc::clone(&stop);
     let server = tokio::spawn(salve::serve::serve(listener, Arc::clone(&shared), tls, async move {
         while !stopped.load(Ordering::SeqCst) {
@@ -95,6 +114,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     stop.store(true, Ordering::SeqCst);
     shared.set_ready(false);
     server.await?;
+    reloads.abort();
     worker.runner().audit().sync_blocking()?;
     if let Some(webhooks) = webhooks {
         webhooks.stop(Duration::from_secs(5)).await;
@@ -102,6 +122,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     worked?;
     Ok(Exit::Succeeded)
 }
+
+/// How often the API reads the trust store, policy and config again.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// The worker's loop: relay, recover, then plan and run until stopped.
 async fn work(
@@ -128,8 +151,6 @@ async fn work(
         // the last good one.
         if let Err(e) = worker.control.reload() {
             tracing::error!("the trust store, policy or config no longer loads; keeping the last good ones: {e}");
-        } else if let Err(e) = shared.control.write().unwrap_or_else(|e| e.into_inner()).reload() {
-            tracing::error!("the API's trust store, policy or config no longer loads; keeping the last good ones: {e}");
         }
         let started = std::time::Instant::now();
         match worker.step().await.map_err(classified)? {

@@ -57,6 +57,13 @@ use crate::trust::TrustStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The trust store, policy and config as read again.
+pub struct Loaded {
+    trust: TrustStore,
+    policy: Policy,
+    config: RunnerConfig,
+}
+
 /// What every control-plane command shares.
 pub struct ControlPlane {
     pub data_dir: PathBuf,
@@ -111,11 +118,24 @@ impl ControlPlane {
     /// revoked key, a new policy or a new change window count from the next
     /// decision on. On an error, nothing changes.
     pub fn reload(&mut self) -> Result<(), ControlError> {
+        let loaded = self.load_again()?;
+        self.take(loaded);
+        Ok(())
+    }
+
+    /// [`ControlPlane::reload`] in two steps, so that a shared control
+    /// plane is locked only to swap: read the files (this), then
+    /// [`ControlPlane::take`] what was read.
+    pub fn load_again(&self) -> Result<Loaded, ControlError> {
         let (trust, policy, config) = ControlPlane::read(&self.data_dir, &self.trust_path)?;
+        Ok(Loaded { trust, policy, config })
+    }
+
+    pub fn take(&mut self, loaded: Loaded) {
+        let Loaded { trust, policy, config } = loaded;
         self.trust = trust;
         self.policy = policy;
         self.config = config;
-        Ok(())
     }
 
     /// The job `id`, or an error that says there is none.

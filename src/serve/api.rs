@@ -112,18 +112,16 @@ fn authenticate(shared: &Shared, control: &ControlPlane, parts: &Parts, body: &[
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .ok_or_else(|| ApiError::input("host", "the request has no Host header"))?;
+            if host.is_empty() || host.contains(['/', '?', '#', '@', '\\']) {
+                return Err(ApiError::input("host", "the Host header is not a host and port"));
+            }
             format!("{}://{host}{path}", shared.scheme)
         }
     };
     let message = Message { method: parts.method.as_str(), target_uri: &target_uri, headers: &parts.headers };
-    let key = signature::verify(&message, body, &control.trust, &shared.nonces, SystemTime::now())?;
+    let readers = [Role::Agent, Role::Approver, Role::Auditor];
+    let key = signature::verify(&message, body, &control.trust, &shared.nonces, &readers, SystemTime::now())?;
     let role = key.entry.role;
-    if !matches!(role, Role::Agent | Role::Approver | Role::Auditor) {
-        return Err(ApiError::forbidden(
-            "role",
-            format!("key {} is a {role} key; only agent, approver and auditor keys read the API", key.entry.id),
-        ));
-    }
     Ok(Caller {
         id: key.entry.id.clone(),
         role,

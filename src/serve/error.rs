@@ -81,7 +81,13 @@ impl From<EvidenceError> for ApiError {
     fn from(e: EvidenceError) -> ApiError {
         let check = match &e {
             EvidenceError::UnknownJob { .. } => "job-unknown",
-            EvidenceError::NoCheckpoint { .. } | EvidenceError::NotCheckpointed { .. } => "evidence-not-checkpointed",
+            EvidenceError::NoCheckpoint { .. } | EvidenceError::NotCheckpointed { .. } => {
+                // Not a refusal: the next checkpoint covers the job.
+                return ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "evidence-not-checkpointed", e.to_string())
+                };
+            }
             _ => "evidence",
         };
         ApiError::from_fault(e.fault(), check, e.to_string())
@@ -90,10 +96,11 @@ impl From<EvidenceError> for ApiError {
 
 impl From<SignatureError> for ApiError {
     fn from(e: SignatureError) -> ApiError {
-        let status = match e {
-            SignatureError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        ApiError::new(status, "unauthenticated", e.code(), crate::text::printable(&e.to_string()).into_owned())
+        let message = crate::text::printable(&e.to_string()).into_owned();
+        match e {
+            SignatureError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.code(), message),
+            SignatureError::WrongRole { .. } => ApiError::forbidden(e.code(), message),
+            _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.code(), message),
+        }
     }
 }

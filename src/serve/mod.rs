@@ -290,6 +290,6 @@ pub async fn serve(
     drop(listener);
     shared.stopping.store(true, Ordering::SeqCst);
     if tokio::time::timeout(shared.limits.drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after {:?} were closed", shared.limits.drain);
+        tracing::warn!("connections still open after {:?} are left to end with the process", shared.limits.drain);
     }
 }

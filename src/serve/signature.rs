@@ -15,7 +15,7 @@
 //! [`signature_base`] is the general algorithm of RFC 9421 section 2.5
 //! (checked against its example B.2.6); [`verify`] adds the profile.
 
-use crate::keys::PrivateKey;
+use crate::keys::{PrivateKey, Role};
 use crate::trust::{TrustError, TrustStore, TrustedKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -75,6 +75,8 @@ pub enum SignatureError {
     Digest,
     #[error("the signature does not verify with key {id}: the request was changed, or signed by another key")]
     BadSignature { id: String },
+    #[error("key {id} is a {role} key, which may not make this request")]
+    WrongRole { id: String, role: Role },
     #[error("this signature's nonce was already used by key {id}: sign each request with a new nonce")]
     Replayed { id: String },
     #[error("the server holds {MAX_NONCES} recent nonces and takes no more for now; retry in a minute")]
@@ -99,6 +101,7 @@ impl SignatureError {
             SignatureError::Digest => "content-digest-mismatch",
             SignatureError::BadSignature { .. } => "signature-invalid",
             SignatureError::Replayed { .. } => "signature-replayed",
+            SignatureError::WrongRole { .. } => "role",
             SignatureError::Busy => "nonces-full",
         }
     }
@@ -322,21 +325,32 @@ fn one_header<'a>(headers: &'a HeaderMap, name: &str, shown: &'static str) -> Re
 /// Nonces seen, per key, until their signatures could no longer be fresh.
 #[derive(Default)]
 pub struct Nonces {
-    seen: Mutex<HashMap<(String, String), SystemTime>>,
+    seen: Mutex<Seen>,
 }
+
+#[derive(Default)]
+struct Seen {
+    until: HashMap<(String, String), SystemTime>,
+    /// When those no longer fresh are next forgotten.
+    prune_at: Option<SystemTime>,
+}
+
+/// How often the nonces no longer fresh are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 impl Nonces {
     /// Records `nonce` of `key` until `until`; false if it was already
     /// recorded.
     fn insert(&self, key: &str, nonce: &str, until: SystemTime, now: SystemTime) -> Result<bool, SignatureError> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= MAX_NONCES {
-            seen.retain(|_, until| *until > now);
-            if seen.len() >= MAX_NONCES {
+        if seen.until.len() >= MAX_NONCES || seen.prune_at.is_none_or(|at| now >= at) {
+            seen.until.retain(|_, until| *until > now);
+            seen.prune_at = Some(now + PRUNE_EVERY);
+            if seen.until.len() >= MAX_NONCES {
                 return Err(SignatureError::Busy);
             }
         }
-        Ok(seen.insert((key.to_string(), nonce.to_string()), until).is_none())
+        Ok(seen.until.insert((key.to_string(), nonce.to_string()), until).is_none())
     }
 }
 
@@ -347,13 +361,15 @@ fn unix(time: SystemTime) -> i64 {
     }
 }
 
-/// Checks a request's signature in salve's profile; returns the key that
-/// signed it. Whether that key may make this request is the caller's.
+/// Checks a request's signature in salve's profile, by a key of one of
+/// `roles`; returns the key that signed it. What that key may see is the
+/// caller's.
 pub fn verify<'t>(
     message: &Message<'_>,
     body: &[u8],
     trust: &'t TrustStore,
     nonces: &Nonces,
+    roles: &[Role],
     now: SystemTime,
 ) -> Result<&'t TrustedKey, SignatureError> {
     let input = parse_input(one_header(message.headers, "signature-input", "Signature-Input")?)?;
@@ -389,21 +405,28 @@ pub fn verify<'t>(
     {
         return Err(SignatureError::Expired { ago_s: (now_s - expires) as u64 });
     }
-    // The key's own role: whether it may make this request is the caller's.
-    let role = trust.key(id).map_or(crate::keys::Role::Agent, |k| k.entry.role);
+    // Whether the key is revoked or expired, and its name, are said only to
+    // whoever holds it: first the signature.
+    let candidate = trust.key(id).ok_or_else(|| SignatureError::UnknownKey { id: id.into() })?;
+    check_digest(message.headers, body)?;
+    let signature = parse_signature(one_header(message.headers, "signature", "Signature")?, &input.label)?;
+    let base = signature_base(message, &input)?;
+    candidate
+        .public
+        .verify_strict(base.as_bytes(), &signature)
+        .map_err(|_| SignatureError::BadSignature { id: id.into() })?;
+    let role = candidate.entry.role;
     let key = trust.check_role(id, role, now).map_err(|e| match e {
         TrustError::Revoked { id, reason } => SignatureError::Revoked { id, reason },
         TrustError::UnknownKey { id } => SignatureError::UnknownKey { id },
         TrustError::Expired { id, name, not_after } => SignatureError::KeyExpired { id, name, not_after },
         other => SignatureError::Unsupported(other.to_string()),
     })?;
-    check_digest(message.headers, body)?;
-    let signature = parse_signature(one_header(message.headers, "signature", "Signature")?, &input.label)?;
-    let base = signature_base(message, &input)?;
-    key.public
-        .verify_strict(base.as_bytes(), &signature)
-        .map_err(|_| SignatureError::BadSignature { id: id.into() })?;
-    // Only a signature that verified takes room among the nonces.
+    if !roles.contains(&role) {
+        return Err(SignatureError::WrongRole { id: id.into(), role });
+    }
+    // Only a signature that verified, by a key that may make requests
+    // here, takes room among the nonces.
     let until = SystemTime::UNIX_EPOCH + Duration::from_secs(params.created.max(0) as u64) + MAX_AGE + MAX_SKEW;
     if !nonces.insert(id, nonce, until, now)? {
         return Err(SignatureError::Replayed { id: id.into() });

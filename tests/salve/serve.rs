@@ -203,8 +203,6 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
     let (hook, heard) = webhook_receiver().await;
     let server = Server::start(&plane, &["--webhook", &hook]);
     let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
-    let ready = reqwest::get(format!("{}/readyz", server.base)).await.unwrap();
-    assert!(ready.status().as_u16() == 200 || ready.status().as_u16() == 503);
 
     let envelope = plane.sign(&plane.rotate("job-http", "prod", 0.92));
     let (status, submitted) = client.post("/v1/jobs", &envelope).await;
@@ -286,7 +284,8 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
     let mut events = Vec::new();
     for (headers, body) in heard.lock().unwrap().iter() {
         let message = salve::serve::signature::Message { method: "POST", target_uri: &hook, headers };
-        let key = salve::serve::signature::verify(&message, body, &trust, &nonces, SystemTime::now()).unwrap();
+        let key = salve::serve::signature::verify(&message, body, &trust, &nonces, &[Role::Runner], SystemTime::now())
+            .unwrap();
         assert_eq!(key.entry.role, Role::Runner);
         let body: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(body["job"], "job-http");
@@ -334,6 +333,11 @@ async fn every_request_the_api_must_refuse_is_refused() {
     let (status, listed) = client.get("/v1/jobs", &other).await;
     assert_eq!((status, listed["jobs"].as_array().unwrap().len()), (200, 0), "{listed}");
     let (status, body) = client.get("/v1/jobs/job-mine/evidence", &other).await;
+    assert_eq!(refused(status, &body, 404), "job-unknown");
+    let (status, body) = client.get("/v1/jobs/job-mine/events", &other).await;
+    assert_eq!(refused(status, &body, 404), "job-unknown");
+    // An approver not trusted for the job's environment (carol: prod only).
+    let (status, body) = client.get("/v1/jobs/job-mine", &plane.carol).await;
     assert_eq!(refused(status, &body, 404), "job-unknown");
     // An approver of another group does not see a job that needs sre.
     let (status, submitted) = client.post("/v1/jobs", &plane.sign(&plane.rotate("job-prod", "prod", 0.92))).await;
@@ -397,6 +401,22 @@ async fn every_request_the_api_must_refuse_is_refused() {
     assert_eq!(refused(status, &body, 404), "route");
     let (status, body) = client.get("/v1/jobs?owner=me", &auditor).await;
     assert_eq!(refused(status, &body, 400), "query");
+
+    // A key revoked in the trust store is refused within a second or two.
+    let path = plane.data().join("trust.toml");
+    let mut trust: TrustFile = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    trust.revoked.push(salve::trust::Revocation { id: other.id.clone(), reason: "left".into() });
+    std::fs::write(&path, toml::to_string(&trust).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = client.get("/v1/jobs", &other).await;
+        if status == 401 {
+            assert_eq!(body["error"]["check"], "key-revoked", "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the revoked key still reads: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     assert!(server.stop().success());
 }
@@ -603,13 +623,17 @@ async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
     server.child.wait().unwrap();
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "half-done\n");
 
-    // The next start recovers before it is ready, and rolls the job back.
+    // The next start rolls the job back before it says it is ready.
     let server = Server::start(&plane, &[]);
     let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
-    client.until("job-spin", &auditor, "rolled-back").await;
-    assert_eq!(std::fs::read_to_string(&target).unwrap(), "alpha\n");
-    let ready = reqwest::get(format!("{}/readyz", server.base)).await.unwrap();
-    assert_eq!(ready.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{}/readyz", server.base)).await.unwrap().status().as_u16() != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "alpha\n", "ready before the rollback");
+    let (status, review) = client.get("/v1/jobs/job-spin", &auditor).await;
+    assert_eq!((status, review["job"]["state"].as_str()), (200, Some("rolled-back")), "{review}");
     assert!(server.stop().success());
     plane.audit_verifies();
 }

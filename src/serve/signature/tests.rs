@@ -65,12 +65,14 @@ fn fixture() -> Fixture {
     let agent = PrivateKey::from_seed("agent", Role::Agent, [41; 32]);
     let revoked = PrivateKey::from_seed("gone", Role::Agent, [42; 32]);
     let old = PrivateKey::from_seed("old", Role::Agent, [43; 32]);
+    let runner = PrivateKey::from_seed("runner", Role::Runner, [45; 32]);
     let entry = |key: &PrivateKey, not_after: &str| KeyEntry::new(&key.public(), vec!["dev".into()], not_after.into());
     let trust = TrustStore::from_file(TrustFile {
         keys: vec![
             entry(&agent, "2099-01-01T00:00:00Z"),
             entry(&revoked, "2099-01-01T00:00:00Z"),
             entry(&old, "2001-01-01T00:00:00Z"),
+            entry(&runner, "2099-01-01T00:00:00Z"),
         ],
         revoked: vec![Revocation { id: revoked.id.clone(), reason: "left the team".into() }],
         ..TrustFile::default()
@@ -90,7 +92,8 @@ fn signed(key: &PrivateKey, method: &str, uri: &str, body: &[u8], at: SystemTime
 impl Fixture {
     fn check(&self, method: &str, uri: &str, headers: &HeaderMap, body: &[u8]) -> Result<String, SignatureError> {
         let message = Message { method, target_uri: uri, headers };
-        verify(&message, body, &self.trust, &self.nonces, SystemTime::now()).map(|k| k.entry.name.clone())
+        verify(&message, body, &self.trust, &self.nonces, &[Role::Agent], SystemTime::now())
+            .map(|k| k.entry.name.clone())
     }
 }
 
@@ -135,11 +138,35 @@ fn every_way_around_the_signature_is_refused() {
     let old = PrivateKey::from_seed("old", Role::Agent, [43; 32]);
     assert_eq!(code(f.check("GET", URI, &signed(&old, "GET", URI, b"", now), b"")), "key-expired");
 
-    // A key that claims another's id: its signature does not verify.
-    let mut forged = signed(&stranger, "GET", URI, b"", now);
-    let input = forged["signature-input"].to_str().unwrap().replace(&stranger.id, &f.agent.id);
-    forged.insert("signature-input", input.parse().unwrap());
+    // A key that signs a base naming another key's id: it does not verify.
+    let forged = {
+        let value = format!(
+            "salve=(\"@method\" \"@target-uri\" \"content-digest\");created={};nonce=\"forged-nonce-0123456789\";keyid=\"{}\"",
+            unix(now),
+            f.agent.id
+        );
+        let mut h = headers(&[("host", "127.0.0.1:7000"), ("content-digest", &content_digest(b""))]);
+        let base =
+            signature_base(&Message { method: "GET", target_uri: URI, headers: &h }, &parse_input(&value).unwrap())
+                .unwrap();
+        let signature = STANDARD.encode(stranger.signing.sign(base.as_bytes()).to_bytes());
+        h.insert("signature-input", value.parse().unwrap());
+        h.insert("signature", format!("salve=:{signature}:").parse().unwrap());
+        h
+    };
     assert_eq!(code(f.check("GET", URI, &forged, b"")), "signature-invalid");
+    // Nor is a revoked or expired key named as such to whoever does not
+    // hold it.
+    let mut claims_gone = forged.clone();
+    let input = claims_gone["signature-input"].to_str().unwrap().replace(&f.agent.id, &gone.id);
+    claims_gone.insert("signature-input", input.parse().unwrap());
+    assert_eq!(code(f.check("GET", URI, &claims_gone, b"")), "signature-invalid");
+    // A trusted key of a role the request does not take: refused before
+    // its nonce takes room.
+    let runner = PrivateKey::from_seed("runner", Role::Runner, [45; 32]);
+    let by_runner = signed(&runner, "GET", URI, b"", now);
+    assert_eq!(code(f.check("GET", URI, &by_runner, b"")), "role");
+    assert_eq!(code(f.check("GET", URI, &by_runner, b"")), "role", "not recorded as a replay");
 
     // Covering less than the profile asks: the RFC's own example.
     let rfc = headers(&[("signature-input", RFC_INPUT), ("signature", RFC_SIGNATURE)]);
@@ -170,6 +197,15 @@ fn every_way_around_the_signature_is_refused() {
     };
     assert_eq!(code(f.check("GET", URI, &no_nonce, b"")), "signature-param-missing");
     assert_eq!(code(f.check("GET", URI, &edit(";nonce=\"", ";nonce=\"x\";n=\""), b"")), "signature-unsupported");
+    let short = {
+        let mut h = signed(&f.agent, "GET", URI, b"", now);
+        let input = h["signature-input"].to_str().unwrap().to_string();
+        let start = input.find(";nonce=\"").unwrap() + ";nonce=\"".len();
+        let end = start + input[start..].find('"').unwrap();
+        h.insert("signature-input", format!("{}short{}", &input[..start], &input[end..]).parse().unwrap());
+        h
+    };
+    assert_eq!(code(f.check("GET", URI, &short, b"")), "signature-malformed");
     assert_eq!(
         code(f.check("GET", URI, &edit("alg=\"ed25519\"", "alg=\"rsa-pss-sha512\""), b"")),
         "signature-unsupported"
