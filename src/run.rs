@@ -394,7 +394,8 @@ impl Runner {
         self
     }
 
-    fn stopping(&self) -> bool {
+    /// Whether the stop given to [`Runner::with_stop`] is set.
+    pub fn stopping(&self) -> bool {
         self.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Acquire))
     }
 

@@ -65,6 +65,8 @@ pub enum ControlError {
         "job {id}'s stored record does not match the job its agent signed ({what}): the job store was changed; the job is not run"
     )]
     Tampered { id: String, what: String },
+    #[error("job {id} is left {state} for the next start: salve is stopping")]
+    Stopping { id: String, state: JobState },
 }
 
 impl Classify for StoreError {
@@ -108,9 +110,10 @@ impl Classify for ControlError {
             ControlError::Job(JobError::Envelope(_) | JobError::Payload(_) | JobError::Invalid { .. }) => Fault::Input,
             ControlError::Job(_) | ControlError::Approval(_) | ControlError::Artifact { .. } => Fault::Refused,
             ControlError::Version(_) | ControlError::NeedsNoApproval { .. } => Fault::Refused,
-            ControlError::WrongState { .. } | ControlError::NotPlanned { .. } | ControlError::PlanMoved { .. } => {
-                Fault::Conflict
-            }
+            ControlError::WrongState { .. }
+            | ControlError::NotPlanned { .. }
+            | ControlError::PlanMoved { .. }
+            | ControlError::Stopping { .. } => Fault::Conflict,
             ControlError::NotInstalled { .. }
             | ControlError::RefMismatch { .. }
             | ControlError::Grant(_)
@@ -177,6 +180,7 @@ impl ControlError {
             ControlError::Write { .. } => "write",
             ControlError::Version(_) => "version-floor",
             ControlError::Tampered { .. } => "job-tampered",
+            ControlError::Stopping { .. } => "stopping",
         }
     }
 }

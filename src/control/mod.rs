@@ -15,7 +15,8 @@
 //! One file per step: `submission` takes signed jobs, `votes` records
 //! approvals and rejections, [`admission`] is the one place a job is
 //! admitted to run (for `salve run` too), `worker` plans and applies,
-//! `recovery` rolls back what a stopped runner left, `lifecycle` keeps
+//! `pool` runs several at once, `recovery` rolls back what a stopped
+//! runner left, `lifecycle` keeps
 //! the store in step with the runner's phases, `facts` is what the policy
 //! is asked, `review` what an approver reviews, `install` puts artifacts
 //! where jobs can name them.
@@ -36,6 +37,7 @@ mod facts;
 mod install;
 mod lifecycle;
 mod plan;
+mod pool;
 mod recovery;
 mod review;
 mod submission;
@@ -45,6 +47,7 @@ mod worker;
 pub use admission::{Admitted, Checks, Floor, Signed, SignedPlaybook, admit};
 pub use error::ControlError;
 pub use plan::{plan_hash, plan_json};
+pub use pool::Pool;
 pub use review::Review;
 pub use submission::Submitted;
 pub use votes::{Ballot, NO_PLAN, voted_plan};
@@ -129,6 +132,19 @@ impl ControlPlane {
     pub fn load_again(&self) -> Result<Loaded, ControlError> {
         let (trust, policy, config) = ControlPlane::read(&self.data_dir, &self.trust_path)?;
         Ok(Loaded { trust, policy, config })
+    }
+
+    /// A control plane on the same store with what `loaded` holds.
+    pub fn with(&self, loaded: Loaded) -> ControlPlane {
+        let Loaded { trust, policy, config } = loaded;
+        ControlPlane {
+            data_dir: self.data_dir.clone(),
+            store: Arc::clone(&self.store),
+            trust,
+            policy,
+            config,
+            trust_path: self.trust_path.clone(),
+        }
     }
 
     pub fn take(&mut self, loaded: Loaded) {

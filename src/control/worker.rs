@@ -8,7 +8,8 @@
 //! approvals or ready), an approved one through [`Worker::execute`] (the
 //! job as signed, a fresh plan that must be the one approved, the policy
 //! with the change window as it is now, the approvals it asks for, the
-//! hourly budget, then apply). Recovery is in `recovery.rs`.
+//! hourly budget, then apply). Recovery is in `recovery.rs`; several
+//! jobs at once, in `pool.rs`.
 
 use super::admission::{Admitted, Checks, Signed, SignedPlaybook};
 use super::facts::{decision_detail, why};
@@ -16,16 +17,20 @@ use super::lifecycle::StoreLifecycle;
 use super::plan::{plan_hash, plan_json};
 use super::{ControlError, ControlPlane};
 use crate::artifact::floor::VersionFloor;
+use crate::audit::Phase;
 use crate::audit::{ControlAction, Event};
+use crate::credentials::Lease;
 use crate::fault::Classify;
 use crate::job::JobState;
 use crate::policy::{Decision, Verdict};
-use crate::run::{JobContext, Outcome, RunError, Runner};
+use crate::run::{JobContext, Lifecycle, Outcome, RunError, Runner, StateNotRecorded};
 use crate::sandbox::Catalog;
 use crate::store::{Changes, JobRecord, OutboxEvent, StoreError};
 use crate::time::Timestamp;
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// What the worker did with one job.
@@ -41,8 +46,103 @@ pub struct Step {
 pub struct Worker {
     pub control: ControlPlane,
     pub(super) runner: Runner,
-    pub(super) catalog: Catalog,
+    pub(super) catalog: Arc<Catalog>,
     pub(super) lifecycle: StoreLifecycle,
+    together: Arc<Together>,
+}
+
+/// What the jobs one worker runs at once share, so that running them
+/// together keeps the guarantees of running them one after another.
+#[derive(Default)]
+struct Together {
+    /// One relay of the outbox at a time: two would log the same steps twice.
+    relay: tokio::sync::Mutex<()>,
+    starting: Arc<Starting>,
+    /// One raise of the version floor at a time (it is a file, rewritten).
+    floor: Mutex<()>,
+}
+
+/// Jobs let past the hourly budget that have not entered `applying` yet,
+/// by (playbook, environment): the store counts a job only once it has.
+#[derive(Default)]
+struct Starting(Mutex<HashMap<(String, String), u32>>);
+
+impl Starting {
+    /// A place for one more job of `key` when what the store counts
+    /// (`counted`) and the places held now leave one under `limit`; else
+    /// how many that makes.
+    fn reserve<E>(
+        self: &Arc<Starting>,
+        key: (String, String),
+        limit: u32,
+        counted: impl FnOnce() -> Result<u32, E>,
+    ) -> Result<Result<Reservation, u32>, E> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = counted()? + held.get(&key).copied().unwrap_or(0);
+        if recent >= limit {
+            return Ok(Err(recent));
+        }
+        *held.entry(key.clone()).or_default() += 1;
+        Ok(Ok(Reservation { starting: Arc::clone(self), key, held: AtomicBool::new(true) }))
+    }
+}
+
+/// A place under a playbook's hourly budget in one environment, held from
+/// the budget check until the job enters `applying` (when the store counts
+/// it instead) or its step ends.
+struct Reservation {
+    starting: Arc<Starting>,
+    key: (String, String),
+    held: AtomicBool,
+}
+
+impl Reservation {
+    /// Gives the place back; `counted` (the move into `applying`) runs
+    /// under the same lock, so that no check sees the job counted twice or
+    /// not at all.
+    fn release<T>(&self, counted: impl FnOnce() -> T) -> T {
+        let mut held = self.starting.0.lock().unwrap_or_else(|e| e.into_inner());
+        let out = counted();
+        if self.held.swap(false, Ordering::SeqCst)
+            && let Some(n) = held.get_mut(&self.key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.release(|| ());
+    }
+}
+
+/// The store's lifecycle for one job that holds a [`Reservation`]: the
+/// move into `applying` spends it.
+struct Reserved<'a> {
+    inner: &'a StoreLifecycle,
+    reservation: &'a Reservation,
+}
+
+impl Lifecycle for Reserved<'_> {
+    fn entering(&self, job: &str, phase: Phase) -> Result<(), StateNotRecorded> {
+        if phase == Phase::Apply {
+            return self.reservation.release(|| self.inner.entering(job, phase));
+        }
+        self.inner.entering(job, phase)
+    }
+
+    fn leased(&self, job: &str, lease: &Lease) {
+        self.inner.leased(job, lease);
+    }
+
+    fn revoked(&self, job: &str, lease_ids: &[String]) {
+        self.inner.revoked(job, lease_ids);
+    }
 }
 
 /// A plan as the worker took it: its hash and changes, or why it failed.
@@ -50,9 +150,23 @@ type Planned = Result<(String, Value), String>;
 
 impl Worker {
     pub fn new(control: ControlPlane, runner: Runner) -> Worker {
-        let catalog = Catalog::new(runner.sandbox().clone());
+        let catalog = Arc::new(Catalog::new(runner.sandbox().clone()));
         let lifecycle = StoreLifecycle { store: Arc::clone(&control.store) };
-        Worker { control, runner, catalog, lifecycle }
+        Worker { control, runner, catalog, lifecycle, together: Arc::default() }
+    }
+
+    /// This worker with the trust store, policy and config read again: for
+    /// the jobs taken from now on, while those running keep theirs. It
+    /// shares this one's runner, compiled playbooks, budgets and relay.
+    pub fn reloaded(&self) -> Result<Worker, ControlError> {
+        let loaded = self.control.load_again()?;
+        Ok(Worker {
+            control: self.control.with(loaded),
+            runner: self.runner.clone(),
+            catalog: Arc::clone(&self.catalog),
+            lifecycle: StoreLifecycle { store: Arc::clone(&self.control.store) },
+            together: Arc::clone(&self.together),
+        })
     }
 
     pub fn runner(&self) -> &Runner {
@@ -72,6 +186,7 @@ impl Worker {
     /// relays them again: the same step may appear twice in the log, never
     /// not at all.
     pub async fn relay(&self) -> Result<usize, ControlError> {
+        let _turn = self.together.relay.lock().await;
         let pending = self.control.store.outbox()?;
         let Some((last, _)) = pending.last() else { return Ok(0) };
         let last = *last;
@@ -112,7 +227,7 @@ impl Worker {
     }
 
     /// [`Worker::settle`] with nothing changed but the state.
-    fn end(&self, job: &JobRecord, to: JobState, reason: &str) -> Result<Step, ControlError> {
+    pub(super) fn end(&self, job: &JobRecord, to: JobState, reason: &str) -> Result<Step, ControlError> {
         self.settle(job, to, reason, &Changes::default(), json!({}))
     }
 
@@ -136,6 +251,9 @@ impl Worker {
     /// changes, or why it failed (the plan itself, or a credential or limit
     /// it could not have). Only a failure of the audit log is an error.
     async fn plan(&self, admitted: &Admitted<SignedPlaybook>, job: &JobRecord) -> Result<Planned, ControlError> {
+        if self.runner.stopping() {
+            return Err(ControlError::Stopping { id: job.id.clone(), state: job.state });
+        }
         let playbook = admitted.playbook.playbook();
         let report =
             match self.runner.plan_with(playbook, &admitted.grant, &Worker::context(job), &self.lifecycle).await {
@@ -149,6 +267,10 @@ impl Worker {
             Ok(changes) => {
                 let changes = plan_json(&changes);
                 Ok((plan_hash(&changes), changes))
+            }
+            // Cut short because salve stops: not the plan's failure.
+            Err(_) if self.runner.stopping() => {
+                return Err(ControlError::Stopping { id: job.id.clone(), state: job.state });
             }
             Err(cause) => Err(cause.to_string()),
         })
@@ -247,11 +369,15 @@ impl Worker {
         if let Some(step) = self.approvals_missing(job, &decision, &plan, now)? {
             return Ok(step);
         }
-        if let Some(step) = self.over_budget(job, &decision, now)? {
-            return Ok(step);
-        }
+        let reservation = match self.over_budget(job, &decision, now)? {
+            Ok(reservation) => reservation,
+            Err(step) => return Ok(step),
+        };
         self.control.store.record_decision(&job.id, &decision)?;
-        self.apply(job, &admitted).await
+        if self.runner.stopping() {
+            return Err(ControlError::Stopping { id: job.id.clone(), state: job.state });
+        }
+        self.apply(job, &admitted, &reservation).await
     }
 
     /// The plan changed since it was approved: the approvals are void and
@@ -324,29 +450,43 @@ impl Worker {
         Ok(None)
     }
 
-    /// The step that denies the job when its playbook already ran as often
-    /// in its environment in the last hour as the budget allows.
-    fn over_budget(&self, job: &JobRecord, decision: &Decision, now: SystemTime) -> Result<Option<Step>, ControlError> {
+    /// The step that denies the job when its playbook already ran (or is
+    /// about to, in another of this worker's jobs) as often in its
+    /// environment in the last hour as the budget allows; else its place
+    /// under the budget.
+    fn over_budget(
+        &self,
+        job: &JobRecord,
+        decision: &Decision,
+        now: SystemTime,
+    ) -> Result<Result<Reservation, Step>, ControlError> {
         let limit = self.control.config.budgets.jobs_per_playbook_per_hour;
         let hour_ago = Timestamp::from(now.checked_sub(Duration::from_secs(3600)).unwrap_or(SystemTime::UNIX_EPOCH));
-        let recent = self.control.store.applied_since(&job.playbook, &job.environment, hour_ago)?;
-        if recent < limit {
-            return Ok(None);
-        }
+        let key = (job.playbook.clone(), job.environment.clone());
+        let counted = || self.control.store.applied_since(&job.playbook, &job.environment, hour_ago);
+        let recent = match self.together.starting.reserve(key, limit, counted)? {
+            Ok(reservation) => return Ok(Ok(reservation)),
+            Err(recent) => recent,
+        };
         let reason = format!(
             "budget: {recent} jobs of {} already ran in {} in the last hour (at most {limit}); resubmit later",
             job.playbook, job.environment
         );
         let record_decision = Changes { decision: Some(decision), ..Changes::default() };
-        self.settle(job, JobState::Denied, &reason, &record_decision, json!({ "budget": "jobs-per-hour" })).map(Some)
+        self.settle(job, JobState::Denied, &reason, &record_decision, json!({ "budget": "jobs-per-hour" })).map(Err)
     }
 
     /// Applies, verifies, and rolls back if either fails; records the
     /// outcome and raises the version floor.
-    async fn apply(&self, job: &JobRecord, admitted: &Admitted<SignedPlaybook>) -> Result<Step, ControlError> {
+    async fn apply(
+        &self,
+        job: &JobRecord,
+        admitted: &Admitted<SignedPlaybook>,
+        reservation: &Reservation,
+    ) -> Result<Step, ControlError> {
         let playbook = admitted.playbook.playbook();
-        let report = match self.runner.run_with(playbook, &admitted.grant, &Worker::context(job), &self.lifecycle).await
-        {
+        let lifecycle = Reserved { inner: &self.lifecycle, reservation };
+        let report = match self.runner.run_with(playbook, &admitted.grant, &Worker::context(job), &lifecycle).await {
             Ok(report) => report,
             Err(e @ (RunError::State { .. } | RunError::MemoryCeiling { .. } | RunError::Credential { .. })) => {
                 return self.not_started(job, e);
@@ -357,6 +497,7 @@ impl Worker {
         };
         let step = self.finished(&job.id, &report.outcome)?;
         let manifest = admitted.playbook.manifest();
+        let _floor = self.together.floor.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = VersionFloor::new(&self.control.data_dir).record(&manifest.name, &manifest.version) {
             tracing::warn!(job = %job.id, "the version floor could not be raised: {e}");
         }
@@ -415,12 +556,51 @@ impl Worker {
                 _ => self.execute(&job).await,
             }
         };
-        match step {
-            // Someone moved the job meanwhile (a rejection): not an error.
-            Err(ControlError::Store(StoreError::Conflict { id, state, .. })) => {
-                Ok(Some(Step { job: id, state, note: "moved by someone else meanwhile".into() }))
-            }
-            other => other.map(Some),
+        settled(step).map(Some)
+    }
+}
+
+/// A step's result, with a move someone else made first (a rejection) and
+/// a job left as it was because salve stops taken for steps, not errors.
+pub(super) fn settled(step: Result<Step, ControlError>) -> Result<Step, ControlError> {
+    match step {
+        Err(ControlError::Store(StoreError::Conflict { id, state, .. })) => {
+            Ok(Step { job: id, state, note: "moved by someone else meanwhile".into() })
         }
+        Err(ControlError::Stopping { id, state }) => {
+            Ok(Step { job: id, state, note: "left as it was for the next start: salve is stopping".into() })
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> (String, String) {
+        ("rotate-logs".into(), "prod".into())
+    }
+
+    #[test]
+    fn a_place_under_the_budget_is_held_until_the_store_counts_the_job() {
+        let starting = Arc::<Starting>::default();
+        let applied = std::cell::Cell::new(0u32);
+        let counted = || Ok::<_, ()>(applied.get());
+        // Two checks before either job applies: the second sees the first.
+        let first = starting.reserve(key(), 2, counted).unwrap().unwrap();
+        let second = starting.reserve(key(), 2, counted).unwrap().unwrap();
+        assert_eq!(starting.reserve(key(), 2, counted).unwrap().err(), Some(2), "the budget is full");
+        // The first applies: the store counts it, and its place is free, once.
+        first.release(|| applied.set(1));
+        first.release(|| ());
+        assert_eq!(starting.reserve(key(), 2, counted).unwrap().err(), Some(2));
+        // The second never applies (denied later, say): its place comes back.
+        drop(second);
+        let third = starting.reserve(key(), 2, counted).unwrap();
+        assert!(third.is_ok(), "the place of a job that did not apply is given back");
+        // Another playbook or environment has its own budget.
+        let other = starting.reserve(("noop".into(), "prod".into()), 1, || Ok::<_, ()>(0)).unwrap();
+        assert!(other.is_ok());
     }
 }

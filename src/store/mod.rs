@@ -228,6 +228,13 @@ pub trait JobStore: Send + Sync {
     /// How many jobs are in one of `states`.
     fn count_in(&self, states: &[JobState]) -> Result<u64, StoreError>;
 
+    /// Up to `limit` jobs in one of `states` that may start now: for each
+    /// target system not in `busy`, the one that has waited longest; those
+    /// jobs longest waiting first. A worker that runs several jobs at once
+    /// takes these, so that two jobs never act on one system together and
+    /// each system's jobs run in the order they came.
+    fn takeable(&self, states: &[JobState], busy: &[&str], limit: u32) -> Result<Vec<JobRecord>, StoreError>;
+
     /// The job in one of `states` that has waited longest, if any.
     fn next(&self, states: &[JobState]) -> Result<Option<JobRecord>, StoreError> {
         Ok(self.all_in(states, 1)?.into_iter().next())

@@ -487,6 +487,21 @@ impl JobStore for SqliteStore {
         rows.map(|row| job_from_row(row?)).collect()
     }
 
+    fn takeable(&self, states: &[JobState], busy: &[&str], limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+        let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+        let names = serde_json::to_string(&names).map_err(|e| corrupt("states", e))?;
+        let busy = serde_json::to_string(busy).map_err(|e| corrupt("systems", e))?;
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY system ORDER BY updated_at, id) AS turn \
+             FROM jobs WHERE state IN (SELECT value FROM json_each(?1)) \
+             AND system NOT IN (SELECT value FROM json_each(?2))) \
+             WHERE turn = 1 ORDER BY updated_at, id LIMIT ?3"
+        ))?;
+        let rows = statement.query_map(params![names, busy, limit], read_job_row)?;
+        rows.map(|row| job_from_row(row?)).collect()
+    }
+
     fn count_in(&self, states: &[JobState]) -> Result<u64, StoreError> {
         let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
         let names = serde_json::to_string(&names).map_err(|e| corrupt("states", e))?;

@@ -15,10 +15,15 @@ fn decision() -> Decision {
 }
 
 fn submit(store: &dyn JobStore, id: &str, nonce: &str) -> Result<(), StoreError> {
+    submit_to(store, id, nonce, "web-3")
+}
+
+fn submit_to(store: &dyn JobStore, id: &str, nonce: &str, system: &str) -> Result<(), StoreError> {
     let agent = PrivateKey::from_seed("agent", Role::Agent, [1; 32]);
     let mut request = crate::job::tests::request(SystemTime::now());
     request.id = id.into();
     request.nonce = nonce.into();
+    request.target.system = system.into();
     let envelope = SignedJob::sign(&request, &agent).unwrap();
     let job = NewJob {
         envelope: &envelope,
@@ -50,6 +55,29 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
         Err(StoreError::TooNew { found: 99, .. }) => {}
         other => panic!("{:?}", other.err()),
     }
+}
+
+#[test]
+fn takeable_jobs_are_the_oldest_of_each_free_system_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    for (i, (id, system)) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("c1", "c"), ("b2", "b")].iter().enumerate() {
+        submit_to(&store, id, &format!("nonce-00000000000{i:02}"), system).unwrap();
+        // Distinct times, so that the order is the order of submission.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ids = |jobs: Vec<JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let submitted = [JobState::Submitted];
+    assert_eq!(
+        ids(store.takeable(&submitted, &[], 10).unwrap()),
+        ["a1", "b1", "c1"],
+        "one job per system, oldest first"
+    );
+    assert_eq!(ids(store.takeable(&submitted, &["a"], 10).unwrap()), ["b1", "c1"], "a busy system gives none");
+    assert_eq!(ids(store.takeable(&submitted, &[], 2).unwrap()), ["a1", "b1"]);
+    store.transition("a1", &[JobState::Submitted], JobState::Denied, "test", &Changes::default(), &[]).unwrap();
+    assert_eq!(ids(store.takeable(&submitted, &["b"], 10).unwrap()), ["a2", "c1"], "a system's next job comes next");
+    assert!(store.takeable(&[JobState::Approved], &[], 10).unwrap().is_empty());
 }
 
 #[test]

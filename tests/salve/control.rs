@@ -62,19 +62,23 @@ impl Plane {
         std::fs::write(data.join("trust.toml"), toml::to_string(&trust).unwrap()).unwrap();
         std::fs::write(data.join("policy.cedar"), policy).unwrap();
         std::fs::write(data.join("salve.toml"), config).unwrap();
-        let control = plane.control();
         for name in ["rotate-logs", "noop"] {
-            let bytes = artifact(name);
-            let digest = salve::artifact::digest(&bytes);
-            let path = plane.site.write(&format!("data/artifacts/{digest}.wasm"), &bytes);
-            let manifest = salve::artifact::Artifact::parse(&bytes).unwrap().manifest_text.to_string();
-            let manifest = salve::artifact::manifest::Manifest::parse(&manifest).unwrap();
-            control
-                .store
-                .install(&InstalledArtifact { digest, name: name.into(), version: manifest.version.to_string(), path })
-                .unwrap();
+            plane.install(name);
         }
         plane
+    }
+
+    /// Installs the test suite's signed artifact `name`.
+    pub fn install(&self, name: &str) {
+        let bytes = artifact(name);
+        let digest = salve::artifact::digest(&bytes);
+        let path = self.site.write(&format!("data/artifacts/{digest}.wasm"), &bytes);
+        let manifest = salve::artifact::Artifact::parse(&bytes).unwrap().manifest_text.to_string();
+        let manifest = salve::artifact::manifest::Manifest::parse(&manifest).unwrap();
+        self.control()
+            .store
+            .install(&InstalledArtifact { digest, name: name.into(), version: manifest.version.to_string(), path })
+            .unwrap();
     }
 
     pub fn data(&self) -> PathBuf {

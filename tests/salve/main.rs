@@ -16,6 +16,7 @@ mod faults;
 mod hostile;
 mod moment_of_action;
 mod nginx;
+mod pool;
 mod recovery;
 mod rotate_logs;
 mod serve;

@@ -597,12 +597,7 @@ async fn tls_is_served_from_pem_files_and_plain_http_is_not_answered_on_it() {
 async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
     let (plane, _, auditor) = plane();
     // change-then-spin changes a file, journaled, then spins in apply.
-    let bytes = crate::common::artifact("change-then-spin");
-    let digest = salve::artifact::digest(&bytes);
-    let path = plane.site.write(&format!("data/artifacts/{digest}.wasm"), &bytes);
-    let installed =
-        salve::store::InstalledArtifact { digest, name: "change-then-spin".into(), version: "0.1.0".into(), path };
-    plane.control().store.install(&installed).unwrap();
+    plane.install("change-then-spin");
     let target = plane.site.write("granted/a.txt", "alpha\n");
     let root = plane.site.root.path().display().to_string();
     let grant =
@@ -635,6 +630,34 @@ async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
     let (status, review) = client.get("/v1/jobs/job-spin", &auditor).await;
     assert_eq!((status, review["job"]["state"].as_str()), (200, Some("rolled-back")), "{review}");
     assert!(server.stop().success());
+    plane.audit_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_running_jobs_the_stop_deadline_then_rolls_back_what_did_not_finish() {
+    let (plane, _, _) = plane();
+    plane.install("change-then-spin");
+    let target = plane.site.write("granted/a.txt", "alpha\n");
+    let root = plane.site.root.path().display().to_string();
+    let grant =
+        format!("[[fs]]\nname = \"logs\"\npath = \"{root}/granted\"\naccess = \"rw\"\n[limits]\ntimeout = \"30s\"\n");
+    let request = crate::control::request("job-spin", "change-then-spin", "0.1.0", "dev", 0.9, &grant, &[]);
+    let server = Server::start(&plane, &["--stop-deadline", "1s"]);
+    let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
+    let (status, submitted) = client.post("/v1/jobs", &plane.sign(&request)).await;
+    assert_eq!(status, 201, "{submitted}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&target).unwrap() != "half-done\n" {
+        assert!(Instant::now() < deadline, "apply never changed the target");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 30 s of apply left; SIGTERM gives it 1 s, then rolls it back, and exits 0.
+    let steps = std::sync::Arc::clone(&server.steps);
+    assert!(server.stop().success());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "alpha\n", "rolled back before exit");
+    assert_eq!(plane.control().job("job-spin").unwrap().state, salve::store::JobState::RolledBack);
+    let steps = steps.lock().unwrap().join("\n");
+    assert!(steps.contains("job job-spin: rolled-back"), "{steps}");
     plane.audit_verifies();
 }
 
