@@ -235,10 +235,14 @@ impl Broker {
         Broker { stores, tokens, minter, leases: Mutex::default() }
     }
 
-    /// The broker a data directory sets up: `secrets.toml` if present, then
-    /// the environment.
-    pub fn for_data_dir(data_dir: &Path, minter: Option<Arc<PrivateKey>>) -> Result<Broker, CredentialError> {
-        let path = crate::data_dir::DataDir::new(data_dir).secrets();
+    /// The broker a data directory sets up: its `secrets.toml` (see
+    /// [`crate::data_dir::DataDir::secrets`]) if present, then the
+    /// environment.
+    pub fn for_layout(
+        layout: &crate::data_dir::DataDir,
+        minter: Option<Arc<PrivateKey>>,
+    ) -> Result<Broker, CredentialError> {
+        let path = layout.secrets();
         let mut stores: Vec<Box<dyn SecretStore>> = Vec::new();
         let mut tokens = HashMap::new();
         if path.exists() {

@@ -67,9 +67,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
     let catalog = Catalog::new(sandbox);
     let playbook = catalog.load(&bytes, &trust, &args.environment, SystemTime::now()).map_err(refused)?;
     let manifest = playbook.manifest().expect("a verified artifact has a manifest");
-    let data_dir = args.data_dir.resolve()?;
-    if data_dir.join("versions.json").exists() {
-        VersionFloor::new(&data_dir).admit(&manifest.name, &manifest.version, false).map_err(refused)?;
+    let layout = args.data_dir.layout()?;
+    if layout.versions().exists() {
+        VersionFloor::new(layout.root()).admit(&manifest.name, &manifest.version, false).map_err(refused)?;
     }
     println!("ok: {} {} may run in {}", manifest.name, manifest.version, args.environment);
     for id in playbook.signers() {

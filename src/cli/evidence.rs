@@ -13,7 +13,7 @@ pub enum EvidenceCommand {
     /// the policy texts and decisions, the plans, the votes, lease ids,
     /// the job's audit records with inclusion proofs against a signed
     /// checkpoint, and the outcome.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Check a bundle offline, with no data directory: every signature,
     /// every proof, the approvals bound to the plan that ran, and each
     /// policy decision recomputed. Exit 5, naming the check, if any fails.
@@ -70,7 +70,7 @@ pub struct VerifyArgs {
 
 pub fn main(command: EvidenceCommand) -> anyhow::Result<Exit> {
     match command {
-        EvidenceCommand::Export(args) => export(args),
+        EvidenceCommand::Export(args) => export(*args),
         EvidenceCommand::Verify(args) => verify(args),
         EvidenceCommand::Report(args) => report(args),
     }

@@ -41,7 +41,7 @@ pub fn open(trust: &TrustArg, data_dir: &DataDirArg) -> anyhow::Result<ControlPl
             trust_path.display()
         )));
     }
-    ControlPlane::open(dir.root(), &trust_path).map_err(classified)
+    ControlPlane::open_in(&dir, &trust_path).map_err(classified)
 }
 
 #[derive(clap::Args, Debug)]

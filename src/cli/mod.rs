@@ -99,18 +99,44 @@ enum Command {
     },
 }
 
-/// Where salve keeps its state: the audit log, journals.
+/// Where salve keeps its configuration and state: one data directory, or
+/// (for a service) a configuration directory only read and a state
+/// directory.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataDirArg {
-    /// Data directory [default: $XDG_DATA_HOME/salve or ~/.local/share/salve]
-    #[arg(long, env = "SALVE_DATA_DIR", value_name = "DIR")]
+    /// Data directory, for configuration and state [default:
+    /// $XDG_DATA_HOME/salve or ~/.local/share/salve]
+    #[arg(long, env = "SALVE_DATA_DIR", value_name = "DIR", conflicts_with_all = ["config_dir", "state_dir"])]
     data_dir: Option<PathBuf>,
+    /// Configuration, only read: trust store, policy, salve.toml, secrets,
+    /// keys [default with --state-dir: /etc/salve]
+    #[arg(long, env = "SALVE_CONFIG_DIR", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// State: job store, audit log, journals, artifacts, cache [default
+    /// with --config-dir: /var/lib/salve]
+    #[arg(long, env = "SALVE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 impl DataDirArg {
-    /// The data directory's layout.
+    /// The data directory's layout. Under systemd (`$CREDENTIALS_DIRECTORY`
+    /// set), `secrets.toml` and `runner.key` are taken from its
+    /// credentials when there.
     fn layout(&self) -> anyhow::Result<salve::data_dir::DataDir> {
-        Ok(salve::data_dir::DataDir::new(self.resolve()?))
+        let absolute = |dir: &std::path::Path, what: &str| {
+            std::path::absolute(dir).map_err(|e| refused(anyhow::anyhow!("{what} {}: {e}", dir.display())))
+        };
+        let layout = match (&self.config_dir, &self.state_dir) {
+            (None, None) => salve::data_dir::DataDir::new(self.resolve()?),
+            (config, state) => salve::data_dir::DataDir::split(
+                absolute(config.as_deref().unwrap_or("/etc/salve".as_ref()), "configuration directory")?,
+                absolute(state.as_deref().unwrap_or("/var/lib/salve".as_ref()), "state directory")?,
+            ),
+        };
+        Ok(match std::env::var_os("CREDENTIALS_DIRECTORY").filter(|v| !v.is_empty()) {
+            Some(credentials) => layout.with_credentials(credentials),
+            None => layout,
+        })
     }
 
     fn resolve(&self) -> anyhow::Result<PathBuf> {

@@ -130,10 +130,10 @@ pub struct RecoverArgs {
 /// `salve recover`: rolls back the `salve run` jobs a stopped process left.
 pub async fn recover(args: RecoverArgs) -> anyhow::Result<Exit> {
     let layout = args.data_dir.layout()?;
-    let key = super::run::runner_key(layout.root(), args.runner_key.as_deref())?;
+    let key = super::run::runner_key(&layout, args.runner_key.as_deref())?;
     let audit = super::run::open_audit(layout.root(), key.as_ref())?;
     let sandbox = super::job_sandbox(&layout, 8)?;
-    let runner = super::run::runner(sandbox, audit, layout.root(), key.clone())?;
+    let runner = super::run::runner(sandbox, audit, &layout, key.clone())?;
     let recovered = recover_runs(&runner, key.as_deref(), &layout, &args.data_dir).await?;
     runner.audit().sync_blocking()?;
     if recovered.is_empty() {

@@ -97,7 +97,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let params = parse_params(&args.params)?;
     let layout = args.data_dir.layout()?;
     let data_dir = layout.root().to_path_buf();
-    let key = runner_key(&data_dir, args.runner_key.as_deref())?;
+    let key = runner_key(&layout, args.runner_key.as_deref())?;
     let audit = open_audit(&data_dir, key.as_ref())?;
     let job = JobContext::new(&args.environment, &args.target, params);
     let name = args.artifact.display().to_string();
@@ -161,14 +161,13 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         (admitted.playbook.shared(), admitted.grant)
     };
 
-    let runner = runner(sandbox, audit, &data_dir, key.clone())?;
+    let runner = runner(sandbox, audit, &layout, key.clone())?;
     Ok(Prepared { runner, playbook, grant, job, floor: VersionFloor::new(&data_dir), bytes, grant_text, key })
 }
 
 /// The runner key: `runner_key`, or DATA_DIR/keys/runner.key if present.
-pub fn runner_key(data_dir: &Path, runner_key: Option<&Path>) -> anyhow::Result<Option<Arc<PrivateKey>>> {
-    let path =
-        runner_key.map(PathBuf::from).or_else(|| Some(DataDir::new(data_dir).runner_key()).filter(|p| p.exists()));
+pub fn runner_key(layout: &DataDir, runner_key: Option<&Path>) -> anyhow::Result<Option<Arc<PrivateKey>>> {
+    let path = runner_key.map(PathBuf::from).or_else(|| Some(layout.runner_key()).filter(|p| p.exists()));
     path.map(|path| PrivateKey::load(&path).map(Arc::new).map_err(refused)).transpose()
 }
 
@@ -222,14 +221,14 @@ fn witnesses() -> anyhow::Result<Vec<Witness>> {
 pub fn runner(
     sandbox: Sandbox,
     audit: AuditLog,
-    data_dir: &Path,
+    layout: &DataDir,
     key: Option<Arc<PrivateKey>>,
 ) -> anyhow::Result<Runner> {
-    let mut runner = Runner::new(sandbox, audit, data_dir)?;
+    let mut runner = Runner::new(sandbox, audit, layout.root())?;
     if let Some(key) = &key {
         runner = runner.with_seal_key(Arc::clone(key)).map_err(refused)?;
     }
-    let broker = Broker::for_data_dir(data_dir, key).map_err(refused)?;
+    let broker = Broker::for_layout(layout, key).map_err(refused)?;
     Ok(runner.with_broker(Arc::new(broker)))
 }
 

@@ -48,7 +48,8 @@ pub struct ServeArgs {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     let layout = args.runner.data_dir.layout()?;
     let trust = args.runner.trust.path(&layout);
-    salve::serve::check_config_modes(&[&trust, &layout.policy(), &layout.config(), &layout.secrets()])
+    let runner_key = args.runner.runner_key.clone().unwrap_or_else(|| layout.runner_key());
+    salve::serve::check_config_modes(&[&trust, &layout.policy(), &layout.config(), &layout.secrets(), &runner_key])
         .map_err(classified)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(salve::serve::tls_config(cert, key).map_err(classified)?),
@@ -59,7 +60,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     let webhooks = if args.webhook.is_empty() {
         None
     } else {
-        let key = super::run::runner_key(layout.root(), args.runner.runner_key.as_deref())?.ok_or_else(|| {
+        let key = super::run::runner_key(&layout, args.runner.runner_key.as_deref())?.ok_or_else(|| {
             super::refused(anyhow::anyhow!(
                 "--webhook needs a runner key to sign notifications: pass --runner-key or run `salve init`"
             ))

@@ -74,11 +74,13 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
         )));
     }
     let keys = layout.keys();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&keys)
-        .with_context(|| format!("cannot create {}", keys.display()))?;
+    for dir in [&keys, &layout.root().to_path_buf()] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let runner = PrivateKey::generate("runner", Role::Runner)?;
     let author = PrivateKey::generate("dev-author", Role::Author)?;
     runner.write(&keys)?;
@@ -115,7 +117,11 @@ pub fn init(args: InitArgs) -> anyhow::Result<Exit> {
             .and_then(|mut f| f.write_all(SECRETS_TEMPLATE.as_bytes()))
             .with_context(|| format!("cannot write {}", secrets.display()))?;
     }
-    println!("initialised {}", dir.display());
+    if layout.config_root() == dir {
+        println!("initialised {}", dir.display());
+    } else {
+        println!("initialised {} (configuration) and {} (state)", layout.config_root().display(), dir.display());
+    }
     println!("  runner key:     {} ({})", layout.runner_key().display(), runner.id);
     println!("  author key:     {} ({}, trusted for dev)", layout.dev_author_key().display(), author.id);
     println!("  trust store:    {}", trust_path.display());

@@ -36,9 +36,9 @@ pub fn main(command: TokenCommand) -> anyhow::Result<Exit> {
                 .map_err(refused)?;
             // A token outlives nothing it was minted for: once its job ends,
             // the runner records the lease as revoked.
-            let store_path = args.data_dir.layout()?.store();
-            if store_path.exists() {
-                let store = salve::store::SqliteStore::open(&args.data_dir.resolve()?)?;
+            let layout = args.data_dir.layout()?;
+            if layout.store().exists() {
+                let store = salve::store::SqliteStore::open(layout.root())?;
                 if store.lease_revoked(&claims.jti)? {
                     return Err(refused(anyhow::anyhow!(
                         "the token's lease {} was revoked: job {} has ended",

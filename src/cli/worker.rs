@@ -54,10 +54,10 @@ impl RunnerArgs {
         let layout = self.data_dir.layout()?;
         let root = layout.root();
         let control = open(&self.trust, &self.data_dir)?;
-        let key = super::run::runner_key(root, self.runner_key.as_deref())?;
+        let key = super::run::runner_key(&layout, self.runner_key.as_deref())?;
         let audit = super::run::open_audit(root, key.as_ref())?;
         let sandbox = super::job_sandbox(&layout, 32)?;
-        let runner = super::run::runner(sandbox, audit, root, key)?;
+        let runner = super::run::runner(sandbox, audit, &layout, key)?;
         Ok(Worker::new(control, runner))
     }
 

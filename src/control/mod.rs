@@ -69,7 +69,9 @@ pub struct Loaded {
 
 /// What every control-plane command shares.
 pub struct ControlPlane {
+    /// The state directory.
     pub data_dir: PathBuf,
+    layout: DataDir,
     pub store: Arc<dyn JobStore>,
     pub trust: TrustStore,
     pub policy: Policy,
@@ -81,8 +83,14 @@ impl ControlPlane {
     /// Opens the control plane of a data directory: its store, the trust
     /// store at `trust_path`, its policy and config.
     pub fn open(data_dir: &Path, trust_path: &Path) -> Result<ControlPlane, ControlError> {
-        let store = Arc::new(SqliteStore::open(data_dir)?);
-        ControlPlane::with_store(data_dir, trust_path, store)
+        ControlPlane::open_in(&DataDir::new(data_dir), trust_path)
+    }
+
+    /// [`ControlPlane::open`] of a layout whose configuration may be apart
+    /// from its state.
+    pub fn open_in(layout: &DataDir, trust_path: &Path) -> Result<ControlPlane, ControlError> {
+        let store = Arc::new(SqliteStore::open(layout.root())?);
+        ControlPlane::with_store_in(layout, trust_path, store)
     }
 
     /// [`ControlPlane::open`] with a job store of the caller's.
@@ -91,9 +99,18 @@ impl ControlPlane {
         trust_path: &Path,
         store: Arc<dyn JobStore>,
     ) -> Result<ControlPlane, ControlError> {
-        let (trust, policy, config) = ControlPlane::read(data_dir, trust_path)?;
+        ControlPlane::with_store_in(&DataDir::new(data_dir), trust_path, store)
+    }
+
+    fn with_store_in(
+        layout: &DataDir,
+        trust_path: &Path,
+        store: Arc<dyn JobStore>,
+    ) -> Result<ControlPlane, ControlError> {
+        let (trust, policy, config) = ControlPlane::read(layout, trust_path)?;
         Ok(ControlPlane {
-            data_dir: data_dir.to_path_buf(),
+            data_dir: layout.root().to_path_buf(),
+            layout: layout.clone(),
             store,
             trust,
             policy,
@@ -102,8 +119,7 @@ impl ControlPlane {
         })
     }
 
-    fn read(data_dir: &Path, trust_path: &Path) -> Result<(TrustStore, Policy, RunnerConfig), ControlError> {
-        let layout = DataDir::new(data_dir);
+    fn read(layout: &DataDir, trust_path: &Path) -> Result<(TrustStore, Policy, RunnerConfig), ControlError> {
         let trust = TrustStore::load(trust_path)?;
         let policy_path = layout.policy();
         if !policy_path.exists() {
@@ -130,7 +146,7 @@ impl ControlPlane {
     /// plane is locked only to swap: read the files (this), then
     /// [`ControlPlane::take`] what was read.
     pub fn load_again(&self) -> Result<Loaded, ControlError> {
-        let (trust, policy, config) = ControlPlane::read(&self.data_dir, &self.trust_path)?;
+        let (trust, policy, config) = ControlPlane::read(&self.layout, &self.trust_path)?;
         Ok(Loaded { trust, policy, config })
     }
 
@@ -139,6 +155,7 @@ impl ControlPlane {
         let Loaded { trust, policy, config } = loaded;
         ControlPlane {
             data_dir: self.data_dir.clone(),
+            layout: self.layout.clone(),
             store: Arc::clone(&self.store),
             trust,
             policy,

@@ -22,10 +22,16 @@ struct Server {
 
 impl Server {
     fn start(plane: &Plane, extra: &[&str]) -> Server {
+        let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), plane.data().into()];
+        args.extend(extra.iter().map(Into::into));
+        Server::with_args(&args)
+    }
+
+    /// `salve serve` on a free loopback port, with `args`.
+    fn with_args(args: &[std::ffi::OsString]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_salve"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--poll", "50ms", "--data-dir"])
-            .arg(plane.data())
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0", "--poll", "50ms"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -659,6 +665,121 @@ async fn sigterm_gives_running_jobs_the_stop_deadline_then_rolls_back_what_did_n
     let steps = steps.lock().unwrap().join("\n");
     assert!(steps.contains("job job-spin: rolled-back"), "{steps}");
     plane.audit_verifies();
+}
+
+/// Every file under `dir`, with its bytes and mode.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, (Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let bytes = if meta.is_dir() { Vec::new() } else { std::fs::read(&path).unwrap() };
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            files.insert(path, (bytes, meta.permissions().mode()));
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_apart_from_state_is_only_read_and_refused_when_others_may_write_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = crate::common::Site::new();
+    let config = site.root.path().join("etc/salve");
+    let state = site.root.path().join("var/lib/salve");
+    let split = |command: &[&str]| {
+        let mut salve = Command::new(env!("CARGO_BIN_EXE_salve"));
+        salve.args(command).arg("--config-dir").arg(&config).arg("--state-dir").arg(&state);
+        salve
+    };
+    let ran = |mut command: Command| {
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{command:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let said = ran(split(&["init"]));
+    assert!(said.contains("(configuration)") && said.contains("(state)"), "{said}");
+    assert!(config.join("trust.toml").exists() && config.join("keys/runner.key").exists());
+    assert!(state.is_dir() && !state.join("trust.toml").exists(), "state holds no configuration");
+    // A job by `salve run`, on the split layout, signed by init's dev key.
+    let component = site.write("noop.component.wasm", crate::common::component_bytes("noop"));
+    let manifest = site.write("playbook.toml", crate::common::manifest_text("noop"));
+    let artifact = site.root.path().join("noop.wasm");
+    let mut sign = Command::new(env!("CARGO_BIN_EXE_salve"));
+    sign.arg("sign").arg("--key").arg(config.join("keys/dev-author.key")).arg("--manifest").arg(&manifest);
+    sign.arg(&component).arg("-o").arg(&artifact);
+    ran(sign);
+    let grant = site.write("grant.toml", "");
+    let mut run = split(&["run"]);
+    run.arg(&artifact).arg("--grant").arg(&grant).args(["--environment", "dev"]);
+    ran(run);
+    assert!(state.join("audit.jsonl").exists() && !config.join("audit.jsonl").exists());
+
+    // salve serve on it reads the configuration and writes only the state.
+    let before = tree(&config);
+    let dirs: Vec<std::ffi::OsString> =
+        vec!["--config-dir".into(), config.clone().into(), "--state-dir".into(), state.clone().into()];
+    let server = Server::with_args(&dirs);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{}/readyz", server.base)).await.unwrap().status().as_u16() != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(server.stop().success());
+    assert_eq!(tree(&config), before, "the configuration directory was written to");
+    assert!(state.join("salve.db").exists());
+    ran(split(&["audit", "verify"]));
+    ran(split(&["jobs", "list"]));
+
+    // Configuration another user may change: refused, naming it.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(&dirs)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&config.display().to_string()) && stderr.contains("chmod go-w"), "{stderr}");
+    // --data-dir and a split layout are one or the other.
+    let output = split(&["jobs", "list", "--data-dir", "/tmp"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
+fn the_shipped_systemd_unit_and_sample_config_are_what_salve_takes() {
+    let repo = crate::common::repo();
+    salve::policy::RunnerConfig::load(&repo.join("deploy/salve.toml")).expect("the sample salve.toml loads");
+    let unit = std::fs::read_to_string(repo.join("deploy/salve.service")).unwrap();
+    let exec = unit.replace("\\\n", " ");
+    let exec = exec.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("an ExecStart line");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(words[..2], ["/usr/local/bin/salve", "serve"], "{exec}");
+    let help = Command::new(env!("CARGO_BIN_EXE_salve")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let flags: Vec<&&str> = words.iter().filter(|w| w.starts_with("--")).collect();
+    assert!(flags.len() >= 6, "{flags:?}");
+    for flag in flags {
+        assert!(help.contains(&format!("{flag} ")), "salve serve takes no {flag}");
+    }
+    for line in ["ReadWritePaths=/var/lib/salve", "ProtectSystem=strict", "NoNewPrivileges=yes", "LoadCredential="] {
+        assert!(unit.contains(line), "the unit lacks {line}");
+    }
+    // Where systemd is installed, it checks the unit too (with this binary).
+    if let Ok(output) = Command::new("systemd-analyze").arg("--version").output()
+        && output.status.success()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("salve.service");
+        std::fs::write(&copy, unit.replace("/usr/local/bin/salve", env!("CARGO_BIN_EXE_salve"))).unwrap();
+        let verified = Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+        assert!(verified.status.success() && verified.stderr.is_empty(), "{verified:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
