@@ -232,7 +232,9 @@ pub trait JobStore: Send + Sync {
     /// target system not in `busy`, the one that has waited longest; those
     /// jobs longest waiting first. A worker that runs several jobs at once
     /// takes these, so that two jobs never act on one system together and
-    /// each system's jobs run in the order they came.
+    /// each system's jobs run in the order they came. It may look only at
+    /// the oldest jobs of free systems (16 × `limit` at least): a system
+    /// whose jobs crowd those out still gives one, the rest come next time.
     fn takeable(&self, states: &[JobState], busy: &[&str], limit: u32) -> Result<Vec<JobRecord>, StoreError>;
 
     /// The job in one of `states` that has waited longest, if any.

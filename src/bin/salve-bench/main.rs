@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod groups;
+mod serve;
 
 use anyhow::{Context as _, anyhow};
 use salve::artifact;
@@ -41,7 +42,8 @@ struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only the groups named (artifacts, instantiation, calls, job,
-    /// throughput, memory, process, merkle, evidence), e.g. to profile one
+    /// throughput, memory, process, merkle, evidence, serve), e.g. to
+    /// profile one
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The salve binary the whole-process figures run [default: salve next
@@ -262,6 +264,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("evidence") {
         groups::evidence(&mut b).await?;
+    }
+    if wanted("serve") {
+        serve::serve(&mut b).await?;
     }
 
     print_table(&b.figures);
