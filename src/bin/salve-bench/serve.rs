@@ -103,8 +103,7 @@ pub(crate) async fn serve(b: &mut Bench) -> anyhow::Result<()> {
                 let next = queue.lock().unwrap().next();
                 let Some((id, body)) = next else { break };
                 let at = Instant::now();
-                let response =
-                    http.post(&url).header("content-type", "application/json").body(body).send().await?;
+                let response = http.post(&url).header("content-type", "application/json").body(body).send().await?;
                 let status = response.status().as_u16();
                 if status != 201 {
                     return Err(anyhow!("submission of {id} answered {status}: {}", response.text().await?));
