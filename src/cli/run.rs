@@ -167,7 +167,18 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
 
 /// The runner key: `runner_key`, or DATA_DIR/keys/runner.key if present.
 pub fn runner_key(layout: &DataDir, runner_key: Option<&Path>) -> anyhow::Result<Option<Arc<PrivateKey>>> {
-    let path = runner_key.map(PathBuf::from).or_else(|| Some(layout.runner_key()).filter(|p| p.exists()));
+    let path = match runner_key {
+        Some(path) => Some(path.to_path_buf()),
+        // A key salve may not read is an error, not a key that is not there:
+        // the log would go unsealed without a word.
+        None => {
+            let path = layout.runner_key();
+            let there = path.try_exists().map_err(|e| {
+                refused(anyhow::anyhow!("cannot tell whether the runner key {} is there: {e}", path.display()))
+            })?;
+            there.then_some(path)
+        }
+    };
     path.map(|path| PrivateKey::load(&path).map(Arc::new).map_err(refused)).transpose()
 }
 

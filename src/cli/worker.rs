@@ -140,7 +140,10 @@ pub async fn drive(
     for step in &steps {
         told(step, None);
     }
+    // What arrived meanwhile (a rejection, a vote) reaches the log too.
+    let relayed = pool.worker().relay().await.map_err(classified);
     pool.worker().runner().audit().sync_blocking()?;
+    relayed?;
     ran.map_err(classified)?;
     failed.map_or(Ok(()), |e| Err(classified(e)))
 }

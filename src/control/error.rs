@@ -67,6 +67,10 @@ pub enum ControlError {
     Tampered { id: String, what: String },
     #[error("job {id} is left {state} for the next start: salve is stopping")]
     Stopping { id: String, state: JobState },
+    #[error(
+        "the worker's task for job {id} crashed ({reason}); salve stops, and its next start recovers the job. Please report this"
+    )]
+    Crashed { id: String, reason: String },
 }
 
 impl Classify for StoreError {
@@ -102,7 +106,9 @@ impl Classify for ControlError {
         match self {
             ControlError::Store(e) => e.fault(),
             ControlError::Run(e) => e.fault(),
-            ControlError::AuditRead(_) | ControlError::Write { .. } => Fault::Infrastructure,
+            ControlError::AuditRead(_) | ControlError::Write { .. } | ControlError::Crashed { .. } => {
+                Fault::Infrastructure
+            }
             ControlError::Tampered { .. } | ControlError::Installed { .. } => Fault::Tampered,
             ControlError::NoPolicy { .. } | ControlError::Policy(PolicyError::Read { .. }) => Fault::Input,
             ControlError::Policy(PolicyError::Scope(_)) => Fault::Refused,
@@ -181,6 +187,7 @@ impl ControlError {
             ControlError::Version(_) => "version-floor",
             ControlError::Tampered { .. } => "job-tampered",
             ControlError::Stopping { .. } => "stopping",
+            ControlError::Crashed { .. } => "crashed",
         }
     }
 }

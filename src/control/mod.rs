@@ -171,6 +171,11 @@ impl ControlPlane {
         self.config = config;
     }
 
+    /// Where the configuration and the state are.
+    pub fn layout(&self) -> &DataDir {
+        &self.layout
+    }
+
     /// The job `id`, or an error that says there is none.
     pub fn job(&self, id: &str) -> Result<JobRecord, ControlError> {
         self.store.job(id)?.ok_or_else(|| ControlError::UnknownJob { id: id.into() })

@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::task::{Id, JoinSet};
 
-/// A job a task holds, and the system it acts on.
+/// The job a task holds, and the system it acts on.
 struct Taken {
+    job: String,
     system: String,
 }
 
@@ -73,6 +74,9 @@ impl Pool {
     /// job that has waited longest, while there is room. Returns the
     /// expired jobs' steps and how many jobs it started.
     pub async fn fill(&mut self) -> Result<(Vec<Step>, usize), ControlError> {
+        // Votes and rejections reach the audit log even when nothing is
+        // taken, and before a job waiting for them can expire.
+        self.worker.relay().await?;
         let mut ended = Vec::new();
         if self.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
             self.swept = Some(Instant::now());
@@ -88,13 +92,13 @@ impl Pool {
         if jobs.is_empty() {
             return Ok((ended, 0));
         }
-        // Their submissions and votes reach the audit log before they are
-        // acted on.
+        // Submissions and votes recorded since the relay above reach the
+        // audit log before their jobs are acted on.
         self.worker.relay().await?;
         let started = jobs.len();
         for job in jobs {
             let worker = Arc::clone(&self.worker);
-            let system = job.system.clone();
+            let taken = Taken { job: job.id.clone(), system: job.system.clone() };
             let handle = self.running.spawn(async move {
                 let began = Instant::now();
                 let step = match job.state {
@@ -103,13 +107,15 @@ impl Pool {
                 };
                 settled(step).map(|step| (step, began.elapsed()))
             });
-            self.taken.insert(handle.id(), Taken { system });
+            self.taken.insert(handle.id(), taken);
         }
         Ok((ended, started))
     }
 
     /// The next job to finish its step, and how long the step took; `None`
-    /// when none runs. Safe to cancel (in `select!`): no step is lost.
+    /// when none runs. Safe to cancel (in `select!`): no step is lost. A
+    /// job whose task panicked is an error (its state is left for recovery
+    /// at the next start), so that the caller stops the rest in order.
     pub async fn next(&mut self) -> Option<Result<(Step, Duration), ControlError>> {
         let joined = self.running.join_next_with_id().await?;
         Some(match joined {
@@ -118,11 +124,9 @@ impl Pool {
                 result
             }
             Err(e) => {
-                self.taken.remove(&e.id());
-                match e.try_into_panic() {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    Err(e) => unreachable!("the pool never cancels its tasks: {e}"),
-                }
+                let job = self.taken.remove(&e.id()).map_or_else(|| "?".into(), |taken| taken.job);
+                tracing::error!(job, "the task running the job ended abnormally: {e}");
+                Err(ControlError::Crashed { id: job, reason: e.to_string() })
             }
         })
     }

@@ -58,7 +58,8 @@ struct Together {
     /// One relay of the outbox at a time: two would log the same steps twice.
     relay: tokio::sync::Mutex<()>,
     starting: Arc<Starting>,
-    /// One raise of the version floor at a time (it is a file, rewritten).
+    /// One check-and-raise of the version floor at a time: a file,
+    /// rewritten, that an older version must not slip past.
     floor: Mutex<()>,
 }
 
@@ -377,6 +378,9 @@ impl Worker {
         if self.runner.stopping() {
             return Err(ControlError::Stopping { id: job.id.clone(), state: job.state });
         }
+        if let Some(step) = self.raise_floor(job, &admitted)? {
+            return Ok(step);
+        }
         self.apply(job, &admitted, &reservation).await
     }
 
@@ -477,7 +481,7 @@ impl Worker {
     }
 
     /// Applies, verifies, and rolls back if either fails; records the
-    /// outcome and raises the version floor.
+    /// outcome.
     async fn apply(
         &self,
         job: &JobRecord,
@@ -495,13 +499,29 @@ impl Worker {
             // for recovery at the next start.
             Err(e) => return Err(e.into()),
         };
-        let step = self.finished(&job.id, &report.outcome)?;
+        self.finished(&job.id, &report.outcome)
+    }
+
+    /// Checks the version floor again and raises it to this job's version,
+    /// in one turn, just before apply: a job of an older version admitted
+    /// while this one was on its way (another task's) is refused here, as
+    /// it would have been one job at a time. The step that ends the job
+    /// when it is refused; `None` when it may apply.
+    fn raise_floor(&self, job: &JobRecord, admitted: &Admitted<SignedPlaybook>) -> Result<Option<Step>, ControlError> {
         let manifest = admitted.playbook.manifest();
-        let _floor = self.together.floor.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = VersionFloor::new(&self.control.data_dir).record(&manifest.name, &manifest.version) {
+        let floor = VersionFloor::new(&self.control.data_dir);
+        let _turn = self.together.floor.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = floor.admit(&manifest.name, &manifest.version, false) {
+            let refused = ControlError::from(e);
+            if refused.fault().retry_later() {
+                return Err(refused);
+            }
+            return self.end(job, JobState::Failed, &format!("cannot be run: {refused}")).map(Some);
+        }
+        if let Err(e) = floor.record(&manifest.name, &manifest.version) {
             tracing::warn!(job = %job.id, "the version floor could not be raised: {e}");
         }
-        Ok(step)
+        Ok(None)
     }
 
     /// Apply never started: at most leases were taken.

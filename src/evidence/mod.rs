@@ -33,7 +33,6 @@ pub use verify::{Check, Refused, Verified, verify};
 
 use crate::audit::merkle::{self, MemoryTree};
 use crate::control::ControlPlane;
-use crate::data_dir::DataDir;
 use crate::store::StoreError;
 use crate::trust::KeyEntry;
 use serde::{Deserialize, Serialize};
@@ -181,7 +180,7 @@ impl ArtifactFacts {
 /// `with_artifact`. Reads only: the log, the store and the files stay as
 /// they are.
 pub fn export(control: &ControlPlane, id: &str, with_artifact: bool) -> Result<Vec<u8>, EvidenceError> {
-    let layout = DataDir::new(&control.data_dir);
+    let layout = control.layout();
     let store = control.store.as_ref();
     let job = store.job(id)?.ok_or_else(|| EvidenceError::UnknownJob { id: id.into() })?;
     let trust = &control.trust;

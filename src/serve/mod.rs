@@ -189,7 +189,9 @@ pub fn check_config_modes(files: &[&std::path::Path]) -> Result<(), ServeError> 
         Err(ServeError::Writable { path: path.to_path_buf(), who, mode: mode & 0o7777 })
     };
     for file in files {
-        if !file.exists() {
+        // One salve may not even look at is refused, not taken for absent.
+        let there = file.try_exists().map_err(|source| ServeError::Mode { path: file.to_path_buf(), source })?;
+        if !there {
             continue;
         }
         writable(file, false)?;

@@ -229,8 +229,8 @@ pub trait JobStore: Send + Sync {
     fn count_in(&self, states: &[JobState]) -> Result<u64, StoreError>;
 
     /// Up to `limit` jobs in one of `states` that may start now: for each
-    /// target system not in `busy`, the one that has waited longest; those
-    /// jobs longest waiting first. A worker that runs several jobs at once
+    /// target system not in `busy`, the one submitted first; those jobs
+    /// oldest first. A worker that runs several jobs at once
     /// takes these, so that two jobs never act on one system together and
     /// each system's jobs run in the order they came. It may look only at
     /// the oldest jobs of free systems (16 × `limit` at least): a system

@@ -118,7 +118,7 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     // 2: what a worker running several jobs takes next (`takeable`), read
     // from the index alone.
-    "CREATE INDEX jobs_to_take ON jobs (state, updated_at, id, system);",
+    "CREATE INDEX jobs_to_take ON jobs (state, submitted_at, id, system);",
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -499,11 +499,11 @@ impl JobStore for SqliteStore {
         // bounded look, read from the index), so that taking costs the same
         // however many jobs wait; whole rows are read for the jobs taken.
         let mut statement = conn.prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN (SELECT id FROM (SELECT id, updated_at, \
-             ROW_NUMBER() OVER (PARTITION BY system ORDER BY updated_at, id) AS turn FROM (SELECT id, system, \
-             updated_at FROM jobs WHERE state IN (SELECT value FROM json_each(?1)) \
-             AND system NOT IN (SELECT value FROM json_each(?2)) ORDER BY updated_at, id LIMIT ?4)) \
-             WHERE turn = 1 ORDER BY updated_at, id LIMIT ?3) ORDER BY updated_at, id"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN (SELECT id FROM (SELECT id, submitted_at, \
+             ROW_NUMBER() OVER (PARTITION BY system ORDER BY submitted_at, id) AS turn FROM (SELECT id, system, \
+             submitted_at FROM jobs WHERE state IN (SELECT value FROM json_each(?1)) \
+             AND system NOT IN (SELECT value FROM json_each(?2)) ORDER BY submitted_at, id LIMIT ?4)) \
+             WHERE turn = 1 ORDER BY submitted_at, id LIMIT ?3) ORDER BY submitted_at, id"
         ))?;
         let look = limit.saturating_mul(16).max(64);
         let rows = statement.query_map(params![names, busy, limit, look], read_job_row)?;
