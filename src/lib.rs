@@ -70,6 +70,7 @@ pub mod data_dir;
 pub mod evidence;
 pub mod fault;
 pub mod grant;
+pub mod histogram;
 pub mod host;
 pub mod job;
 pub mod keys;

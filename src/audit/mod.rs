@@ -70,6 +70,7 @@ pub mod witness;
 
 pub use record::{CallOutcome, ControlAction, Ending, Event, Mode, Phase};
 
+use crate::histogram::Histogram;
 use crate::keys::PrivateKey;
 use checkpoint::Checkpoint;
 use ed25519_dalek::Signer as _;
@@ -389,6 +390,8 @@ struct Shared {
     synced: Notify,
     /// Number of `fdatasync` calls on the log, for the benchmarks.
     syncs: AtomicU64,
+    /// How long each `fdatasync` of the log took, for the metrics.
+    sync_seconds: Mutex<Histogram>,
     /// Taken with the anchor lock held.
     checkpoints: Mutex<Checkpoints>,
     /// Bytes of room kept for rollbacks and outcomes (see
@@ -417,6 +420,28 @@ struct State {
     broken: Option<String>,
     /// The hash of each job's last record, for the next one's `job_prev`.
     jobs: HashMap<String, String>,
+    /// Host calls recorded since the log was opened, by interface and
+    /// outcome (a handful of pairs: searched in order).
+    calls: Vec<HostCalls>,
+}
+
+/// How many host calls of one interface ended one way, since the log was
+/// opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCalls {
+    /// The capability's interface (`fs`, `exec`, `http`, `journal`, ...).
+    pub interface: String,
+    /// How the calls ended: `ok`, `denied`, `not-found`, `invalid`, `failed`.
+    pub outcome: &'static str,
+    pub count: u64,
+}
+
+/// What the log counted since it was opened, for `salve serve`'s metrics.
+#[derive(Debug, Clone, Default)]
+pub struct AuditStats {
+    pub calls: Vec<HostCalls>,
+    /// How long each `fdatasync` of the log took.
+    pub sync: Histogram,
 }
 
 #[derive(Serialize)]
@@ -620,11 +645,13 @@ impl AuditLog {
                     syncing: false,
                     broken: None,
                     jobs: scan.jobs,
+                    calls: Vec::new(),
                 }),
                 anchored: Mutex::new(anchor.head.seq),
                 reserve: AtomicU64::new(DEFAULT_RESERVE),
                 synced: Notify::new(),
                 syncs: AtomicU64::new(0),
+                sync_seconds: Mutex::default(),
                 checkpoints: Mutex::new(Checkpoints {
                     tagger: key.as_deref().map(Tagger::new),
                     signer: key,
@@ -706,6 +733,14 @@ impl AuditLog {
         self.shared.syncs.load(Ordering::Relaxed)
     }
 
+    /// The host calls recorded and the `fdatasync` latencies, since the log
+    /// was opened.
+    pub fn stats(&self) -> AuditStats {
+        let calls = self.state().calls.clone();
+        let sync = self.shared.sync_seconds.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        AuditStats { calls, sync }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Every mutation of State is a single assignment after the fallible
         // work, so a lock poisoned by a panic still guards consistent data.
@@ -768,6 +803,13 @@ impl AuditLog {
             }
         }
         state.last = Anchor { head: Head { seq, hash }, end };
+        if let Event::Call { interface, outcome, .. } = event {
+            let outcome = outcome.name();
+            match state.calls.iter_mut().find(|c| c.interface == *interface && c.outcome == outcome) {
+                Some(calls) => calls.count += 1,
+                None => state.calls.push(HostCalls { interface: interface.to_string(), outcome, count: 1 }),
+            }
+        }
         if state.buf.len() >= WRITE_THRESHOLD {
             self.write_out(state)?;
         }
@@ -940,7 +982,9 @@ impl Shared {
     }
 
     fn sync_log(&self) -> std::io::Result<()> {
+        let started = std::time::Instant::now();
         self.file.sync_data()?;
+        self.sync_seconds.lock().unwrap_or_else(|p| p.into_inner()).observe(started.elapsed());
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

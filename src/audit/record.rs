@@ -161,6 +161,17 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
+    /// The outcome's kind, as the metrics name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Denied(_) => "denied",
+            CallOutcome::NotFound => "not-found",
+            CallOutcome::Invalid(_) => "invalid",
+            CallOutcome::Failed(_) => "failed",
+        }
+    }
+
     pub fn is_denied(&self) -> bool {
         matches!(self, CallOutcome::Denied(_))
     }

@@ -132,11 +132,13 @@ async fn a_failed_write_breaks_the_log_for_good() {
                 syncing: false,
                 broken: None,
                 jobs: HashMap::new(),
+                calls: Vec::new(),
             }),
             anchored: Mutex::new(last.head.seq),
             reserve: AtomicU64::new(DEFAULT_RESERVE),
             synced: Notify::new(),
             syncs: AtomicU64::new(0),
+            sync_seconds: Mutex::default(),
             checkpoints: Mutex::new(Checkpoints {
                 signer: None,
                 tagger: None,

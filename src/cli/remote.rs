@@ -19,6 +19,10 @@ pub struct ServerArg {
     /// usual roots
     #[arg(long, value_name = "FILE", env = "SALVE_SERVER_CA")]
     pub server_ca: Option<std::path::PathBuf>,
+    /// For a server that asks for mutual TLS: this client's certificate
+    /// chain and its private key, in one PEM file (mode 0600)
+    #[arg(long, value_name = "FILE", env = "SALVE_CLIENT_IDENTITY")]
+    pub client_identity: Option<std::path::PathBuf>,
 }
 
 pub struct Remote {
@@ -46,6 +50,25 @@ impl Remote {
             let cert = reqwest::Certificate::from_pem(&pem)
                 .map_err(|e| refused(anyhow::anyhow!("{} is not a PEM certificate: {e}", ca.display())))?;
             http = http.add_root_certificate(cert);
+        }
+        if let Some(path) = &arg.client_identity {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(refused(anyhow::anyhow!(
+                    "{} holds a private key and is readable by others (mode {:o}): run `chmod 600` on it",
+                    path.display(),
+                    mode & 0o7777
+                )));
+            }
+            let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                refused(anyhow::anyhow!("{} is not a PEM certificate chain and private key: {e}", path.display()))
+            })?;
+            http = http.identity(identity);
         }
         let http = http.build().context("cannot build the HTTP client")?;
         Ok(Some(Remote { http, base: base.clone() }))

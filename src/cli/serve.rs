@@ -25,6 +25,11 @@ pub struct ServeArgs {
     /// The TLS certificate's private key (PEM, mode 0600)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate issued by one of
+    /// these CA certificates (PEM), or the connection is refused; requests
+    /// are still signed and checked as without it
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// The URL clients use to reach this server (behind a proxy, say):
     /// signatures must name it, so one signed for another server with the
     /// same trust store does not verify here [default: from each request's
@@ -52,7 +57,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     salve::serve::check_config_modes(&[&trust, &layout.policy(), &layout.config(), &layout.secrets(), &runner_key])
         .map_err(classified)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(salve::serve::tls_config(cert, key).map_err(classified)?),
+        (Some(cert), Some(key)) => {
+            Some(salve::serve::tls_config(cert, key, args.tls_client_ca.as_deref()).map_err(classified)?)
+        }
         _ => None,
     };
     let listener = salve::serve::bind(args.listen, tls.is_some()).await.map_err(classified)?;
@@ -103,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     }));
     let told = |step: &salve::control::Step, took: Option<Duration>| {
         print(step);
+        shared.moved();
         if let Some(took) = took {
             shared.metrics.step(step.state, took);
         }

@@ -20,6 +20,7 @@
 
 use super::Shared;
 use super::error::ApiError;
+use super::quota::{Held, Slot};
 use super::signature::{self, Message};
 use crate::approval::Approval;
 use crate::control::ControlPlane;
@@ -215,6 +216,7 @@ async fn vote(
         ApiError::input("vote", format!("the body is not a signed vote (see `salve approve --help`): {e}"))
     })?;
     let job = blocking(&shared, move |_, control| Ok(control.record_vote(&id, &approval, SystemTime::now())?)).await?;
+    shared.moved();
     shared.work.notify_one();
     Ok(Json(job))
 }
@@ -232,7 +234,10 @@ async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Result<Jso
     let query: ListQuery = parse_query(query)?;
     let state =
         query.state.as_deref().map(str::parse::<JobState>).transpose().map_err(|e| ApiError::input("query", e))?;
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST);
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(ApiError::input("query", format!("limit is from 1 to {MAX_LIST}, not {limit}")));
+    }
     let jobs = read(&shared, request, move |_, control, caller| {
         // Filtered after the store's query: scan a bounded window.
         let jobs = control.store.list(state, MAX_LIST * 10).map_err(crate::control::ControlError::from)?;
@@ -286,29 +291,37 @@ async fn evidence(
             ));
         }
     };
-    let tar = read(&shared, request, move |_, control, caller| {
+    let tar = read(&shared, request, move |shared, control, caller| {
         visible(control, &id, &caller)?;
+        let _slot = shared.quotas.take(&caller.id, Held::Export)?;
         Ok(crate::evidence::export(control, &id, with_artifact)?)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], tar).into_response())
 }
 
-/// How often an event stream looks for a job's new transitions.
-const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long an event stream waits for a change before it looks anyway (a
+/// change the server did not make: another process's vote, say).
+const EVENTS_LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What an event stream has sent and has yet to send.
 struct Events {
     shared: Arc<Shared>,
     id: String,
+    /// The key that opened the stream, and its role: the stream ends when
+    /// that key is no longer trusted for it.
+    key: (String, Role),
+    moved: tokio::sync::watch::Receiver<u64>,
     sent: usize,
     pending: std::collections::VecDeque<crate::store::Transition>,
     done: bool,
+    _slot: Slot,
 }
 
 /// The job's transitions as Server-Sent Events (`event: transition`, the
 /// transition as JSON): those so far, then each new one; the stream ends
-/// after a final state, or when the server stops.
+/// after a final state, when the key that opened it is revoked or expires,
+/// or when the server stops.
 async fn events(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -316,12 +329,17 @@ async fn events(
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let job = id.clone();
-    let history = read(&shared, request, move |_, control, caller| {
+    // Subscribed before the history is read: a change after it wakes us.
+    let mut moved = shared.moved.subscribe();
+    moved.mark_unchanged();
+    let (history, key, slot) = read(&shared, request, move |shared, control, caller| {
         visible(control, &job, &caller)?;
-        Ok(control.store.history(&job).map_err(crate::control::ControlError::from)?)
+        let slot = shared.quotas.take(&caller.id, Held::Stream)?;
+        let history = control.store.history(&job).map_err(crate::control::ControlError::from)?;
+        Ok((history, (caller.id, caller.role), slot))
     })
     .await?;
-    let start = Events { shared, id, sent: 0, pending: history.into(), done: false };
+    let start = Events { shared, id, key, moved, sent: 0, pending: history.into(), done: false, _slot: slot };
     let stream = futures_util::stream::unfold(start, |mut events| async move {
         loop {
             if let Some(transition) = events.pending.pop_front() {
@@ -333,13 +351,18 @@ async fn events(
             if events.done || events.shared.stopping.load(Ordering::SeqCst) {
                 return None;
             }
-            tokio::time::sleep(EVENTS_POLL).await;
-            let (shared, id) = (Arc::clone(&events.shared), events.id.clone());
+            // A change (the server stopping is one), or time to look anyway.
+            let _ = tokio::time::timeout(EVENTS_LOOK_EVERY, events.moved.changed()).await;
+            let (shared, id, (key, role)) = (Arc::clone(&events.shared), events.id.clone(), events.key.clone());
             let history = tokio::task::spawn_blocking(move || {
-                shared.control.read().unwrap_or_else(|e| e.into_inner()).store.history(&id)
+                let control = shared.control.read().unwrap_or_else(|e| e.into_inner());
+                match control.trust.check_role(&key, role, SystemTime::now()) {
+                    Ok(_) => control.store.history(&id).map(Some),
+                    Err(_) => Ok(None),
+                }
             })
             .await;
-            let Ok(Ok(history)) = history else { return None };
+            let Ok(Ok(Some(history))) = history else { return None };
             let sent = events.sent;
             events.pending.extend(history.into_iter().skip(sent));
         }
@@ -374,7 +397,11 @@ async fn track(State(shared): State<Arc<Shared>>, request: Request, next: axum::
 
 async fn metrics(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, ApiError> {
     let text = read(&shared, request, |shared, control, _| {
-        Ok(shared.metrics.render(control.store.as_ref(), &QUEUED).map_err(crate::control::ControlError::from)?)
+        let audit = shared.audit.stats();
+        Ok(shared
+            .metrics
+            .render(control.store.as_ref(), &QUEUED, &audit)
+            .map_err(crate::control::ControlError::from)?)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())

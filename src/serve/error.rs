@@ -73,7 +73,13 @@ impl IntoResponse for ApiError {
 
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> ApiError {
-        ApiError::from_fault(e.fault(), e.check(), crate::text::printable(&e.to_string()).into_owned())
+        let message = crate::text::printable(&e.to_string()).into_owned();
+        match e.check() {
+            // Over HTTP a job that is not there is a resource not found (a
+            // vote for it, say), as it is for the reads.
+            "job-unknown" => ApiError::not_found("job-unknown", message),
+            check => ApiError::from_fault(e.fault(), check, message),
+        }
     }
 }
 
@@ -99,6 +105,10 @@ impl From<SignatureError> for ApiError {
         let message = crate::text::printable(&e.to_string()).into_owned();
         match e {
             SignatureError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.code(), message),
+            SignatureError::KeyBusy { .. } => ApiError {
+                retry_after: Some(60),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.code(), message)
+            },
             SignatureError::WrongRole { .. } => ApiError::forbidden(e.code(), message),
             _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.code(), message),
         }

@@ -1,23 +1,17 @@
 //! What `GET /metrics` says, in Prometheus's text format (0.0.4): requests
 //! by route and status, refusals by the check that refused, the worker's
-//! steps by outcome and how long they took, and (read from the store at
-//! each scrape) jobs by state and the queue's depth.
+//! steps by outcome and how long they took, the host calls the audit log
+//! recorded by interface and outcome and how long its `fdatasync`s took,
+//! and (read from the store at each scrape) jobs by state and the queue's
+//! depth.
 
+use crate::audit::AuditStats;
+use crate::histogram::Histogram;
 use crate::store::{JobState, JobStore, StoreError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// Upper bounds of the step-duration buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
-
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
 
 #[derive(Default)]
 struct Counts {
@@ -48,20 +42,12 @@ impl Metrics {
 
     /// One worker step that left its job in `state`, and how long it took.
     pub fn step(&self, state: JobState, took: Duration) {
-        let mut counts = self.counts();
-        let histogram = counts.steps.entry(state.name()).or_default();
-        let seconds = took.as_secs_f64();
-        for (bucket, bound) in histogram.counts.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        histogram.count += 1;
-        histogram.sum += seconds;
+        self.counts().steps.entry(state.name()).or_default().observe(took);
     }
 
-    /// The exposition, with the store's counts as of now.
-    pub fn render(&self, store: &dyn JobStore, queued: &[JobState]) -> Result<String, StoreError> {
+    /// The exposition, with the store's counts as of now and the audit
+    /// log's `audit`.
+    pub fn render(&self, store: &dyn JobStore, queued: &[JobState], audit: &AuditStats) -> Result<String, StoreError> {
         let mut out = String::new();
         out.push_str("# HELP salve_jobs Jobs in the store, by state.\n# TYPE salve_jobs gauge\n");
         for state in JobState::ALL {
@@ -73,7 +59,7 @@ impl Metrics {
         out.push_str("# HELP salve_http_requests_total Requests answered, by route and status.\n");
         out.push_str("# TYPE salve_http_requests_total counter\n");
         for ((route, status), n) in &counts.requests {
-            let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+            let route = escaped(route);
             let _ = writeln!(out, "salve_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
         }
         out.push_str("# HELP salve_refusals_total Requests refused, by the check that refused.\n");
@@ -86,14 +72,26 @@ impl Metrics {
         );
         out.push_str("# TYPE salve_worker_step_seconds histogram\n");
         for (state, histogram) in &counts.steps {
-            for (bound, n) in BUCKETS.iter().zip(histogram.counts) {
-                let _ = writeln!(out, "salve_worker_step_seconds_bucket{{state=\"{state}\",le=\"{bound}\"}} {n}");
-            }
-            let count = histogram.count;
-            let _ = writeln!(out, "salve_worker_step_seconds_bucket{{state=\"{state}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(out, "salve_worker_step_seconds_sum{{state=\"{state}\"}} {}", histogram.sum);
-            let _ = writeln!(out, "salve_worker_step_seconds_count{{state=\"{state}\"}} {count}");
+            histogram.render(&mut out, "salve_worker_step_seconds", &format!("state=\"{state}\""));
         }
+        out.push_str("# HELP salve_host_calls_total Host calls the audit log recorded, by interface and outcome.\n");
+        out.push_str("# TYPE salve_host_calls_total counter\n");
+        for calls in &audit.calls {
+            let interface = escaped(&calls.interface);
+            let _ = writeln!(
+                out,
+                "salve_host_calls_total{{interface=\"{interface}\",outcome=\"{}\"}} {}",
+                calls.outcome, calls.count
+            );
+        }
+        out.push_str("# HELP salve_audit_sync_seconds How long each fdatasync of the audit log took.\n");
+        out.push_str("# TYPE salve_audit_sync_seconds histogram\n");
+        audit.sync.render(&mut out, "salve_audit_sync_seconds", "");
         Ok(out)
     }
+}
+
+/// `value` as a label value: backslash and quote escaped.
+fn escaped(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
 }

@@ -29,6 +29,7 @@ mod api;
 mod error;
 mod metrics;
 pub mod openapi;
+mod quota;
 pub mod signature;
 pub mod webhooks;
 
@@ -118,6 +119,11 @@ pub struct Shared {
     pub limits: Limits,
     /// Wakes the worker when a job or a vote arrives.
     pub work: Notify,
+    /// Counts the changes of jobs' states (worker steps, votes): event
+    /// streams wait for it to move rather than poll the store.
+    moved: tokio::sync::watch::Sender<u64>,
+    /// What each key holds for long (event streams, evidence exports).
+    quotas: Arc<quota::Quotas>,
     /// Set once the worker has recovered what a stopped runner left, and
     /// cleared when it stops.
     pub ready: AtomicBool,
@@ -142,6 +148,8 @@ impl Shared {
             metrics: Metrics::default(),
             limits,
             work: Notify::new(),
+            moved: tokio::sync::watch::Sender::new(0),
+            quotas: Arc::default(),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             scheme: if tls { "https" } else { "http" },
@@ -161,6 +169,11 @@ impl Shared {
         let mut shared = Shared::new(control, audit, limits, tls);
         Arc::get_mut(&mut shared).expect("just made").origin = origin.map(|url| url.origin().ascii_serialization());
         shared
+    }
+
+    /// Some job's state changed: open event streams look again.
+    pub fn moved(&self) {
+        self.moved.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -204,8 +217,15 @@ pub fn check_config_modes(files: &[&std::path::Path]) -> Result<(), ServeError> 
 
 /// The TLS configuration of a certificate chain and its key (PEM files;
 /// the key must be readable by its owner only). HTTP/1.1 over TLS 1.2 or
-/// 1.3, rustls's safe defaults, no client certificates.
-pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+/// 1.3, rustls's safe defaults. With `client_ca` (PEM certificates), every
+/// client must present a certificate that chains to one of them (mutual
+/// TLS), or the handshake fails: a second gate before the request
+/// signatures, which still decide who may do what.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use std::os::unix::fs::PermissionsExt;
@@ -217,18 +237,35 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<r
             format!("the key is readable by others (mode {:o}): run `chmod 600` on it", mode & 0o7777),
         ));
     }
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| tls(cert, format!("not a PEM certificate chain: {e}")))?;
-    if certs.is_empty() {
-        return Err(tls(cert, "holds no certificate".into()));
-    }
+    let pem_certs = |path: &std::path::Path| {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| tls(path, format!("not a PEM certificate chain: {e}")))?;
+        if certs.is_empty() {
+            return Err(tls(path, "holds no certificate".into()));
+        }
+        Ok(certs)
+    };
+    let certs = pem_certs(cert)?;
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(key, format!("not a PEM private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls(cert, e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| tls(cert, e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in pem_certs(ca)? {
+                roots.add(cert).map_err(|e| tls(ca, format!("not a CA certificate rustls takes: {e}")))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| tls(ca, format!("cannot verify clients with it: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(certs, private)
         .map_err(|e| tls(cert, format!("the certificate and key do not go together: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -291,6 +328,7 @@ pub async fn serve(
     }
     drop(listener);
     shared.stopping.store(true, Ordering::SeqCst);
+    shared.moved();
     if tokio::time::timeout(shared.limits.drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {:?} are left to end with the process", shared.limits.drain);
     }

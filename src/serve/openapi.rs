@@ -101,6 +101,7 @@ pub fn document() -> Value {
                         "200": { "description": "recorded; the job as it is now", "content": { "application/json": { "schema": job } } },
                         "400": error("not a vote"),
                         "403": error("refused: the key, the group, the plan, a second vote"),
+                        "404": error("no such job"),
                         "409": error("the job moved meanwhile"),
                         "413": error("a body over the limit"),
                         "503": error("salve or what it stands on failed; retry later")

@@ -271,6 +271,28 @@ async fn a_job_goes_from_http_submission_through_two_approvals_to_verified_evide
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
     }
+    // Host calls by interface and outcome are those the audit log holds.
+    let mut calls = std::collections::BTreeMap::<(String, String), u64>::new();
+    for line in std::fs::read_to_string(plane.data().join("audit.jsonl")).unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        if record["kind"] == "call" {
+            let outcome = match &record["outcome"] {
+                Value::String(kind) => kind.clone(),
+                Value::Object(kind) => kind.keys().next().unwrap().clone(),
+                other => panic!("{other}"),
+            };
+            *calls.entry((record["interface"].as_str().unwrap().to_string(), outcome)).or_default() += 1;
+        }
+    }
+    assert!(calls.keys().any(|(interface, _)| interface == "fs"), "{calls:?}");
+    let exposed: Vec<&str> = metrics.lines().filter(|l| l.starts_with("salve_host_calls_total{")).collect();
+    assert_eq!(exposed.len(), calls.len(), "{metrics}");
+    for ((interface, outcome), n) in &calls {
+        let line = format!("salve_host_calls_total{{interface=\"{interface}\",outcome=\"{outcome}\"}} {n}");
+        assert!(exposed.contains(&line.as_str()), "{line} missing from:\n{metrics}");
+    }
+    let syncs = metrics.lines().find_map(|l| l.strip_prefix("salve_audit_sync_seconds_count ")).unwrap();
+    assert!(syncs.parse::<u64>().unwrap() >= 1, "{metrics}");
     let (status, body) = json(client.http.get(format!("{}/metrics", server.base)).send().await.unwrap()).await;
     assert_eq!(refused(status, &body, 401), "signature-missing");
     let (status, served) =
@@ -424,6 +446,62 @@ async fn every_request_the_api_must_refuse_is_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_limited_per_key_and_end_when_their_key_is_revoked() {
+    let (plane, _, auditor) = plane();
+    let server = Server::start(&plane, &[]);
+    let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
+    let (status, submitted) = client.post("/v1/jobs", &plane.sign(&plane.rotate("job-wait", "prod", 0.92))).await;
+    assert_eq!(status, 201, "{submitted}");
+    client.until("job-wait", &plane.agent, "waiting-approval").await;
+    let open = |key: &PrivateKey| client.signed("GET", "/v1/jobs/job-wait/events", b"", key, SystemTime::now()).send();
+
+    // Eight open streams are one key's share; the ninth is told to wait.
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let response = open(&plane.agent).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        streams.push(response);
+    }
+    let response = open(&plane.agent).await.unwrap();
+    assert_eq!(response.headers()["retry-after"], "5");
+    let (status, body) = json(response).await;
+    assert_eq!(refused(status, &body, 429), "streams-per-key");
+    // Another key is served as before.
+    let watching = open(&auditor).await.unwrap();
+    assert_eq!(watching.status().as_u16(), 200);
+    // A stream closed gives its place back.
+    drop(streams.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reopened = loop {
+        let response = open(&plane.agent).await.unwrap();
+        if response.status().as_u16() == 200 {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the closed stream's place did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The agent's key is revoked: its open streams end, the auditor's does
+    // not (the job still waits).
+    let path = plane.data().join("trust.toml");
+    let mut trust: TrustFile = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    trust.revoked.push(salve::trust::Revocation { id: plane.agent.id.clone(), reason: "left".into() });
+    std::fs::write(&path, toml::to_string(&trust).unwrap()).unwrap();
+    // Streams look again at each change, and every 2 s anyway; the server
+    // reads the trust store again every second.
+    let ended = tokio::time::timeout(Duration::from_secs(20), reopened.text()).await;
+    let text = ended.expect("the revoked key's stream ends").unwrap();
+    assert!(text.contains("\"to\":\"waiting-approval\""), "{text}");
+    let mut watching = watching;
+    let still_open =
+        tokio::time::timeout(Duration::from_secs(3), async { while watching.chunk().await.unwrap().is_some() {} })
+            .await;
+    assert!(still_open.is_err(), "the auditor's stream ended too");
+    drop(streams);
     assert!(server.stop().success());
 }
 
@@ -599,18 +677,88 @@ async fn tls_is_served_from_pem_files_and_plain_http_is_not_answered_on_it() {
     assert!(server.stop().success());
 }
 
+/// A CA, and a client certificate it issued (PEM chain and key, one file).
+fn client_ca(name: &str) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} CA"));
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![format!("{name}.client")]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), format!("{}{}", cert.pem(), key.serialize_pem()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
+async fn mutual_tls_refuses_a_client_without_a_certificate_from_its_ca() {
+    use std::os::unix::fs::PermissionsExt;
     let (plane, _, auditor) = plane();
-    // change-then-spin changes a file, journaled, then spins in apply.
-    plane.install("change-then-spin");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = plane.site.write("tls/cert.pem", certified.cert.pem());
+    let key = plane.site.write("tls/key.pem", certified.signing_key.serialize_pem());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ca, identity) = client_ca("fleet");
+    let (_, stranger) = client_ca("stranger");
+    let ca = plane.site.write("tls/clients.pem", ca);
+    let identity_file = plane.site.write("tls/agent.pem", &identity);
+    std::fs::set_permissions(&identity_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let args = [&cert, &key, &ca].map(|p| p.display().to_string());
+    let server = Server::start(&plane, &["--tls-cert", &args[0], "--tls-key", &args[1], "--tls-client-ca", &args[2]]);
+    let client = |identity: Option<&str>| {
+        let mut http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap());
+        if let Some(pem) = identity {
+            http = http.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        Client { http: http.build().unwrap(), base: server.base.clone() }
+    };
+
+    let (status, listed) = client(Some(&identity)).get("/v1/jobs", &auditor).await;
+    assert_eq!(status, 200, "{listed}");
+    // The certificate opens the connection, not the API: a request that is
+    // not signed is still refused.
+    let (status, body) =
+        json(client(Some(&identity)).http.get(format!("{}/v1/jobs", server.base)).send().await.unwrap()).await;
+    assert_eq!(refused(status, &body, 401), "signature-missing");
+    // No certificate, or one another CA issued: no connection at all, not
+    // even to the unauthenticated routes.
+    for refused_client in [client(None), client(Some(&stranger))] {
+        let error = refused_client.http.get(format!("{}/healthz", server.base)).send().await.unwrap_err();
+        assert!(error.is_connect() || error.is_request(), "{error:?}");
+    }
+
+    // The command line, with its identity; refused while others may read it.
+    let auditor_key = plane.site.root.path().join("client-keys");
+    auditor.write(&auditor_key).unwrap();
+    let cli = |identity: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["jobs", "list", "--server", &server.base, "--server-ca", &args[0], "--client-identity"])
+            .arg(identity)
+            .arg("--key")
+            .arg(auditor_key.join("auditor.key"))
+            .output()
+            .unwrap()
+    };
+    let output = cli(&identity_file);
+    assert!(output.status.success(), "{output:?}");
+    std::fs::set_permissions(&identity_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = cli(&identity_file);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"), "{output:?}");
+    assert!(server.stop().success());
+}
+
+/// Submits job-spin to `server`: change-then-spin (installed) changes
+/// `granted/a.txt` (journaled) to "half-done", then spins in apply for up
+/// to 30 s. Returns the file once it has changed.
+async fn spinning_in_apply(plane: &Plane, server: &Server) -> std::path::PathBuf {
     let target = plane.site.write("granted/a.txt", "alpha\n");
     let root = plane.site.root.path().display().to_string();
     let grant =
         format!("[[fs]]\nname = \"logs\"\npath = \"{root}/granted\"\naccess = \"rw\"\n[limits]\ntimeout = \"30s\"\n");
     let request = crate::control::request("job-spin", "change-then-spin", "0.1.0", "dev", 0.9, &grant, &[]);
-
-    let server = Server::start(&plane, &[]);
     let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
     let (status, submitted) = client.post("/v1/jobs", &plane.sign(&request)).await;
     assert_eq!(status, 201, "{submitted}");
@@ -619,6 +767,15 @@ async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
         assert!(Instant::now() < deadline, "apply never changed the target");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    target
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
+    let (plane, _, auditor) = plane();
+    plane.install("change-then-spin");
+    let server = Server::start(&plane, &[]);
+    let target = spinning_in_apply(&plane, &server).await;
     let mut server = server;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -643,20 +800,8 @@ async fn a_server_killed_mid_apply_rolls_the_job_back_when_it_starts_again() {
 async fn sigterm_gives_running_jobs_the_stop_deadline_then_rolls_back_what_did_not_finish() {
     let (plane, _, _) = plane();
     plane.install("change-then-spin");
-    let target = plane.site.write("granted/a.txt", "alpha\n");
-    let root = plane.site.root.path().display().to_string();
-    let grant =
-        format!("[[fs]]\nname = \"logs\"\npath = \"{root}/granted\"\naccess = \"rw\"\n[limits]\ntimeout = \"30s\"\n");
-    let request = crate::control::request("job-spin", "change-then-spin", "0.1.0", "dev", 0.9, &grant, &[]);
     let server = Server::start(&plane, &["--stop-deadline", "1s"]);
-    let client = Client { http: reqwest::Client::new(), base: server.base.clone() };
-    let (status, submitted) = client.post("/v1/jobs", &plane.sign(&request)).await;
-    assert_eq!(status, 201, "{submitted}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&target).unwrap() != "half-done\n" {
-        assert!(Instant::now() < deadline, "apply never changed the target");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let target = spinning_in_apply(&plane, &server).await;
     // 30 s of apply left; SIGTERM gives it 1 s, then rolls it back, and exits 0.
     let steps = std::sync::Arc::clone(&server.steps);
     assert!(server.stop().success());

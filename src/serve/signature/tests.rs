@@ -218,3 +218,35 @@ fn every_way_around_the_signature_is_refused() {
     twice.append("signature", "salve=:AAAA:".parse().unwrap());
     assert_eq!(code(f.check("GET", URI, &twice, b"")), "signature-malformed");
 }
+
+#[test]
+fn one_key_cannot_fill_the_nonce_cache_for_the_others() {
+    let mut f = fixture();
+    f.nonces = Nonces::with_limits(5, 3);
+    let second = PrivateKey::from_seed("second", Role::Agent, [46; 32]);
+    let third = PrivateKey::from_seed("third", Role::Agent, [47; 32]);
+    let mut file = TrustFile::default();
+    for key in [&f.agent, &second, &third] {
+        file.keys.push(KeyEntry::new(&key.public(), vec!["dev".into()], "2099-01-01T00:00:00Z".into()));
+    }
+    f.trust = TrustStore::from_file(file).unwrap();
+    let now = SystemTime::now();
+    for _ in 0..3 {
+        assert!(f.check("GET", URI, &signed(&f.agent, "GET", URI, b"", now), b"").is_ok());
+    }
+    // The busy key is refused past its share, and told to wait.
+    let refused = f.check("GET", URI, &signed(&f.agent, "GET", URI, b"", now), b"").unwrap_err();
+    assert_eq!(refused, SignatureError::KeyBusy { id: f.agent.id.clone(), per_key: 3 });
+    let answer = crate::serve::error::ApiError::from(refused);
+    assert_eq!((answer.status.as_u16(), answer.check, answer.retry_after), (429, "nonces-per-key", Some(60)));
+    // Another key is still served, up to the cache's whole size.
+    for _ in 0..2 {
+        assert!(f.check("GET", URI, &signed(&second, "GET", URI, b"", now), b"").is_ok());
+    }
+    assert_eq!(code(f.check("GET", URI, &signed(&third, "GET", URI, b"", now), b"")), "nonces-full");
+    // Once the signatures could no longer be fresh, the nonces are forgotten.
+    let later = now + MAX_AGE + MAX_SKEW + Duration::from_secs(20);
+    let message_headers = signed(&f.agent, "GET", URI, b"", later);
+    let message = Message { method: "GET", target_uri: URI, headers: &message_headers };
+    assert!(verify(&message, b"", &f.trust, &f.nonces, &[Role::Agent], later).is_ok());
+}
