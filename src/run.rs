@@ -801,6 +801,10 @@ impl Runner {
                     let event =
                         Event::Phase { phase, status: "refusals-suppressed", detail: Some(&detail), duration_us: None };
                     self.audit.append(Some(&job.id), &event).map_err(audit_failed)?;
+                    for (function, n) in &refused {
+                        let interface = function.split_once('.').map_or(function.as_str(), |(i, _)| i);
+                        self.audit.count_unrecorded_calls(interface, "denied", *n);
+                    }
                 }
                 result
             }

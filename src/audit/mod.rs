@@ -301,6 +301,13 @@ struct Durable {
 }
 
 impl State {
+    fn count_calls(&mut self, interface: &str, outcome: &'static str, n: u64) {
+        match self.calls.iter_mut().find(|c| c.interface == interface && c.outcome == outcome) {
+            Some(calls) => calls.count += n,
+            None => self.calls.push(HostCalls { interface: interface.to_string(), outcome, count: n }),
+        }
+    }
+
     fn durable(&mut self, checkpoint: bool) -> Durable {
         let tree = (self.checkpoint_due || checkpoint).then(|| TreeLine {
             end: self.last.end,
@@ -733,8 +740,16 @@ impl AuditLog {
         self.shared.syncs.load(Ordering::Relaxed)
     }
 
-    /// The host calls recorded and the `fdatasync` latencies, since the log
-    /// was opened.
+    /// Counts `n` host calls of `interface` that ended as `outcome` but were
+    /// not recorded one by one (refusals past the per-phase bound, which
+    /// the log holds as one `refusals-suppressed` record), for
+    /// [`AuditLog::stats`].
+    pub fn count_unrecorded_calls(&self, interface: &str, outcome: &'static str, n: u64) {
+        self.state().count_calls(interface, outcome, n);
+    }
+
+    /// The host calls recorded (or counted) and the `fdatasync` latencies,
+    /// since the log was opened.
     pub fn stats(&self) -> AuditStats {
         let calls = self.state().calls.clone();
         let sync = self.shared.sync_seconds.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -804,11 +819,7 @@ impl AuditLog {
         }
         state.last = Anchor { head: Head { seq, hash }, end };
         if let Event::Call { interface, outcome, .. } = event {
-            let outcome = outcome.name();
-            match state.calls.iter_mut().find(|c| c.interface == *interface && c.outcome == outcome) {
-                Some(calls) => calls.count += 1,
-                None => state.calls.push(HostCalls { interface: interface.to_string(), outcome, count: 1 }),
-            }
+            state.count_calls(interface, outcome.name(), 1);
         }
         if state.buf.len() >= WRITE_THRESHOLD {
             self.write_out(state)?;

@@ -54,8 +54,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     let layout = args.runner.data_dir.layout()?;
     let trust = args.runner.trust.path(&layout);
     let runner_key = args.runner.runner_key.clone().unwrap_or_else(|| layout.runner_key());
-    salve::serve::check_config_modes(&[&trust, &layout.policy(), &layout.config(), &layout.secrets(), &runner_key])
-        .map_err(classified)?;
+    let mut config = vec![trust, layout.policy(), layout.config(), layout.secrets(), runner_key];
+    // Whoever could write the client CAs could let any client in.
+    config.extend(args.tls_client_ca.clone());
+    salve::serve::check_config_modes(&config.iter().map(PathBuf::as_path).collect::<Vec<_>>()).map_err(classified)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             Some(salve::serve::tls_config(cert, key, args.tls_client_ca.as_deref()).map_err(classified)?)
@@ -78,6 +80,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     let audit = worker.runner().audit().clone();
     let control = open(&args.runner.trust, &args.runner.data_dir)?;
     let shared = Shared::with_origin(control, audit, limits, tls.is_some(), args.public_url.as_ref());
+    // Event streams wake at each change of state inside a step too.
+    let moved = Arc::clone(&shared);
+    let worker = worker.on_move(Arc::new(move || moved.moved()));
     let stop = super::run::stop_on_signals("salve serve stops taking requests; running jobs get the stop deadline")?;
     // The address, once bound, for whoever started this (port 0).
     let scheme = if tls.is_some() { "https" } else { "http" };

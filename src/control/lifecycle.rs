@@ -8,9 +8,15 @@ use crate::run::{Lifecycle, StateNotRecorded};
 use crate::store::{Changes, JobStore, StoredLease};
 use std::sync::Arc;
 
+/// Told after each change of a job's state a phase makes (`salve serve`
+/// wakes its event streams).
+pub type OnMove = Arc<dyn Fn() + Send + Sync>;
+
 /// The [`Lifecycle`] of jobs the control plane runs.
+#[derive(Clone)]
 pub(super) struct StoreLifecycle {
     pub(super) store: Arc<dyn JobStore>,
+    pub(super) on_move: Option<OnMove>,
 }
 
 impl StoreLifecycle {
@@ -41,8 +47,11 @@ impl Lifecycle for StoreLifecycle {
         };
         let reason = format!("{phase} starts");
         self.blocking(|store| store.transition(job, expected, to, &reason, &Changes::default(), &[]))
-            .map(drop)
-            .map_err(|e| StateNotRecorded(Box::new(e)))
+            .map_err(|e| StateNotRecorded(Box::new(e)))?;
+        if let Some(on_move) = &self.on_move {
+            on_move();
+        }
+        Ok(())
     }
 
     fn leased(&self, job: &str, lease: &Lease) {

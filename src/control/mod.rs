@@ -46,6 +46,7 @@ mod worker;
 
 pub use admission::{Admitted, Checks, Floor, Signed, SignedPlaybook, admit};
 pub use error::ControlError;
+pub use lifecycle::OnMove;
 pub use plan::{plan_hash, plan_json};
 pub use pool::Pool;
 pub use review::Review;
@@ -67,7 +68,9 @@ pub struct Loaded {
     config: RunnerConfig,
 }
 
-/// What every control-plane command shares.
+/// What every control-plane command shares. Cheap to clone: the store is
+/// shared, the trust store, policy and config are copied.
+#[derive(Clone)]
 pub struct ControlPlane {
     /// The state directory.
     pub data_dir: PathBuf,

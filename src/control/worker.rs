@@ -13,7 +13,7 @@
 
 use super::admission::{Admitted, Checks, Signed, SignedPlaybook};
 use super::facts::{decision_detail, why};
-use super::lifecycle::StoreLifecycle;
+use super::lifecycle::{OnMove, StoreLifecycle};
 use super::plan::{plan_hash, plan_json};
 use super::{ControlError, ControlPlane};
 use crate::artifact::floor::VersionFloor;
@@ -152,8 +152,16 @@ type Planned = Result<(String, Value), String>;
 impl Worker {
     pub fn new(control: ControlPlane, runner: Runner) -> Worker {
         let catalog = Arc::new(Catalog::new(runner.sandbox().clone()));
-        let lifecycle = StoreLifecycle { store: Arc::clone(&control.store) };
+        let lifecycle = StoreLifecycle { store: Arc::clone(&control.store), on_move: None };
         Worker { control, runner, catalog, lifecycle, together: Arc::default() }
+    }
+
+    /// This worker, telling `on_move` after each change of a job's state a
+    /// phase makes (into applying, verifying, rolling back); the state a
+    /// step ends in comes with the step itself.
+    pub fn on_move(mut self, on_move: OnMove) -> Worker {
+        self.lifecycle.on_move = Some(on_move);
+        self
     }
 
     /// This worker with the trust store, policy and config read again: for
@@ -165,7 +173,7 @@ impl Worker {
             control: self.control.with(loaded),
             runner: self.runner.clone(),
             catalog: Arc::clone(&self.catalog),
-            lifecycle: StoreLifecycle { store: Arc::clone(&self.control.store) },
+            lifecycle: self.lifecycle.clone(),
             together: Arc::clone(&self.together),
         })
     }

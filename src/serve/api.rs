@@ -65,6 +65,15 @@ struct Caller {
 }
 
 impl Caller {
+    fn of(key: &crate::trust::TrustedKey) -> Caller {
+        Caller {
+            id: key.entry.id.clone(),
+            role: key.entry.role,
+            environments: key.entry.environments.clone(),
+            groups: key.entry.groups.clone(),
+        }
+    }
+
     fn sees(&self, job: &JobRecord) -> bool {
         match self.role {
             Role::Auditor => true,
@@ -122,13 +131,7 @@ fn authenticate(shared: &Shared, control: &ControlPlane, parts: &Parts, body: &[
     let message = Message { method: parts.method.as_str(), target_uri: &target_uri, headers: &parts.headers };
     let readers = [Role::Agent, Role::Approver, Role::Auditor];
     let key = signature::verify(&message, body, &control.trust, &shared.nonces, &readers, SystemTime::now())?;
-    let role = key.entry.role;
-    Ok(Caller {
-        id: key.entry.id.clone(),
-        role,
-        environments: key.entry.environments.clone(),
-        groups: key.entry.groups.clone(),
-    })
+    Ok(Caller::of(key))
 }
 
 /// Runs `f` on the control plane off the async threads (SQLite, files and
@@ -291,12 +294,22 @@ async fn evidence(
             ));
         }
     };
-    let tar = read(&shared, request, move |shared, control, caller| {
+    let (control, slot) = read(&shared, request, move |shared, control, caller| {
         visible(control, &id, &caller)?;
-        let _slot = shared.quotas.take(&caller.id, Held::Export)?;
-        Ok(crate::evidence::export(control, &id, with_artifact)?)
+        let slot = shared.quotas.take(&caller.id, Held::Export)?;
+        Ok(((control.clone(), id), slot))
     })
     .await?;
+    // An export reads the whole audit log: on a copy of the control plane,
+    // so that the reloads (which wait for the lock) and every other request
+    // (which would wait behind them) do not wait for it.
+    let tar = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let (control, id) = control;
+        crate::evidence::export(&control, &id, with_artifact)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("an evidence export failed: {e}")))??;
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], tar).into_response())
 }
 
@@ -309,7 +322,7 @@ struct Events {
     shared: Arc<Shared>,
     id: String,
     /// The key that opened the stream, and its role: the stream ends when
-    /// that key is no longer trusted for it.
+    /// that key is no longer trusted, or no longer sees the job.
     key: (String, Role),
     moved: tokio::sync::watch::Receiver<u64>,
     sent: usize,
@@ -320,8 +333,9 @@ struct Events {
 
 /// The job's transitions as Server-Sent Events (`event: transition`, the
 /// transition as JSON): those so far, then each new one; the stream ends
-/// after a final state, when the key that opened it is revoked or expires,
-/// or when the server stops.
+/// after a final state, when the key that opened it is revoked, expires or
+/// no longer sees the job (its environments or groups changed), or when
+/// the server stops.
 async fn events(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -355,10 +369,12 @@ async fn events(
             let _ = tokio::time::timeout(EVENTS_LOOK_EVERY, events.moved.changed()).await;
             let (shared, id, (key, role)) = (Arc::clone(&events.shared), events.id.clone(), events.key.clone());
             let history = tokio::task::spawn_blocking(move || {
+                // The key may still see the job, as the trust store says now.
                 let control = shared.control.read().unwrap_or_else(|e| e.into_inner());
-                match control.trust.check_role(&key, role, SystemTime::now()) {
-                    Ok(_) => control.store.history(&id).map(Some),
-                    Err(_) => Ok(None),
+                let Ok(key) = control.trust.check_role(&key, role, SystemTime::now()) else { return Ok(None) };
+                match control.store.job(&id)? {
+                    Some(job) if Caller::of(key).sees(&job) => control.store.history(&id).map(Some),
+                    _ => Ok(None),
                 }
             })
             .await;

@@ -28,8 +28,18 @@ pub fn document() -> Value {
     let error = |what: &str| json!({ "description": what, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
     let signed = json!([{ "httpSignature": [] }]);
     let id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } });
+    let busy = |what: &str| {
+        let mut response = error(what);
+        response["headers"] =
+            json!({ "Retry-After": { "description": "seconds to wait", "schema": { "type": "integer" } } });
+        response
+    };
     let read_errors = |mut responses: serde_json::Map<String, Value>| {
         responses.insert("400".into(), error("a malformed request or query"));
+        responses.insert(
+            "429".into(),
+            busy("this key holds its share of recent signed requests, open event streams or evidence exports; retry after Retry-After seconds"),
+        );
         responses.insert("401".into(), error("unsigned, or a signature that does not verify, is stale or replayed"));
         responses.insert("403".into(), error("a key whose role does not read the API"));
         responses.insert("503".into(), error("salve or what it stands on failed; retry later"));
@@ -47,6 +57,17 @@ pub fn document() -> Value {
         Value::Object(responses)
     };
     let text = json!({ "type": "string" });
+    // One Server-Sent Event: `event: transition`, its data a transition.
+    let event = json!({
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": { "type": "string", "enum": ["transition"] },
+            "data": { "type": "string", "description": "the transition as JSON: from, to, at (Unix ms), reason" }
+        }
+    });
+    let mut checkpoint = read_errors(ok("the note", "text/plain", text.clone()));
+    checkpoint["404"] = error("no checkpoint yet");
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -65,7 +86,7 @@ pub fn document() -> Value {
                         "400": error("not an envelope, a bad field, a replayed nonce"),
                         "403": error("refused: signature, trust, policy, version floor, installed artifact"),
                         "413": error("a body over the limit"),
-                        "429": error("the queue is full; retry after Retry-After seconds"),
+                        "429": busy("the queue is full; retry after Retry-After seconds"),
                         "503": error("salve or what it stands on failed; retry later")
                     }
                 },
@@ -123,7 +144,7 @@ pub fn document() -> Value {
                     "summary": "The job's transitions as Server-Sent Events; the stream ends after a final state",
                     "security": signed,
                     "parameters": [id],
-                    "responses": with_404(read_errors(ok("events", "text/event-stream", text.clone())))
+                    "responses": with_404(read_errors(ok("events", "text/event-stream", event)))
                 }
             },
             "/v1/audit/checkpoint": {
@@ -131,12 +152,7 @@ pub fn document() -> Value {
                     "operationId": "latestCheckpoint",
                     "summary": "The audit log's latest signed checkpoint (a C2SP signed note)",
                     "security": signed,
-                    "responses": {
-                        "200": { "description": "the note", "content": { "text/plain": { "schema": text.clone() } } },
-                        "401": error("unsigned, or a signature that does not verify, is stale or replayed"),
-                        "403": error("a key whose role does not read the API"),
-                        "404": error("no checkpoint yet")
-                    }
+                    "responses": checkpoint
                 }
             },
             "/metrics": {

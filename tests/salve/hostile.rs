@@ -283,6 +283,10 @@ pub(crate) async fn audit_flood() {
     assert_eq!(summary.len(), 1);
     let detail = summary[0]["detail"].as_str().unwrap();
     assert!(detail.starts_with("4900 more refused host calls") && detail.ends_with("(fs.stat: 4900)"), "{detail}");
+    // The metrics count every refusal, recorded or not.
+    let stats = site.runner().audit().stats();
+    let denied = stats.calls.iter().find(|c| c.interface == "fs" && c.outcome == "denied").map(|c| c.count);
+    assert_eq!(denied, Some(refused.len() as u64 + 4900), "{:?}", stats.calls);
 
     // Allowed calls past the job's audit budget stop the job.
     let site = self::site();
