@@ -172,6 +172,78 @@ fn racing_writers_lose_no_update() {
 }
 
 #[test]
+fn writes_that_share_a_commit_each_stand_alone() {
+    // Threads of one process share one store, so their writes share group
+    // commits: a write refused in a group (a conflict, a replayed nonce) is
+    // undone alone, and each of the others is kept whole, exactly once.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    // A write that fails after it changed something leaves nothing behind.
+    submit(&*store, "first", "nonce-first-000000").unwrap();
+    let failed = store.write_grouped(|tx| {
+        tx.execute("UPDATE jobs SET state = 'approved' WHERE id = 'first'", [])?;
+        Err::<(), _>(StoreError::Corrupt("refused after a change".into()))
+    });
+    assert!(matches!(failed, Err(StoreError::Corrupt(_))), "{failed:?}");
+    assert_eq!(store.job("first").unwrap().unwrap().state, JobState::Submitted);
+    let jobs = 32;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                for i in 0..jobs {
+                    // Every thread submits every job with the same nonce:
+                    // one submission of each is taken.
+                    let submitted = submit(&*store, &format!("job-{i}"), &format!("nonce-{i:015}"));
+                    let moved = store.transition(
+                        &format!("job-{i}"),
+                        &[JobState::Submitted],
+                        JobState::Approved,
+                        &format!("thread {t}"),
+                        &Changes::default(),
+                        &[OutboxEvent::new(
+                            &format!("job-{i}"),
+                            crate::audit::ControlAction::State,
+                            serde_json::json!({ "thread": t }),
+                        )],
+                    );
+                    outcomes.push((submitted.is_ok(), moved.is_ok()));
+                    for refused in [submitted.err(), moved.err()].into_iter().flatten() {
+                        assert!(
+                            matches!(
+                                refused,
+                                StoreError::Replay { .. }
+                                    | StoreError::DuplicateJob { .. }
+                                    | StoreError::Conflict { .. }
+                                    | StoreError::UnknownJob { .. }
+                            ),
+                            "{refused}"
+                        );
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let outcomes: Vec<Vec<(bool, bool)>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for i in 0..jobs {
+        let submitted = outcomes.iter().filter(|o| o[i].0).count();
+        let moved = outcomes.iter().filter(|o| o[i].1).count();
+        assert_eq!((submitted, moved), (1, 1), "job-{i}");
+        let history = store.history(&format!("job-{i}")).unwrap();
+        let states: Vec<JobState> = history.iter().map(|t| t.to).collect();
+        assert_eq!(states, [JobState::Submitted, JobState::Approved], "job-{i}");
+    }
+    // One outbox event per submission and per move taken, none of those refused.
+    assert_eq!(store.outbox().unwrap().len(), 2 * jobs + 1);
+    // What was told committed is durable: another connection sees it all.
+    drop(store);
+    let reopened = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.count_in(&[JobState::Approved]).unwrap(), jobs as u64);
+}
+
+#[test]
 fn votes_are_counted_inside_the_transaction_and_a_key_counts_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
