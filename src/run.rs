@@ -602,16 +602,16 @@ impl Runner {
             Outcome::RollbackFailed { .. } => {
                 tracing::error!(job = %job.id, journal = %journal_path.display(), "the journal to restore from");
             }
-            // The journal served its purpose; the audit log keeps the digest
-            // of every entry.
-            _ => match std::fs::remove_file(journal_path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(journal = %journal_path.display(), "could not remove the journal: {e}");
-                }
-                _ => {}
-            },
+            _ => remove_journal(journal_path),
         }
         Ok(Report { job_id: job.id.clone(), outcome, audit_head: self.audit.head() })
+    }
+
+    /// Removes job `id`'s journal, for a job whose outcome (not a failed
+    /// rollback) the audit log durably holds: recovery found the outcome
+    /// of a runner stopped before it removed the journal itself.
+    pub fn remove_journal_of(&self, id: &str) {
+        remove_journal(&Journal::path_for(&self.journal_dir, id));
     }
 
     /// Waits for host operations still running, then calls `rollback` with
@@ -842,5 +842,15 @@ pub fn describe(error: &GuestError) -> String {
         GuestError::NotFound => "not found".into(),
         GuestError::Invalid(reason) => format!("invalid: {reason}"),
         GuestError::Failed(reason) => format!("failed: {reason}"),
+    }
+}
+
+/// The journal served its purpose once the outcome is durable; the audit
+/// log keeps the digest of every entry.
+fn remove_journal(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(journal = %path.display(), "could not remove the journal: {e}");
     }
 }

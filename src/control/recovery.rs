@@ -97,6 +97,10 @@ impl Worker {
         let value = json!({ "outcome": ending, "recovered": true });
         let changes = Changes { outcome: Some(&value), ..Changes::default() };
         self.control.store.transition(&job.id, &[job.state], to, &reason, &changes, &[])?;
+        // A runner stopped between the outcome and the journal's removal.
+        if matches!(ending, Ending::Succeeded | Ending::RolledBack) {
+            self.runner.remove_journal_of(&job.id);
+        }
         Ok(Step { job: job.id.clone(), state: to, note: reason })
     }
 

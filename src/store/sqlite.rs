@@ -164,43 +164,79 @@ pub struct SqliteStore {
     queued: Mutex<Vec<Queued>>,
 }
 
+/// What broke a group commit: the error that ended its transaction, or
+/// that left a write neither kept nor undone. Then nothing of the group is
+/// committed, and every writer of it is told that error.
+type Broken = Option<rusqlite::Error>;
 /// A write waiting for a group commit. Run in the committer's transaction
-/// (or told why there is none), it says what to tell its caller once the
-/// commit is known; it sets the flag when its savepoint could not be
-/// released or undone (then nothing of the group may be committed).
-type Queued = Box<dyn for<'t> FnOnce(Result<&Transaction<'t>, &rusqlite::Error>, &mut bool) -> Reply + Send>;
+/// (or told why there is none, and not run), it says what to tell its
+/// caller once the commit is known.
+type Queued = Box<dyn for<'t> FnOnce(Result<&Transaction<'t>, &rusqlite::Error>, &mut Broken) -> Reply + Send>;
 /// Tells a writer its result, given how the commit went.
 type Reply = Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>;
+/// What a writer hears: its result, or the panic of its own write (which
+/// may have run on another thread), to be resumed on its own.
+type Answer<T> = std::thread::Result<Result<T, StoreError>>;
+
+fn sqlite_error(code: std::ffi::c_int, message: Option<String>) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), message)
+}
 
 /// A copy of `e` for each writer of a group (rusqlite's errors are not
 /// `Clone`); its code, hence [`StoreError::Busy`], is kept.
 fn copied(e: &rusqlite::Error) -> rusqlite::Error {
     match e {
         rusqlite::Error::SqliteFailure(code, message) => rusqlite::Error::SqliteFailure(*code, message.clone()),
-        other => rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(other.to_string()),
-        ),
+        other => sqlite_error(rusqlite::ffi::SQLITE_ERROR, Some(other.to_string())),
     }
 }
 
-/// Runs one write of a group in its own savepoint: undone alone if it fails.
+/// A write's error as the group's: its SQLite code kept where it has one.
+fn as_sqlite(e: &StoreError) -> rusqlite::Error {
+    match e {
+        StoreError::Sqlite(e) => copied(e),
+        StoreError::Busy => sqlite_error(rusqlite::ffi::SQLITE_BUSY, None),
+        other => sqlite_error(rusqlite::ffi::SQLITE_ERROR, Some(other.to_string())),
+    }
+}
+
+/// Runs one write of a group in its own savepoint: undone alone if it
+/// fails or panics. When SQLite ends the whole transaction inside it (a
+/// full disk, an I/O error, a conflict clause that rolls back), or the
+/// savepoint cannot be released or undone, the group is `broken`.
 fn in_savepoint<T>(
     tx: &Transaction<'_>,
-    broken: &mut bool,
+    broken: &mut Broken,
     f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    tx.execute_batch("SAVEPOINT one_write")?;
-    let value = f(tx);
+) -> Answer<T> {
+    if let Err(e) = tx.execute_batch("SAVEPOINT one_write") {
+        *broken = Some(copied(&e));
+        return Ok(Err(e.into()));
+    }
+    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)));
+    if tx.is_autocommit() {
+        let e = match &value {
+            Ok(Err(e)) => as_sqlite(e),
+            _ => sqlite_error(rusqlite::ffi::SQLITE_ERROR, Some("the transaction ended inside a write".into())),
+        };
+        let told = copied(&e);
+        *broken = Some(e);
+        return value.map(|_| Err(told.into()));
+    }
     let ended = match &value {
-        Ok(_) => tx.execute_batch("RELEASE one_write"),
-        Err(_) => tx.execute_batch("ROLLBACK TO one_write; RELEASE one_write"),
+        Ok(Ok(_)) => tx.execute_batch("RELEASE one_write"),
+        _ => tx.execute_batch("ROLLBACK TO one_write; RELEASE one_write"),
     };
     if let Err(e) = ended {
-        *broken = true;
-        return Err(e.into());
+        *broken = Some(copied(&e));
+        return value.map(|_| Err(e.into()));
     }
     value
+}
+
+/// A writer's result from its answer; its own write's panic, resumed.
+fn told<T>(answer: Answer<T>) -> Result<T, StoreError> {
+    answer.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -377,55 +413,73 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (answer, answered) = std::sync::mpsc::sync_channel::<Result<T, StoreError>>(1);
+        let (answer, answered) = std::sync::mpsc::sync_channel::<Answer<T>>(1);
         let queued: Queued = Box::new(move |tx, broken| {
             let value = match tx {
                 Ok(tx) => in_savepoint(tx, broken, f),
-                Err(e) => Err(copied(e).into()),
+                Err(e) => Ok(Err(copied(e).into())),
             };
             Box::new(move |committed| {
-                let _ = answer.send(committed.map_err(|e| copied(e).into()).and(value));
+                let value = match (committed, value) {
+                    (Err(e), Ok(_)) => Ok(Err(copied(e).into())),
+                    (_, value) => value,
+                };
+                let _ = answer.send(value);
             })
         });
         self.queued.lock().unwrap_or_else(|p| p.into_inner()).push(queued);
         let conn = self.conn();
         // The last holder of the connection may have committed this write.
-        if let Ok(result) = answered.try_recv() {
-            return result;
+        if let Ok(answer) = answered.try_recv() {
+            return told(answer);
         }
         let group = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|p| p.into_inner()));
         SqliteStore::commit_group(conn, group);
-        answered.recv().unwrap_or_else(|_| {
-            Err(StoreError::Corrupt("a write of a group commit was dropped unanswered (a salve bug)".into()))
-        })
+        match answered.recv() {
+            Ok(answer) => told(answer),
+            Err(_) => Err(StoreError::Corrupt("a write of a group commit was dropped unanswered (a salve bug)".into())),
+        }
     }
 
     /// Runs every write of `group` in one transaction and commits it, then
-    /// tells each writer (all of them the error, if the commit failed).
+    /// tells each writer. Once the group is broken, the writes after are
+    /// not run, nothing is committed, and every writer is told why.
     fn commit_group(mut conn: std::sync::MutexGuard<'_, Connection>, group: Vec<Queued>) {
-        let mut broken = false;
-        match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
             Err(e) => {
                 for queued in group {
-                    queued(Err(&e), &mut broken)(Err(&e));
+                    queued(Err(&e), &mut None)(Err(&e));
                 }
+                return;
             }
-            Ok(tx) => {
-                let replies: Vec<Reply> = group.into_iter().map(|queued| queued(Ok(&tx), &mut broken)).collect();
-                let committed = if broken {
-                    drop(tx);
-                    Err(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-                        Some("a write of a group commit could not be undone alone; none of the group was kept".into()),
-                    ))
-                } else {
-                    tx.commit()
-                };
-                for reply in replies {
-                    reply(committed.as_ref().map(drop));
-                }
-            }
+        };
+        let mut broken: Broken = None;
+        let mut replies = Vec::with_capacity(group.len());
+        for queued in group {
+            let reply = match &broken {
+                None => queued(Ok(&tx), &mut broken),
+                Some(e) => queued(Err(&copied(e)), &mut None),
+            };
+            replies.push(reply);
         }
+        let committed = match broken {
+            Some(e) => {
+                // Rolled back (when SQLite has not already ended it).
+                drop(tx);
+                Err(e)
+            }
+            None => tx.commit(),
+        };
+        for reply in replies {
+            reply(committed.as_ref().map(drop));
+        }
+    }
+
+    /// How many writes wait for the next group commit.
+    #[cfg(test)]
+    pub(super) fn queued_len(&self) -> usize {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn transition_in(

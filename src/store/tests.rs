@@ -173,19 +173,11 @@ fn racing_writers_lose_no_update() {
 
 #[test]
 fn writes_that_share_a_commit_each_stand_alone() {
-    // Threads of one process share one store, so their writes share group
-    // commits: a write refused in a group (a conflict, a replayed nonce) is
-    // undone alone, and each of the others is kept whole, exactly once.
+    // Threads of one process share one store, and their writes group
+    // commits as they happen to meet: racing on the same jobs, each
+    // submission and each move is taken exactly once, whatever the groups.
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    // A write that fails after it changed something leaves nothing behind.
-    submit(&*store, "first", "nonce-first-000000").unwrap();
-    let failed = store.write_grouped(|tx| {
-        tx.execute("UPDATE jobs SET state = 'approved' WHERE id = 'first'", [])?;
-        Err::<(), _>(StoreError::Corrupt("refused after a change".into()))
-    });
-    assert!(matches!(failed, Err(StoreError::Corrupt(_))), "{failed:?}");
-    assert_eq!(store.job("first").unwrap().unwrap().state, JobState::Submitted);
     let jobs = 32;
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -236,11 +228,115 @@ fn writes_that_share_a_commit_each_stand_alone() {
         assert_eq!(states, [JobState::Submitted, JobState::Approved], "job-{i}");
     }
     // One outbox event per submission and per move taken, none of those refused.
-    assert_eq!(store.outbox().unwrap().len(), 2 * jobs + 1);
+    assert_eq!(store.outbox().unwrap().len(), 2 * jobs);
     // What was told committed is durable: another connection sees it all.
     drop(store);
     let reopened = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(reopened.count_in(&[JobState::Approved]).unwrap(), jobs as u64);
+}
+
+type Write = Box<dyn FnOnce(&SqliteStore) -> Result<(), StoreError> + Send>;
+
+/// Runs `writes` as one group commit: the connection is held until every
+/// one of them waits in the queue, so that the first to take it next runs
+/// them all in one transaction. Each write's result, or its panic.
+fn one_group(store: &Arc<SqliteStore>, writes: Vec<Write>) -> Vec<std::thread::Result<Result<(), StoreError>>> {
+    let held = store.conn();
+    let n = writes.len();
+    let threads: Vec<_> = writes
+        .into_iter()
+        .map(|write| {
+            let store = Arc::clone(store);
+            std::thread::spawn(move || write(&store))
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.queued_len() < n {
+        assert!(std::time::Instant::now() < deadline, "the writes never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(held);
+    threads.into_iter().map(|t| t.join()).collect()
+}
+
+fn approve(id: &'static str) -> Write {
+    Box::new(move |store| {
+        store
+            .transition(id, &[JobState::Submitted], JobState::Approved, "in a group", &Changes::default(), &[])
+            .map(drop)
+    })
+}
+
+/// A write that changes job `id`, then does `then`.
+fn change_then(id: &'static str, then: &'static str) -> Write {
+    Box::new(move |store| {
+        store.write_grouped(move |tx| {
+            tx.execute("UPDATE jobs SET state = 'approved' WHERE id = ?1", [id])?;
+            match then {
+                "fail" => Err(StoreError::Corrupt("refused after a change".into())),
+                "panic" => panic!("a write that panics"),
+                // A conflict clause that makes SQLite roll back the whole
+                // transaction, not only this statement.
+                _ => {
+                    tx.execute("INSERT OR ROLLBACK INTO jobs SELECT * FROM jobs WHERE id = ?1", [id])?;
+                    Ok(())
+                }
+            }
+        })
+    })
+}
+
+fn states(store: &SqliteStore) -> Vec<JobState> {
+    ["a", "b", "c"].iter().map(|id| store.job(id).unwrap().unwrap().state).collect()
+}
+
+#[test]
+fn a_write_that_fails_or_panics_in_a_group_is_undone_alone() {
+    use JobState::{Approved, Submitted};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    for (id, nonce) in [("a", "nonce-a-0000000000"), ("b", "nonce-b-0000000000"), ("c", "nonce-c-0000000000")] {
+        submit(&*store, id, nonce).unwrap();
+    }
+    let results = one_group(&store, vec![approve("a"), change_then("b", "fail"), approve("c")]);
+    assert!(results[0].as_ref().unwrap().is_ok() && results[2].as_ref().unwrap().is_ok(), "{results:?}");
+    assert!(matches!(results[1], Ok(Err(StoreError::Corrupt(_)))), "{results:?}");
+    assert_eq!(states(&store), [Approved, Submitted, Approved]);
+
+    // A panic reaches the thread whose write panicked; the others are kept.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    for (id, nonce) in [("a", "nonce-a-0000000000"), ("b", "nonce-b-0000000000"), ("c", "nonce-c-0000000000")] {
+        submit(&*store, id, nonce).unwrap();
+    }
+    let results = one_group(&store, vec![approve("a"), change_then("b", "panic"), approve("c")]);
+    assert!(results[1].is_err(), "the panic is resumed in its own thread: {results:?}");
+    assert!(results[0].as_ref().unwrap().is_ok() && results[2].as_ref().unwrap().is_ok(), "{results:?}");
+    assert_eq!(states(&store), [Approved, Submitted, Approved]);
+    // The store goes on.
+    assert!(approve("b")(&store).is_ok());
+}
+
+#[test]
+fn a_write_that_ends_the_groups_transaction_leaves_nothing_of_the_group() {
+    use JobState::Submitted;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    for (id, nonce) in [("a", "nonce-a-0000000000"), ("b", "nonce-b-0000000000"), ("c", "nonce-c-0000000000")] {
+        submit(&*store, id, nonce).unwrap();
+    }
+    let results = one_group(&store, vec![approve("a"), change_then("b", "rollback"), approve("c")]);
+    // Every writer of the group is told, and none of it was committed:
+    // not the writes before, not those after (they are not run).
+    for result in &results {
+        assert!(matches!(result, Ok(Err(_))), "{results:?}");
+    }
+    assert_eq!(states(&store), [Submitted, Submitted, Submitted]);
+    drop(store);
+    let reopened = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(states(&reopened), [Submitted, Submitted, Submitted]);
+    // And the store goes on.
+    assert!(reopened.transition("a", &[Submitted], JobState::Approved, "after", &Changes::default(), &[]).is_ok());
 }
 
 #[test]
