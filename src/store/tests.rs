@@ -286,6 +286,16 @@ fn change_then(id: &'static str, then: &'static str) -> Write {
     })
 }
 
+/// A new store holding jobs a, b and c, submitted.
+fn three_jobs() -> (tempfile::TempDir, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    for (id, nonce) in [("a", "nonce-a-0000000000"), ("b", "nonce-b-0000000000"), ("c", "nonce-c-0000000000")] {
+        submit(&*store, id, nonce).unwrap();
+    }
+    (dir, store)
+}
+
 fn states(store: &SqliteStore) -> Vec<JobState> {
     ["a", "b", "c"].iter().map(|id| store.job(id).unwrap().unwrap().state).collect()
 }
@@ -293,22 +303,14 @@ fn states(store: &SqliteStore) -> Vec<JobState> {
 #[test]
 fn a_write_that_fails_or_panics_in_a_group_is_undone_alone() {
     use JobState::{Approved, Submitted};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    for (id, nonce) in [("a", "nonce-a-0000000000"), ("b", "nonce-b-0000000000"), ("c", "nonce-c-0000000000")] {
-        submit(&*store, id, nonce).unwrap();
-    }
+    let (_dir, store) = three_jobs();
     let results = one_group(&store, vec![approve("a"), change_then("b", "fail"), approve("c")]);
     assert!(results[0].as_ref().unwrap().is_ok() && results[2].as_ref().unwrap().is_ok(), "{results:?}");
     assert!(matches!(results[1], Ok(Err(StoreError::Corrupt(_)))), "{results:?}");
     assert_eq!(states(&store), [Approved, Submitted, Approved]);
 
     // A panic reaches the thread whose write panicked; the others are kept.
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    for (id, nonce) in [("a", "nonce-a-0000000000"), ("b", "nonce-b-0000000000"), ("c", "nonce-c-0000000000")] {
-        submit(&*store, id, nonce).unwrap();
-    }
+    let (_dir, store) = three_jobs();
     let results = one_group(&store, vec![approve("a"), change_then("b", "panic"), approve("c")]);
     assert!(results[1].is_err(), "the panic is resumed in its own thread: {results:?}");
     assert!(results[0].as_ref().unwrap().is_ok() && results[2].as_ref().unwrap().is_ok(), "{results:?}");
@@ -320,11 +322,7 @@ fn a_write_that_fails_or_panics_in_a_group_is_undone_alone() {
 #[test]
 fn a_write_that_ends_the_groups_transaction_leaves_nothing_of_the_group() {
     use JobState::Submitted;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    for (id, nonce) in [("a", "nonce-a-0000000000"), ("b", "nonce-b-0000000000"), ("c", "nonce-c-0000000000")] {
-        submit(&*store, id, nonce).unwrap();
-    }
+    let (dir, store) = three_jobs();
     let results = one_group(&store, vec![approve("a"), change_then("b", "rollback"), approve("c")]);
     // Every writer of the group is told, and none of it was committed:
     // not the writes before, not those after (they are not run).
