@@ -16,7 +16,8 @@
 //! result only then. Each write is still atomic, checked against the
 //! state it expects, and durable when its call returns; running jobs
 //! together no longer waits for one `fsync` per write, one after the
-//! other.
+//! other. Reads have a connection of their own, so they do not wait
+//! behind a group's `fsync` either.
 //!
 //! # Size
 //! Over 600 lines: every SQL statement of the store is in this one file,
@@ -162,6 +163,9 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// Writes waiting for the next group commit.
     queued: Mutex<Vec<Queued>>,
+    /// The reads' own connection (WAL: each sees what was committed when it
+    /// began), so that a read does not wait behind a group's `fsync`.
+    reader: Mutex<Connection>,
 }
 
 /// What broke a group commit: the error that ended its transaction, or
@@ -369,7 +373,10 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
         SqliteStore::migrate(&mut conn, &path)?;
-        Ok(SqliteStore { path, conn: Mutex::new(conn), queued: Mutex::default() })
+        let reader =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        Ok(SqliteStore { path, conn: Mutex::new(conn), queued: Mutex::default(), reader: Mutex::new(reader) })
     }
 
     fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -395,6 +402,10 @@ impl SqliteStore {
 
     pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction of its own; commits
@@ -631,11 +642,11 @@ impl JobStore for SqliteStore {
     }
 
     fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        get_job(&self.conn(), id)
+        get_job(&self.reader(), id)
     }
 
     fn list(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut statement = conn.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY submitted_at DESC, id LIMIT ?2"
         ))?;
@@ -645,7 +656,7 @@ impl JobStore for SqliteStore {
 
     fn all_in(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRecord>, StoreError> {
         let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
-        let conn = self.conn();
+        let conn = self.reader();
         let mut statement = conn.prepare(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (SELECT value FROM json_each(?1)) \
              ORDER BY updated_at, id LIMIT ?2"
@@ -661,7 +672,7 @@ impl JobStore for SqliteStore {
         let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
         let names = serde_json::to_string(&names).map_err(|e| corrupt("states", e))?;
         let busy = serde_json::to_string(busy).map_err(|e| corrupt("systems", e))?;
-        let conn = self.conn();
+        let conn = self.reader();
         // Turns are taken among the oldest jobs of free systems only (a
         // bounded look, read from the index), so that taking costs the same
         // however many jobs wait; whole rows are read for the jobs taken.
@@ -680,7 +691,7 @@ impl JobStore for SqliteStore {
     fn count_in(&self, states: &[JobState]) -> Result<u64, StoreError> {
         let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
         let names = serde_json::to_string(&names).map_err(|e| corrupt("states", e))?;
-        let count: i64 = self.conn().query_row(
+        let count: i64 = self.reader().query_row(
             "SELECT COUNT(*) FROM jobs WHERE state IN (SELECT value FROM json_each(?1))",
             params![names],
             |row| row.get(0),
@@ -759,11 +770,11 @@ impl JobStore for SqliteStore {
     }
 
     fn approvals(&self, id: &str) -> Result<Vec<StoredApproval>, StoreError> {
-        SqliteStore::approvals_in(&self.conn(), id)
+        SqliteStore::approvals_in(&self.reader(), id)
     }
 
     fn history(&self, id: &str) -> Result<Vec<Transition>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut statement =
             conn.prepare("SELECT from_state, to_state, at, reason FROM transitions WHERE job = ?1 ORDER BY seq")?;
         let rows = statement.query_map([id], |r| {
@@ -783,7 +794,7 @@ impl JobStore for SqliteStore {
 
     fn plan(&self, id: &str, hash: &str) -> Result<Option<StoredPlan>, StoreError> {
         let row = self
-            .conn()
+            .reader()
             .query_row("SELECT changes, at FROM plans WHERE job = ?1 AND hash = ?2", params![id, hash], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Timestamp>(1)?))
             })
@@ -799,7 +810,7 @@ impl JobStore for SqliteStore {
     }
 
     fn applied_since(&self, playbook: &str, environment: &str, since: Timestamp) -> Result<u32, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.reader().query_row(
             "SELECT COUNT(*) FROM transitions t JOIN jobs j ON j.id = t.job \
              WHERE t.to_state = 'applying' AND t.from_state = 'approved' AND t.at >= ?3 \
              AND j.playbook = ?1 AND j.environment = ?2",
@@ -809,7 +820,7 @@ impl JobStore for SqliteStore {
     }
 
     fn outbox(&self) -> Result<Vec<(i64, OutboxEvent)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut statement = conn.prepare("SELECT seq, job, action, at, detail FROM outbox ORDER BY seq")?;
         let rows = statement.query_map([], |r| {
             Ok((
@@ -860,7 +871,7 @@ impl JobStore for SqliteStore {
     }
 
     fn leases(&self, job: &str) -> Result<Vec<StoredLease>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut statement = conn.prepare(
             "SELECT id, credential, kind, expires_at, leased_at, revoked_at FROM leases WHERE job = ?1 ORDER BY leased_at",
         )?;
@@ -879,7 +890,7 @@ impl JobStore for SqliteStore {
 
     fn lease_revoked(&self, id: &str) -> Result<bool, StoreError> {
         let revoked: Option<Option<Timestamp>> =
-            self.conn().query_row("SELECT revoked_at FROM leases WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            self.reader().query_row("SELECT revoked_at FROM leases WHERE id = ?1", [id], |r| r.get(0)).optional()?;
         Ok(matches!(revoked, Some(Some(_))))
     }
 
@@ -921,7 +932,7 @@ impl JobStore for SqliteStore {
         name_version: Option<(&str, &str)>,
         digest: Option<&str>,
     ) -> Result<Option<InstalledArtifact>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let row = conn
             .query_row(
                 "SELECT digest, name, version, path FROM artifacts \
