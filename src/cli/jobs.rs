@@ -12,7 +12,7 @@ use salve::job::JobState;
 use salve::job::{JobRequest, SignedJob};
 use salve::keys::PrivateKey;
 use salve::policy::Verdict;
-use salve::store::JobRecord;
+use salve::store::{Cursor, JobRecord, Listing};
 use salve::text::printable;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -112,6 +112,10 @@ pub struct ListArgs {
     /// At most this many
     #[arg(long, default_value_t = 100)]
     limit: u32,
+    /// The jobs after this cursor: the `next` a listing gave (the jobs
+    /// are newest first)
+    #[arg(long, value_name = "CURSOR")]
+    after: Option<Cursor>,
     #[command(flatten)]
     trust: TrustArg,
     #[command(flatten)]
@@ -151,6 +155,10 @@ pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
             if let Some(state) = args.state {
                 path.push_str(&format!("&state={state}"));
             }
+            if let Some(after) = &args.after {
+                let after = url::form_urlencoded::byte_serialize(after.to_string().as_bytes()).collect::<String>();
+                path.push_str(&format!("&after={after}"));
+            }
             print_json(&server.get(&path, args.key.as_deref())?)?;
             Ok(Exit::Succeeded)
         }
@@ -162,7 +170,9 @@ pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
         }
         JobsCommand::List(args) => {
             let control = open(&args.trust, &args.data_dir)?;
-            let jobs = control.store.list(args.state, args.limit).map_err(classified)?;
+            let listing = Listing { state: args.state, after: args.after.clone(), ..Listing::default() };
+            let jobs = control.store.list(&listing, args.limit).map_err(classified)?;
+            let next = (jobs.len() == args.limit as usize).then(|| jobs.last().map(Cursor::of)).flatten();
             if args.json {
                 println!("{}", serde_json::to_string(&jobs)?);
                 return Ok(Exit::Succeeded);
@@ -181,6 +191,10 @@ pub fn jobs(command: JobsCommand) -> anyhow::Result<Exit> {
                     job.system,
                     job.updated_at
                 );
+            }
+            if let Some(next) = next {
+                let state = args.state.map(|s| format!(" --state {s}")).unwrap_or_default();
+                println!("more: salve jobs list{state} --limit {} --after {next}", args.limit);
             }
             Ok(Exit::Succeeded)
         }

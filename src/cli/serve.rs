@@ -82,7 +82,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     let shared = Shared::with_origin(control, audit, limits, tls.is_some(), args.public_url.as_ref());
     // Event streams wake at each change of state inside a step too.
     let moved = Arc::clone(&shared);
-    let worker = worker.on_move(Arc::new(move || moved.moved()));
+    let worker = worker.on_move(Arc::new(move |job| moved.moved(job)));
     let stop = super::run::stop_on_signals("salve serve stops taking requests; running jobs get the stop deadline")?;
     // The address, once bound, for whoever started this (port 0).
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -115,7 +115,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     }));
     let told = |step: &salve::control::Step, took: Option<Duration>| {
         print(step);
-        shared.moved();
+        shared.moved(&step.job);
         if let Some(took) = took {
             shared.metrics.step(step.state, took);
         }

@@ -92,7 +92,7 @@ pub async fn drive(
     ready: impl FnOnce(),
     mut told: impl FnMut(&Step, Option<Duration>),
 ) -> anyhow::Result<()> {
-    worker.relay().await.map_err(classified)?;
+    worker.relay_durably().await.map_err(classified)?;
     for step in worker.recover().await.map_err(classified)? {
         told(&step, None);
     }
@@ -103,7 +103,7 @@ pub async fn drive(
         Some(notify) => notify.notified().await,
         None => std::future::pending().await,
     };
-    let ran = loop {
+    let ran = 'run: loop {
         if drive.stop.load(Ordering::SeqCst) {
             break Ok(());
         }
@@ -127,11 +127,17 @@ pub async fn drive(
             break Ok(());
         }
         tokio::select! {
-            next = pool.next(), if pool.running() > 0 => match next {
-                Some(Ok((step, took))) => told(&step, Some(took)),
-                Some(Err(e)) => break Err(e),
-                None => {}
-            },
+            next = pool.next(), if pool.running() > 0 => {
+                // Every step finished by now, then one look for more work.
+                let mut next = next;
+                while let Some(finished) = next {
+                    match finished {
+                        Ok((step, took)) => told(&step, Some(took)),
+                        Err(e) => break 'run Err(e),
+                    }
+                    next = pool.finished();
+                }
+            }
             () = wake(), if pool.running() < args.jobs() => {}
             () = tokio::time::sleep(args.poll) => {}
         }
@@ -141,7 +147,7 @@ pub async fn drive(
         told(step, None);
     }
     // What arrived meanwhile (a rejection, a vote) reaches the log too.
-    let relayed = pool.worker().relay().await.map_err(classified);
+    let relayed = pool.worker().relay_durably().await.map_err(classified);
     pool.worker().runner().audit().sync_blocking()?;
     relayed?;
     ran.map_err(classified)?;

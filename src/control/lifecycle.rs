@@ -8,9 +8,9 @@ use crate::run::{Lifecycle, StateNotRecorded};
 use crate::store::{Changes, JobStore, StoredLease};
 use std::sync::Arc;
 
-/// Told after each change of a job's state a phase makes (`salve serve`
-/// wakes its event streams).
-pub type OnMove = Arc<dyn Fn() + Send + Sync>;
+/// Told the job after each change of its state a phase makes (`salve
+/// serve` wakes its event streams).
+pub type OnMove = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The [`Lifecycle`] of jobs the control plane runs.
 #[derive(Clone)]
@@ -20,15 +20,19 @@ pub(super) struct StoreLifecycle {
 }
 
 impl StoreLifecycle {
-    /// Runs a store call from async code without stalling the runtime.
     fn blocking<T>(&self, f: impl FnOnce(&dyn JobStore) -> T) -> T {
-        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
-        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
-            tokio::task::block_in_place(|| f(&*self.store))
-        } else {
-            f(&*self.store)
-        }
+        blocking(|| f(&*self.store))
     }
+}
+
+/// Runs a call that may wait (a store write waits for its group's commit)
+/// from async code without stalling the runtime: on a multi-threaded one,
+/// the other tasks move to another thread meanwhile. A job's task that
+/// waited on a runtime thread would hold up the requests and the other
+/// jobs on it, and keep the writes of the jobs from sharing commits.
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+    if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) { tokio::task::block_in_place(f) } else { f() }
 }
 
 fn rfc3339(time: std::time::SystemTime) -> String {
@@ -49,7 +53,7 @@ impl Lifecycle for StoreLifecycle {
         self.blocking(|store| store.transition(job, expected, to, &reason, &Changes::default(), &[]))
             .map_err(|e| StateNotRecorded(Box::new(e)))?;
         if let Some(on_move) = &self.on_move {
-            on_move();
+            on_move(job);
         }
         Ok(())
     }

@@ -27,11 +27,14 @@ struct Taken {
     system: String,
 }
 
+/// How a job's step ended, and how long it took.
+type Ended = Result<(Step, Duration), ControlError>;
+
 /// A worker's jobs in flight.
 pub struct Pool {
     worker: Arc<Worker>,
     size: usize,
-    running: JoinSet<Result<(Step, Duration), ControlError>>,
+    running: JoinSet<Ended>,
     taken: HashMap<Id, Taken>,
     /// When jobs waiting for approval were last looked at for expiry.
     swept: Option<Instant>,
@@ -116,9 +119,20 @@ impl Pool {
     /// when none runs. Safe to cancel (in `select!`): no step is lost. A
     /// job whose task panicked is an error (its state is left for recovery
     /// at the next start), so that the caller stops the rest in order.
-    pub async fn next(&mut self) -> Option<Result<(Step, Duration), ControlError>> {
+    pub async fn next(&mut self) -> Option<Ended> {
         let joined = self.running.join_next_with_id().await?;
-        Some(match joined {
+        Some(self.joined(joined))
+    }
+
+    /// [`Pool::next`] when a job has finished its step already; `None`
+    /// when none has.
+    pub fn finished(&mut self) -> Option<Ended> {
+        let joined = self.running.try_join_next_with_id()?;
+        Some(self.joined(joined))
+    }
+
+    fn joined(&mut self, joined: Result<(Id, Ended), tokio::task::JoinError>) -> Ended {
+        match joined {
             Ok((id, result)) => {
                 self.taken.remove(&id);
                 result
@@ -128,7 +142,7 @@ impl Pool {
                 tracing::error!(job, "the task running the job ended abnormally: {e}");
                 Err(ControlError::Crashed { id: job, reason: e.to_string() })
             }
-        })
+        }
     }
 
     /// Takes no more jobs and lets those running finish their step within

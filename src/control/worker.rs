@@ -13,11 +13,11 @@
 
 use super::admission::{Admitted, Checks, Signed, SignedPlaybook};
 use super::facts::{decision_detail, why};
-use super::lifecycle::{OnMove, StoreLifecycle};
+use super::lifecycle::{OnMove, StoreLifecycle, blocking};
 use super::plan::{plan_hash, plan_json};
 use super::{ControlError, ControlPlane};
 use crate::artifact::floor::VersionFloor;
-use crate::audit::Phase;
+use crate::audit::{AuditLog, Phase};
 use crate::audit::{ControlAction, Event};
 use crate::credentials::Lease;
 use crate::fault::Classify;
@@ -25,7 +25,7 @@ use crate::job::JobState;
 use crate::policy::{Decision, Verdict};
 use crate::run::{JobContext, Lifecycle, Outcome, RunError, Runner, StateNotRecorded};
 use crate::sandbox::Catalog;
-use crate::store::{Changes, JobRecord, OutboxEvent, StoreError};
+use crate::store::{Changes, JobRecord, JobStore, OutboxEvent, StoreError, StoredApproval};
 use crate::time::Timestamp;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -55,70 +55,182 @@ pub struct Worker {
 /// together keeps the guarantees of running them one after another.
 #[derive(Default)]
 struct Together {
-    /// One relay of the outbox at a time: two would log the same steps twice.
-    relay: tokio::sync::Mutex<()>,
-    starting: Arc<Starting>,
+    /// One relay of the outbox at a time: two would log the same steps
+    /// twice. It holds the number of the last step relayed.
+    relay: tokio::sync::Mutex<i64>,
+    forget: Arc<Forget>,
+    budgets: Arc<Budgets>,
     /// One check-and-raise of the version floor at a time: a file,
     /// rewritten, that an older version must not slip past.
     floor: Mutex<()>,
 }
 
-/// Jobs let past the hourly budget that have not entered `applying` yet,
-/// by (playbook, environment): the store counts a job only once it has.
+/// Relayed outbox steps, forgotten by the store once the audit log holds
+/// them durably: by one task at a time, off the path of the jobs.
 #[derive(Default)]
-struct Starting(Mutex<HashMap<(String, String), u32>>);
+struct Forget(Mutex<Forgetting>);
 
-impl Starting {
-    /// A place for one more job of `key` when what the store counts
-    /// (`counted`) and the places held now leave one under `limit`; else
-    /// how many that makes.
-    fn reserve<E>(
-        self: &Arc<Starting>,
-        key: (String, String),
-        limit: u32,
-        counted: impl FnOnce() -> Result<u32, E>,
-    ) -> Result<Result<Reservation, u32>, E> {
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let recent = counted()? + held.get(&key).copied().unwrap_or(0);
-        if recent >= limit {
-            return Ok(Err(recent));
+#[derive(Default)]
+struct Forgetting {
+    /// The last step relayed, and the audit record that holds it; `None`
+    /// when the store has forgotten every step relayed.
+    due: Option<(i64, u64)>,
+    /// Whether a task forgets now (it takes `due` before it ends).
+    running: bool,
+}
+
+impl Forget {
+    /// Whether steps relayed may not be forgotten yet.
+    fn outstanding(&self) -> bool {
+        let forgetting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        forgetting.running || forgetting.due.is_some()
+    }
+
+    /// Has the store forget the steps up to `step` once the audit log holds
+    /// record `record` durably.
+    fn after_sync(self: &Arc<Forget>, step: i64, record: u64, audit: &AuditLog, store: &Arc<dyn JobStore>) {
+        let mut forgetting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        forgetting.due = Some((step, record));
+        if std::mem::replace(&mut forgetting.running, true) {
+            return;
         }
-        *held.entry(key.clone()).or_default() += 1;
-        Ok(Ok(Reservation { starting: Arc::clone(self), key, held: AtomicBool::new(true) }))
+        let (forget, audit, store) = (Arc::clone(self), audit.clone(), Arc::clone(store));
+        tokio::spawn(async move {
+            // However the task ends (a panic, its runtime stopping), the
+            // next relay starts another.
+            let mut running = Running(Some(Arc::clone(&forget)));
+            loop {
+                let due = {
+                    let mut forgetting = forget.0.lock().unwrap_or_else(|e| e.into_inner());
+                    let due = forgetting.due.take();
+                    if due.is_none() {
+                        // Cleared in the same turn as the look: a step
+                        // relayed from now on starts another task.
+                        forgetting.running = false;
+                        running.0 = None;
+                    }
+                    due
+                };
+                let Some((step, record)) = due else { return };
+                // A failure leaves the steps in the store: the next start
+                // relays them again (twice in the log, never not at all).
+                let forgotten = match audit.sync(record).await {
+                    Ok(()) => tokio::task::spawn_blocking({
+                        let store = Arc::clone(&store);
+                        move || store.outbox_relayed(step)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string())),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = forgotten {
+                    tracing::warn!("relayed outbox steps up to {step} stay in the store: {e}");
+                }
+            }
+        });
     }
 }
 
+/// Clears [`Forgetting::running`] when the task that forgets ends
+/// before it could (a panic, its runtime stopping), so that the next relay
+/// starts another.
+struct Running(Option<Arc<Forget>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(forget) = self.0.take() {
+            forget.0.lock().unwrap_or_else(|e| e.into_inner()).running = false;
+        }
+    }
+}
+
+/// The hourly budgets of the jobs this worker applies, by (playbook,
+/// environment): when each job counted entered `applying` in the last
+/// hour, read from the store at the first check of a key and kept here
+/// from then on (this worker is the only one that moves jobs into
+/// `applying`), and the places held by jobs let past the check that have
+/// not entered it yet. A check costs no store read, and no lock is held
+/// across a store write.
+#[derive(Default)]
+struct Budgets(Mutex<HashMap<(String, String), Window>>);
+
+#[derive(Default)]
+struct Window {
+    /// When each job counted entered `applying`, oldest first.
+    applied: std::collections::VecDeque<Timestamp>,
+    /// Jobs let past the check that have not entered `applying` yet.
+    held: u32,
+}
+
+/// The time a budget counts back from `now`.
+const BUDGET_HOUR: Duration = Duration::from_secs(3600);
+
+impl Budgets {
+    /// A place for one more job of `key` at `now` when the jobs counted in
+    /// the hour before and the places held leave one under `limit`; else
+    /// how many that makes. `applied` reads the store's count, once per
+    /// key.
+    fn reserve<E>(
+        self: &Arc<Budgets>,
+        key: (String, String),
+        limit: u32,
+        now: Timestamp,
+        applied: impl FnOnce(Timestamp) -> Result<Vec<Timestamp>, E>,
+    ) -> Result<Result<Reservation, u32>, E> {
+        let hour_ago = hour_before(now);
+        let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let window = match windows.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(Window { applied: applied(hour_ago)?.into(), held: 0 })
+            }
+        };
+        while window.applied.front().is_some_and(|at| *at < hour_ago) {
+            window.applied.pop_front();
+        }
+        let recent = window.applied.len() as u32 + window.held;
+        if recent >= limit {
+            return Ok(Err(recent));
+        }
+        window.held += 1;
+        Ok(Ok(Reservation { budgets: Arc::clone(self), key, held: AtomicBool::new(true) }))
+    }
+}
+
+fn hour_before(now: Timestamp) -> Timestamp {
+    Timestamp::from(now.system().checked_sub(BUDGET_HOUR).unwrap_or(SystemTime::UNIX_EPOCH))
+}
+
 /// A place under a playbook's hourly budget in one environment, held from
-/// the budget check until the job enters `applying` (when the store counts
-/// it instead) or its step ends.
+/// the budget check until the job enters `applying` (then counted as
+/// applied) or its step ends (then given back).
 struct Reservation {
-    starting: Arc<Starting>,
+    budgets: Arc<Budgets>,
     key: (String, String),
     held: AtomicBool,
 }
 
 impl Reservation {
-    /// Gives the place back; `counted` (the move into `applying`) runs
-    /// under the same lock, so that no check sees the job counted twice or
-    /// not at all.
-    fn release<T>(&self, counted: impl FnOnce() -> T) -> T {
-        let mut held = self.starting.0.lock().unwrap_or_else(|e| e.into_inner());
-        let out = counted();
-        if self.held.swap(false, Ordering::SeqCst)
-            && let Some(n) = held.get_mut(&self.key)
-        {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.key);
+    /// The place, held or spent on a job that entered `applying` at `at`,
+    /// is no longer held (once).
+    fn release(&self, applied_at: Option<Timestamp>) {
+        if !self.held.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mut windows = self.budgets.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(window) = windows.get_mut(&self.key) {
+            window.held = window.held.saturating_sub(1);
+            if let Some(at) = applied_at {
+                window.applied.push_back(at);
             }
         }
-        out
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.release(|| ());
+        self.release(None);
     }
 }
 
@@ -131,10 +243,12 @@ struct Reserved<'a> {
 
 impl Lifecycle for Reserved<'_> {
     fn entering(&self, job: &str, phase: Phase) -> Result<(), StateNotRecorded> {
+        self.inner.entering(job, phase)?;
         if phase == Phase::Apply {
-            return self.reservation.release(|| self.inner.entering(job, phase));
+            // Held until now, so that the job counts once throughout.
+            self.reservation.release(Some(Timestamp::now()));
         }
-        self.inner.entering(job, phase)
+        Ok(())
     }
 
     fn leased(&self, job: &str, lease: &Lease) {
@@ -191,20 +305,41 @@ impl Worker {
     }
 
     /// Relays the steps other processes recorded (submissions, votes) into
-    /// the audit log, durably, then forgets them. A crash between the two
-    /// relays them again: the same step may appear twice in the log, never
-    /// not at all.
+    /// the audit log, before anything this worker appends next; the store
+    /// forgets them once the log holds them durably (a task of its own
+    /// waits for that, so that jobs do not). A crash before that relays
+    /// them again: the same step may appear twice in the log, never not at
+    /// all.
     pub async fn relay(&self) -> Result<usize, ControlError> {
-        let _turn = self.together.relay.lock().await;
-        let pending = self.control.store.outbox()?;
-        let Some((last, _)) = pending.last() else { return Ok(0) };
-        let last = *last;
+        self.relay_then(false).await
+    }
+
+    /// [`Worker::relay`], returning once the log holds every step relayed
+    /// durably and the store has forgotten them: for the start and the end
+    /// of a run.
+    pub async fn relay_durably(&self) -> Result<usize, ControlError> {
+        self.relay_then(true).await
+    }
+
+    async fn relay_then(&self, durably: bool) -> Result<usize, ControlError> {
+        let mut relayed = self.together.relay.lock().await;
+        let pending = self.control.store.outbox(*relayed)?;
         for (_, event) in &pending {
             self.relay_one(event)?;
         }
+        if let Some((last, _)) = pending.last() {
+            *relayed = *last;
+        }
         let audit = self.runner.audit();
-        audit.sync(audit.head().seq).await.map_err(RunError::from)?;
-        self.control.store.outbox_relayed(last)?;
+        if durably {
+            if pending.is_empty() && !self.together.forget.outstanding() {
+                return Ok(0);
+            }
+            audit.sync(audit.head().seq).await.map_err(RunError::from)?;
+            blocking(|| self.control.store.outbox_relayed(*relayed))?;
+        } else if !pending.is_empty() {
+            self.together.forget.after_sync(*relayed, audit.head().seq, audit, &self.control.store);
+        }
         Ok(pending.len())
     }
 
@@ -226,7 +361,7 @@ impl Worker {
     ) -> Result<Step, ControlError> {
         // The move first: one that loses a race (a rejection came first)
         // must not appear in the audit log as done.
-        self.control.store.transition(&job.id, &[job.state], to, reason, changes, &[])?;
+        blocking(|| self.control.store.transition(&job.id, &[job.state], to, reason, changes, &[]))?;
         self.audit(
             &job.id,
             ControlAction::State,
@@ -359,7 +494,9 @@ impl Worker {
                 return self.end(job, JobState::PlanFailed, &format!("its plan failed just before apply: {cause}"));
             }
         };
-        // Votes cast meanwhile reach the audit log before they count.
+        // The votes that may count, read before the relay: each is in the
+        // audit log before it counts.
+        let votes = self.control.store.approvals(&job.id)?;
         self.relay().await?;
         let now = SystemTime::now();
         let (decision, facts) =
@@ -375,14 +512,14 @@ impl Worker {
         {
             return Ok(step);
         }
-        if let Some(step) = self.approvals_missing(job, &decision, &plan, now)? {
+        if let Some(step) = self.approvals_missing(job, &decision, &plan, &votes, now)? {
             return Ok(step);
         }
         let reservation = match self.over_budget(job, &decision, now)? {
             Ok(reservation) => reservation,
             Err(step) => return Ok(step),
         };
-        self.control.store.record_decision(&job.id, &decision)?;
+        blocking(|| self.control.store.record_decision(&job.id, &decision))?;
         if self.runner.stopping() {
             return Err(ControlError::Stopping { id: job.id.clone(), state: job.state });
         }
@@ -437,10 +574,10 @@ impl Worker {
         job: &JobRecord,
         decision: &Decision,
         plan: &str,
+        votes: &[StoredApproval],
         now: SystemTime,
     ) -> Result<Option<Step>, ControlError> {
         let Verdict::NeedsApprovals { approvals, group } = &decision.verdict else { return Ok(None) };
-        let votes = self.control.store.approvals(&job.id)?;
         let valid = self.control.counting(
             job,
             votes.iter().filter(|v| v.void.is_none()).map(|v| &v.approval),
@@ -473,10 +610,9 @@ impl Worker {
         now: SystemTime,
     ) -> Result<Result<Reservation, Step>, ControlError> {
         let limit = self.control.config.budgets.jobs_per_playbook_per_hour;
-        let hour_ago = Timestamp::from(now.checked_sub(Duration::from_secs(3600)).unwrap_or(SystemTime::UNIX_EPOCH));
         let key = (job.playbook.clone(), job.environment.clone());
-        let counted = || self.control.store.applied_since(&job.playbook, &job.environment, hour_ago);
-        let recent = match self.together.starting.reserve(key, limit, counted)? {
+        let applied = |since| self.control.store.applied_since(&job.playbook, &job.environment, since);
+        let recent = match self.together.budgets.reserve(key, limit, Timestamp::from(now), applied)? {
             Ok(reservation) => return Ok(Ok(reservation)),
             Err(recent) => recent,
         };
@@ -534,7 +670,7 @@ impl Worker {
 
     /// Apply never started: at most leases were taken.
     fn not_started(&self, job: &JobRecord, error: RunError) -> Result<Step, ControlError> {
-        self.control.store.revoke_leases(&job.id)?;
+        blocking(|| self.control.store.revoke_leases(&job.id))?;
         let current = self.control.job(&job.id)?;
         if !matches!(current.state, JobState::Approved | JobState::Applying) {
             // Someone moved it first (a rejection): theirs stands.
@@ -557,7 +693,7 @@ impl Worker {
         };
         let changes = Changes { outcome: Some(&value), ..Changes::default() };
         let acting = [JobState::Applying, JobState::Verifying, JobState::RollingBack];
-        self.control.store.transition(id, &acting, to, &reason, &changes, &[])?;
+        blocking(|| self.control.store.transition(id, &acting, to, &reason, &changes, &[]))?;
         Ok(Step { job: id.to_string(), state: to, note: reason })
     }
 
@@ -565,7 +701,7 @@ impl Worker {
     /// then takes the job that waited longest among those submitted or
     /// approved. `None` when there is nothing to do.
     pub async fn step(&self) -> Result<Option<Step>, ControlError> {
-        self.relay().await?;
+        self.relay_durably().await?;
         let now = SystemTime::now();
         let expired = self
             .control
@@ -610,25 +746,44 @@ mod tests {
         ("rotate-logs".into(), "prod".into())
     }
 
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_secs(1_800_000_000 + secs)
+    }
+
     #[test]
-    fn a_place_under_the_budget_is_held_until_the_store_counts_the_job() {
-        let starting = Arc::<Starting>::default();
-        let applied = std::cell::Cell::new(0u32);
-        let counted = || Ok::<_, ()>(applied.get());
+    fn a_place_under_the_budget_is_held_until_the_job_applies_and_counts_for_an_hour() {
+        let budgets = Arc::<Budgets>::default();
+        let none = |_| Ok::<_, ()>(Vec::new());
         // Two checks before either job applies: the second sees the first.
-        let first = starting.reserve(key(), 2, counted).unwrap().unwrap();
-        let second = starting.reserve(key(), 2, counted).unwrap().unwrap();
-        assert_eq!(starting.reserve(key(), 2, counted).unwrap().err(), Some(2), "the budget is full");
-        // The first applies: the store counts it, and its place is free, once.
-        first.release(|| applied.set(1));
-        first.release(|| ());
-        assert_eq!(starting.reserve(key(), 2, counted).unwrap().err(), Some(2));
+        let first = budgets.reserve(key(), 2, at(0), none).unwrap().unwrap();
+        let second = budgets.reserve(key(), 2, at(0), none).unwrap().unwrap();
+        assert_eq!(budgets.reserve(key(), 2, at(0), none).unwrap().err(), Some(2), "the budget is full");
+        // The first applies: it counts as applied, once, no longer as held.
+        first.release(Some(at(1)));
+        first.release(None);
+        drop(first);
+        assert_eq!(budgets.reserve(key(), 2, at(2), none).unwrap().err(), Some(2));
         // The second never applies (denied later, say): its place comes back.
         drop(second);
-        let third = starting.reserve(key(), 2, counted).unwrap();
+        let third = budgets.reserve(key(), 2, at(3), none).unwrap();
         assert!(third.is_ok(), "the place of a job that did not apply is given back");
-        // Another playbook or environment has its own budget.
-        let other = starting.reserve(("noop".into(), "prod".into()), 1, || Ok::<_, ()>(0)).unwrap();
-        assert!(other.is_ok());
+        drop(third);
+        // An hour after the first applied, it no longer counts.
+        let fourth = budgets.reserve(key(), 1, at(3600), none).unwrap().err();
+        assert_eq!(fourth, Some(1), "applied 3599 s before: still counted");
+        assert!(budgets.reserve(key(), 1, at(3602), none).unwrap().is_ok(), "an hour later: not counted");
+        // Another playbook or environment has its own budget, read from
+        // the store once: what ran before this worker started counts.
+        let mut reads = 0;
+        let earlier = |since: Timestamp| {
+            reads += 1;
+            assert_eq!(since, at(0));
+            Ok::<_, ()>(vec![at(10)])
+        };
+        let other = ("noop".into(), "prod".into());
+        assert_eq!(budgets.reserve(other.clone(), 1, at(3600), earlier).unwrap().err(), Some(1));
+        assert_eq!(reads, 1);
+        let unread = |_| -> Result<Vec<Timestamp>, ()> { panic!("read once per key") };
+        assert!(budgets.reserve(other, 1, at(3611), unread).unwrap().is_ok());
     }
 }

@@ -27,7 +27,7 @@ use crate::control::ControlPlane;
 use crate::job::SignedJob;
 use crate::keys::Role;
 use crate::policy::Verdict;
-use crate::store::{JobRecord, JobState};
+use crate::store::{Cursor, JobRecord, JobState, JobStore, Listing, StoreError};
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -72,6 +72,48 @@ impl Caller {
             environments: key.entry.environments.clone(),
             groups: key.entry.groups.clone(),
         }
+    }
+
+    /// A page of the jobs this caller sees, newest first, from `listing`
+    /// on, and the cursor of the next page when there may be one. The
+    /// store selects the agent's jobs, or the approver's environments;
+    /// an approver's groups are checked here, over at most
+    /// [`LIST_LOOKS`] pages of the store: a page may then come short, with
+    /// a cursor to go on from.
+    fn list(
+        &self,
+        store: &dyn JobStore,
+        mut listing: Listing,
+        limit: u32,
+    ) -> Result<(Vec<JobRecord>, Option<Cursor>), StoreError> {
+        match self.role {
+            Role::Auditor => {}
+            Role::Agent => listing.agent = Some(self.id.clone()),
+            Role::Approver if self.environments.iter().any(|e| e == "*") => {}
+            Role::Approver => listing.environments = Some(self.environments.clone()),
+            Role::Author | Role::Runner => return Ok((Vec::new(), None)),
+        }
+        let mut jobs = Vec::new();
+        for _ in 0..LIST_LOOKS {
+            let page = store.list(&listing, limit)?;
+            let Some(last) = page.last() else { return Ok((jobs, None)) };
+            listing.after = Some(Cursor::of(last));
+            let full = page.len() == limit as usize;
+            for job in page {
+                if !self.sees(&job) {
+                    continue;
+                }
+                let cursor = Cursor::of(&job);
+                jobs.push(job);
+                if jobs.len() == limit as usize {
+                    return Ok((jobs, Some(cursor)));
+                }
+            }
+            if !full {
+                return Ok((jobs, None));
+            }
+        }
+        Ok((jobs, listing.after))
     }
 
     fn sees(&self, job: &JobRecord) -> bool {
@@ -219,7 +261,7 @@ async fn vote(
         ApiError::input("vote", format!("the body is not a signed vote (see `salve approve --help`): {e}"))
     })?;
     let job = blocking(&shared, move |_, control| Ok(control.record_vote(&id, &approval, SystemTime::now())?)).await?;
-    shared.moved();
+    shared.moved(&job.id);
     shared.work.notify_one();
     Ok(Json(job))
 }
@@ -227,10 +269,15 @@ async fn vote(
 struct ListQuery {
     state: Option<String>,
     limit: Option<u32>,
+    after: Option<String>,
 }
 
 /// The most jobs one list answers with.
 const MAX_LIST: u32 = 1000;
+
+/// How many pages of the store one listing looks at, at most, for the jobs
+/// an approver's groups let it see.
+const LIST_LOOKS: usize = 10;
 
 async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Result<Json<serde_json::Value>, ApiError> {
     let query = request.uri().query().unwrap_or("");
@@ -241,25 +288,30 @@ async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Result<Jso
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(ApiError::input("query", format!("limit is from 1 to {MAX_LIST}, not {limit}")));
     }
-    let jobs = read(&shared, request, move |_, control, caller| {
-        // Filtered after the store's query: scan a bounded window.
-        let jobs = control.store.list(state, MAX_LIST * 10).map_err(crate::control::ControlError::from)?;
-        Ok(jobs.into_iter().filter(|j| caller.sees(j)).take(limit as usize).collect::<Vec<_>>())
+    let after =
+        query.after.as_deref().map(str::parse::<Cursor>).transpose().map_err(|e| ApiError::input("query", e))?;
+    let (jobs, next) = read(&shared, request, move |_, control, caller| {
+        let listing = Listing { state, after, ..Listing::default() };
+        Ok(caller.list(&*control.store, listing, limit).map_err(crate::control::ControlError::from)?)
     })
     .await?;
-    Ok(Json(serde_json::json!({ "jobs": jobs })))
+    Ok(Json(serde_json::json!({ "jobs": jobs, "next": next.map(|cursor| cursor.to_string()) })))
 }
 
 fn parse_query(query: &str) -> Result<ListQuery, ApiError> {
-    let mut out = ListQuery { state: None, limit: None };
+    let mut out = ListQuery { state: None, limit: None, after: None };
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match key.as_ref() {
             "state" => out.state = Some(value.into_owned()),
+            "after" => out.after = Some(value.into_owned()),
             "limit" => {
                 out.limit = Some(value.parse().map_err(|_| ApiError::input("query", "limit is a whole number"))?)
             }
             other => {
-                return Err(ApiError::input("query", format!("unknown query parameter {other:?}: use state, limit")));
+                return Err(ApiError::input(
+                    "query",
+                    format!("unknown query parameter {other:?}: use state, limit, after"),
+                ));
             }
         }
     }
@@ -324,7 +376,7 @@ struct Events {
     /// The key that opened the stream, and its role: the stream ends when
     /// that key is no longer trusted, or no longer sees the job.
     key: (String, Role),
-    moved: tokio::sync::watch::Receiver<u64>,
+    moved: super::Watch,
     sent: usize,
     pending: std::collections::VecDeque<crate::store::Transition>,
     done: bool,
@@ -344,8 +396,7 @@ async fn events(
     use axum::response::sse::{Event, KeepAlive, Sse};
     let job = id.clone();
     // Subscribed before the history is read: a change after it wakes us.
-    let mut moved = shared.moved.subscribe();
-    moved.mark_unchanged();
+    let moved = shared.watch(&id);
     let (history, key, slot) = read(&shared, request, move |shared, control, caller| {
         visible(control, &job, &caller)?;
         let slot = shared.quotas.take(&caller.id, Held::Stream)?;

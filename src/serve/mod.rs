@@ -42,6 +42,7 @@ use crate::fault::Classify;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -119,9 +120,9 @@ pub struct Shared {
     pub limits: Limits,
     /// Wakes the worker when a job or a vote arrives.
     pub work: Notify,
-    /// Counts the changes of jobs' states (worker steps, votes): event
-    /// streams wait for it to move rather than poll the store.
-    moved: tokio::sync::watch::Sender<u64>,
+    /// Wakes the event streams of a job when its state changes (worker
+    /// steps, votes), rather than have them poll the store.
+    moves: Arc<Moves>,
     /// What each key holds for long (event streams, evidence exports).
     quotas: Arc<quota::Quotas>,
     /// Set once the worker has recovered what a stopped runner left, and
@@ -148,7 +149,7 @@ impl Shared {
             metrics: Metrics::default(),
             limits,
             work: Notify::new(),
-            moved: tokio::sync::watch::Sender::new(0),
+            moves: Arc::default(),
             quotas: Arc::default(),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -171,13 +172,80 @@ impl Shared {
         shared
     }
 
-    /// Some job's state changed: open event streams look again.
-    pub fn moved(&self) {
-        self.moved.send_modify(|n| *n = n.wrapping_add(1));
+    /// Job `job`'s state changed: its open event streams look again.
+    pub fn moved(&self, job: &str) {
+        self.moves.moved(job);
+    }
+
+    /// What wakes an event stream of `job` when the job moves.
+    pub(crate) fn watch(&self, job: &str) -> Watch {
+        self.moves.watch(job)
     }
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+}
+
+/// One wake-up per job that an event stream follows: a change wakes the
+/// streams of its job, not every stream (at thousands of changes a
+/// second, each stream would look at the store at each).
+#[derive(Default)]
+struct Moves(std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<()>>>);
+
+impl Moves {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::watch::Sender<()>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What wakes a stream of `job`; the job is followed while one is held.
+    fn watch(self: &Arc<Moves>, job: &str) -> Watch {
+        let mut moves = self.lock();
+        let receiver = moves.entry(job.to_string()).or_insert_with(|| tokio::sync::watch::Sender::new(())).subscribe();
+        Watch { moves: Arc::clone(self), job: job.to_string(), receiver: Some(receiver) }
+    }
+
+    fn moved(&self, job: &str) {
+        if let Some(sender) = self.lock().get(job) {
+            sender.send_replace(());
+        }
+    }
+
+    fn all_moved(&self) {
+        self.lock().values().for_each(|sender| {
+            sender.send_replace(());
+        });
+    }
+}
+
+/// A stream's wake-up for its job (see [`Moves`]).
+pub(crate) struct Watch {
+    moves: Arc<Moves>,
+    job: String,
+    receiver: Option<tokio::sync::watch::Receiver<()>>,
+}
+
+impl Watch {
+    /// Returns when the job moved since the last call (or since the watch
+    /// was taken).
+    pub(crate) async fn changed(&mut self) {
+        match &mut self.receiver {
+            Some(receiver) => {
+                let _ = receiver.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Watch {
+    /// The last stream of a job gone, its wake-up goes too.
+    fn drop(&mut self) {
+        let mut moves = self.moves.lock();
+        drop(self.receiver.take());
+        if moves.get(&self.job).is_some_and(|sender| sender.receiver_count() == 0) {
+            moves.remove(&self.job);
+        }
     }
 }
 
@@ -328,8 +396,37 @@ pub async fn serve(
     }
     drop(listener);
     shared.stopping.store(true, Ordering::SeqCst);
-    shared.moved();
+    shared.moves.all_moved();
     if tokio::time::timeout(shared.limits.drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {:?} are left to end with the process", shared.limits.drain);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt as _;
+
+    #[test]
+    fn a_move_wakes_the_streams_of_its_job_only_and_a_job_no_one_follows_is_forgotten() {
+        let moves = Arc::<Moves>::default();
+        let (mut a, mut also_a, mut b) = (moves.watch("a"), moves.watch("a"), moves.watch("b"));
+        assert!(a.changed().now_or_never().is_none(), "nothing moved yet");
+        moves.moved("b");
+        assert!(a.changed().now_or_never().is_none(), "another job's move does not wake a's streams");
+        assert!(b.changed().now_or_never().is_some());
+        moves.moved("a");
+        assert!(a.changed().now_or_never().is_some());
+        assert!(also_a.changed().now_or_never().is_some(), "every stream of the job wakes");
+        assert!(a.changed().now_or_never().is_none(), "one wake-up per move");
+        moves.all_moved();
+        assert!(b.changed().now_or_never().is_some(), "stopping wakes every stream");
+        drop(a);
+        assert!(moves.lock().contains_key("a"), "a is still followed");
+        drop(also_a);
+        drop(b);
+        assert!(moves.lock().is_empty(), "no stream left: nothing kept");
+        moves.moved("a");
+        assert!(moves.lock().is_empty(), "a move of a job no one follows keeps nothing");
     }
 }

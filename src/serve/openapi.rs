@@ -96,10 +96,14 @@ pub fn document() -> Value {
                     "security": signed,
                     "parameters": [
                         { "name": "state", "in": "query", "required": false, "schema": state },
-                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }
+                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
+                        { "name": "after", "in": "query", "required": false, "description": "the `next` of the page before", "schema": { "type": "string", "pattern": "^-?[0-9]{1,15}\\..+$" } }
                     ],
-                    "responses": read_errors(ok("the jobs", "application/json", json!({
-                        "type": "object", "required": ["jobs"], "properties": { "jobs": { "type": "array", "items": job.clone() } }
+                    "responses": read_errors(ok("a page of the jobs; `next`, when set, is where the next page starts", "application/json", json!({
+                        "type": "object", "required": ["jobs", "next"], "properties": {
+                            "jobs": { "type": "array", "items": job.clone() },
+                            "next": { "type": "string", "nullable": true }
+                        }
                     })))
                 }
             },

@@ -164,6 +164,59 @@ impl OutboxEvent {
     }
 }
 
+/// Which jobs [`JobStore::list`] gives: every condition set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub state: Option<JobState>,
+    /// Only the jobs this agent key submitted.
+    pub agent: Option<String>,
+    /// Only the jobs in these environments.
+    pub environments: Option<Vec<String>>,
+    /// Only the jobs listed after this one (a page's last), newest first.
+    pub after: Option<Cursor>,
+}
+
+impl Listing {
+    /// Jobs in `state` only, if given.
+    pub fn in_state(state: Option<JobState>) -> Listing {
+        Listing { state, ..Listing::default() }
+    }
+}
+
+/// Where a listing of jobs, newest first, goes on from: the last job a
+/// page held (or looked at). Written `<submitted unix ms>.<job id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub submitted_at: Timestamp,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn of(job: &JobRecord) -> Cursor {
+        Cursor { submitted_at: job.submitted_at, id: job.id.clone() }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.submitted_at.unix_ms(), self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cursor, String> {
+        let wrong = || format!("{text:?} is not a cursor: pass the `next` of the page before, as it was given");
+        let (ms, id) = text.split_once('.').ok_or_else(wrong)?;
+        let ms: i64 = ms.parse().map_err(|_| wrong())?;
+        if id.is_empty() {
+            return Err(wrong());
+        }
+        Ok(Cursor { submitted_at: Timestamp::from_unix_ms(ms), id: id.to_string() })
+    }
+}
+
 /// What a transition changes besides the state.
 #[derive(Debug, Default)]
 pub struct Changes<'a> {
@@ -219,8 +272,8 @@ pub trait JobStore: Send + Sync {
     /// The job `id`, if the store has it.
     fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
 
-    /// Jobs, newest first; those in `state` only, if given.
-    fn list(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>, StoreError>;
+    /// Jobs, newest first, that `listing` selects; at most `limit`.
+    fn list(&self, listing: &Listing, limit: u32) -> Result<Vec<JobRecord>, StoreError>;
 
     /// Jobs in one of `states`, longest waiting first.
     fn all_in(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRecord>, StoreError>;
@@ -277,13 +330,14 @@ pub trait JobStore: Send + Sync {
     /// The plan with `hash` of job `id`.
     fn plan(&self, id: &str, hash: &str) -> Result<Option<StoredPlan>, StoreError>;
 
-    /// How many jobs of `playbook` in `environment` started applying since
-    /// `since` (a blast-radius budget).
-    fn applied_since(&self, playbook: &str, environment: &str, since: Timestamp) -> Result<u32, StoreError>;
+    /// When each job of `playbook` in `environment` that started applying
+    /// since `since` did, oldest first (a blast-radius budget).
+    fn applied_since(&self, playbook: &str, environment: &str, since: Timestamp) -> Result<Vec<Timestamp>, StoreError>;
 
     /// Control-plane steps waiting to be relayed into the audit log, in
-    /// order, with their sequence numbers.
-    fn outbox(&self) -> Result<Vec<(i64, OutboxEvent)>, StoreError>;
+    /// order, with their sequence numbers: those after `after` (a step's
+    /// number is higher than any recorded before it, and never reused).
+    fn outbox(&self, after: i64) -> Result<Vec<(i64, OutboxEvent)>, StoreError>;
 
     /// Forgets relayed outbox steps up to `seq`.
     fn outbox_relayed(&self, seq: i64) -> Result<(), StoreError>;

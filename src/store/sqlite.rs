@@ -30,8 +30,8 @@
 //! salve is refused, not guessed at.
 
 use super::{
-    Changes, InstalledArtifact, JobRecord, JobState, JobStore, NewJob, OutboxEvent, StoreError, StoredApproval,
-    StoredLease, StoredPlan, Transition, VoteCheck,
+    Changes, InstalledArtifact, JobRecord, JobState, JobStore, Listing, NewJob, OutboxEvent, StoreError,
+    StoredApproval, StoredLease, StoredPlan, Transition, VoteCheck,
 };
 use crate::approval::Approval;
 use crate::policy::Decision;
@@ -40,6 +40,7 @@ use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long a write waits for another process's transaction.
@@ -131,6 +132,11 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: what a worker running several jobs takes next (`takeable`), read
     // from the index alone.
     "CREATE INDEX jobs_to_take ON jobs (state, submitted_at, id, system);",
+    // 3: listings newest first, of every job and of one agent's; the
+    // nonces that may be forgotten, without a scan of them all.
+    "CREATE INDEX jobs_by_submission ON jobs (submitted_at, id);
+    CREATE INDEX jobs_by_agent ON jobs (agent, submitted_at, id);
+    CREATE INDEX nonces_by_expiry ON nonces (expires_at);",
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -163,10 +169,34 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// Writes waiting for the next group commit.
     queued: Mutex<Vec<Queued>>,
-    /// The reads' own connection (WAL: each sees what was committed when it
-    /// began), so that a read does not wait behind a group's `fsync`.
-    reader: Mutex<Connection>,
+    /// The reads' own connections (WAL: each sees what was committed when
+    /// it began), so that a read does not wait behind a group's `fsync`,
+    /// nor, mostly, behind another read.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
+
+/// Runs one statement, prepared once per connection.
+fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Reads one row, with a statement prepared once per connection.
+fn query_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
+/// How many statements each connection keeps prepared (more than the
+/// store has, so that none is prepared again).
+const STATEMENTS: usize = 64;
+
+/// How many read-only connections a store keeps.
+const READERS: usize = 4;
 
 /// What broke a group commit: the error that ended its transaction, or
 /// that left a write neither kept nor undone. Then nothing of the group is
@@ -322,13 +352,14 @@ fn job_from_row(row: JobRow) -> Result<JobRecord, StoreError> {
 }
 
 fn get_job(tx: &Connection, id: &str) -> Result<Option<JobRecord>, StoreError> {
-    let row = tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], read_job_row).optional()?;
+    let row = query_row(tx, &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], read_job_row).optional()?;
     row.map(job_from_row).transpose()
 }
 
 fn insert_outbox(tx: &Transaction<'_>, events: &[OutboxEvent]) -> Result<(), StoreError> {
     for event in events {
-        tx.execute(
+        execute(
+            tx,
             "INSERT INTO outbox (job, action, at, detail) VALUES (?1, ?2, ?3, ?4)",
             params![event.job, event.action.name(), event.at, event.detail.to_string()],
         )?;
@@ -369,21 +400,34 @@ impl SqliteStore {
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
         SqliteStore::migrate(&mut conn, &path)?;
-        let reader =
-            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
-        reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        Ok(SqliteStore { path, conn: Mutex::new(conn), queued: Mutex::default(), reader: Mutex::new(reader) })
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                reader.busy_timeout(BUSY_TIMEOUT)?;
+                reader.set_prepared_statement_cache_capacity(STATEMENTS);
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<_, rusqlite::Error>>()
+            .map_err(open_err)?;
+        Ok(SqliteStore {
+            path,
+            conn: Mutex::new(conn),
+            queued: Mutex::default(),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
     }
 
     fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
         loop {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let version: i64 = query_row(&tx, "PRAGMA user_version", [], |r| r.get(0))?;
             if version > known {
                 return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
             }
@@ -404,8 +448,18 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A read-only connection: the first free one, from the next in turn;
+    /// or, all busy, the next in turn once free.
     fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            match self.readers[(first + i) % self.readers.len()].try_lock() {
+                Ok(reader) => return reader,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[first % self.readers.len()].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction of its own; commits
@@ -513,23 +567,25 @@ impl SqliteStore {
         }
         if let Some(decision) = changes.decision {
             let text = serde_json::to_string(decision).map_err(|e| corrupt("decision", e))?;
-            tx.execute("UPDATE jobs SET decision = ?2 WHERE id = ?1", params![id, text])?;
+            execute(tx, "UPDATE jobs SET decision = ?2 WHERE id = ?1", params![id, text])?;
         }
         if let Some((hash, plan)) = changes.plan {
-            tx.execute(
+            execute(
+                tx,
                 "INSERT OR REPLACE INTO plans (job, hash, changes, at) VALUES (?1, ?2, ?3, ?4)",
                 params![id, hash, plan.to_string(), now],
             )?;
-            tx.execute("UPDATE jobs SET plan_hash = ?2 WHERE id = ?1", params![id, hash])?;
+            execute(tx, "UPDATE jobs SET plan_hash = ?2 WHERE id = ?1", params![id, hash])?;
         }
         if let Some(outcome) = changes.outcome {
-            tx.execute("UPDATE jobs SET outcome = ?2 WHERE id = ?1", params![id, outcome.to_string()])?;
+            execute(tx, "UPDATE jobs SET outcome = ?2 WHERE id = ?1", params![id, outcome.to_string()])?;
         }
         if let Some(why) = changes.void_approvals {
-            tx.execute("UPDATE approvals SET void = ?2 WHERE job = ?1 AND void IS NULL", params![id, why])?;
+            execute(tx, "UPDATE approvals SET void = ?2 WHERE job = ?1 AND void IS NULL", params![id, why])?;
         }
-        tx.execute("UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, to.name(), now])?;
-        tx.execute(
+        execute(tx, "UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, to.name(), now])?;
+        execute(
+            tx,
             "INSERT INTO transitions (job, from_state, to_state, at, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, job.state.name(), to.name(), now, reason],
         )?;
@@ -538,7 +594,8 @@ impl SqliteStore {
     }
 
     fn approvals_in(conn: &Connection, id: &str) -> Result<Vec<StoredApproval>, StoreError> {
-        let mut statement = conn.prepare("SELECT approval, at, void FROM approvals WHERE job = ?1 ORDER BY seq")?;
+        let mut statement =
+            conn.prepare_cached("SELECT approval, at, void FROM approvals WHERE job = ?1 ORDER BY seq")?;
         let rows = statement.query_map([id], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Timestamp>(1)?, r.get::<_, Option<String>>(2)?))
         })?;
@@ -580,18 +637,20 @@ impl JobStore for SqliteStore {
             if let Some(used) = used {
                 return Err(StoreError::Replay { agent, nonce, job: used });
             }
-            let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1)", [&id], |r| r.get(0))?;
+            let exists: bool = query_row(tx, "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1)", [&id], |r| r.get(0))?;
             if exists {
                 return Err(StoreError::DuplicateJob { id });
             }
             // Nonces of jobs that expired a day ago cannot be replayed (the
             // expiry is checked first): forget them.
-            tx.execute("DELETE FROM nonces WHERE expires_at < ?1", [now.unix_secs() - 86_400])?;
-            tx.execute(
+            execute(tx, "DELETE FROM nonces WHERE expires_at < ?1", [now.unix_secs() - 86_400])?;
+            execute(
+                tx,
                 "INSERT INTO nonces (agent, nonce, job, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![agent, nonce, id, expires_at],
             )?;
-            tx.execute(
+            execute(
+                tx,
                 &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL, ?13, ?14, ?14)"),
                 params![
                     id,
@@ -610,7 +669,8 @@ impl JobStore for SqliteStore {
                     now,
                 ],
             )?;
-            tx.execute(
+            execute(
+                tx,
                 "INSERT INTO transitions (job, from_state, to_state, at, reason) VALUES (?1, NULL, ?2, ?3, ?4)",
                 params![id, state.name(), now, reason],
             )?;
@@ -622,7 +682,7 @@ impl JobStore for SqliteStore {
         self.write(|tx| {
             // Anyone who can reach the store can be refused: a flood of
             // refusals must not grow it without end while no worker relays.
-            let pending: i64 = tx.query_row("SELECT count(*) FROM outbox WHERE job IS NULL", [], |r| r.get(0))?;
+            let pending: i64 = query_row(tx, "SELECT count(*) FROM outbox WHERE job IS NULL", [], |r| r.get(0))?;
             if pending >= MAX_PENDING_REFUSALS {
                 return Err(StoreError::OutboxFull { pending });
             }
@@ -636,7 +696,7 @@ impl JobStore for SqliteStore {
         // rejection) keeps the decision it ended with.
         let id = id.to_string();
         self.write_grouped(move |tx| {
-            tx.execute("UPDATE jobs SET decision = ?2 WHERE id = ?1 AND state = 'approved'", params![id, text])?;
+            execute(tx, "UPDATE jobs SET decision = ?2 WHERE id = ?1 AND state = 'approved'", params![id, text])?;
             Ok(())
         })
     }
@@ -645,19 +705,47 @@ impl JobStore for SqliteStore {
         get_job(&self.reader(), id)
     }
 
-    fn list(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+    fn list(&self, listing: &Listing, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+        // Only the conditions set, so that the query planner can take the
+        // index for each (an agent's, or every job's, newest first) and
+        // start at the cursor rather than scan to it.
+        let mut conditions = Vec::new();
+        let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+        if let Some(state) = listing.state {
+            values.push(Box::new(state.name()));
+            conditions.push(format!("state = ?{}", values.len()));
+        }
+        if let Some(agent) = &listing.agent {
+            values.push(Box::new(agent.clone()));
+            conditions.push(format!("agent = ?{}", values.len()));
+        }
+        if let Some(names) = &listing.environments {
+            values.push(Box::new(serde_json::to_string(names).map_err(|e| corrupt("environments", e))?));
+            conditions.push(format!("environment IN (SELECT value FROM json_each(?{}))", values.len()));
+        }
+        if let Some(cursor) = &listing.after {
+            // Newest first, then by id descending: the cursor is a strict
+            // bound on that order, so pages neither repeat nor skip a job.
+            values.push(Box::new(cursor.submitted_at));
+            values.push(Box::new(cursor.id.clone()));
+            let (at, id) = (values.len() - 1, values.len());
+            conditions.push(format!("(submitted_at, id) < (?{at}, ?{id})"));
+        }
+        values.push(Box::new(limit));
+        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
         let conn = self.reader();
-        let mut statement = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY submitted_at DESC, id LIMIT ?2"
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs {filter} ORDER BY submitted_at DESC, id DESC LIMIT ?{}",
+            values.len()
         ))?;
-        let rows = statement.query_map(params![state.map(JobState::name), limit], read_job_row)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values.iter()), read_job_row)?;
         rows.map(|row| job_from_row(row?)).collect()
     }
 
     fn all_in(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRecord>, StoreError> {
         let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
         let conn = self.reader();
-        let mut statement = conn.prepare(&format!(
+        let mut statement = conn.prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (SELECT value FROM json_each(?1)) \
              ORDER BY updated_at, id LIMIT ?2"
         ))?;
@@ -691,7 +779,8 @@ impl JobStore for SqliteStore {
     fn count_in(&self, states: &[JobState]) -> Result<u64, StoreError> {
         let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
         let names = serde_json::to_string(&names).map_err(|e| corrupt("states", e))?;
-        let count: i64 = self.reader().query_row(
+        let count: i64 = query_row(
+            &self.reader(),
             "SELECT COUNT(*) FROM jobs WHERE state IN (SELECT value FROM json_each(?1))",
             params![names],
             |row| row.get(0),
@@ -741,12 +830,14 @@ impl JobStore for SqliteStore {
             };
             // `check` let this key vote, so a vote it cast before no longer
             // counts (it expired, or its plan moved): it gives way.
-            tx.execute(
+            execute(
+                tx,
                 "UPDATE approvals SET void = 'superseded: it no longer counted when its key voted again' \
                  WHERE job = ?1 AND key_id = ?2 AND void IS NULL",
                 params![id, approval.key_id],
             )?;
-            tx.execute(
+            execute(
+                tx,
                 "INSERT INTO approvals (job, key_id, vote, plan_hash, approval, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     id,
@@ -775,8 +866,8 @@ impl JobStore for SqliteStore {
 
     fn history(&self, id: &str) -> Result<Vec<Transition>, StoreError> {
         let conn = self.reader();
-        let mut statement =
-            conn.prepare("SELECT from_state, to_state, at, reason FROM transitions WHERE job = ?1 ORDER BY seq")?;
+        let mut statement = conn
+            .prepare_cached("SELECT from_state, to_state, at, reason FROM transitions WHERE job = ?1 ORDER BY seq")?;
         let rows = statement.query_map([id], |r| {
             Ok((
                 r.get::<_, Option<String>>(0)?,
@@ -809,20 +900,22 @@ impl JobStore for SqliteStore {
         .transpose()
     }
 
-    fn applied_since(&self, playbook: &str, environment: &str, since: Timestamp) -> Result<u32, StoreError> {
-        Ok(self.reader().query_row(
-            "SELECT COUNT(*) FROM transitions t JOIN jobs j ON j.id = t.job \
+    fn applied_since(&self, playbook: &str, environment: &str, since: Timestamp) -> Result<Vec<Timestamp>, StoreError> {
+        let conn = self.reader();
+        let mut statement = conn.prepare_cached(
+            "SELECT t.at FROM transitions t JOIN jobs j ON j.id = t.job \
              WHERE t.to_state = 'applying' AND t.from_state = 'approved' AND t.at >= ?3 \
-             AND j.playbook = ?1 AND j.environment = ?2",
-            params![playbook, environment, since],
-            |r| r.get(0),
-        )?)
+             AND j.playbook = ?1 AND j.environment = ?2 ORDER BY t.at",
+        )?;
+        let rows = statement.query_map(params![playbook, environment, since], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn outbox(&self) -> Result<Vec<(i64, OutboxEvent)>, StoreError> {
+    fn outbox(&self, after: i64) -> Result<Vec<(i64, OutboxEvent)>, StoreError> {
         let conn = self.reader();
-        let mut statement = conn.prepare("SELECT seq, job, action, at, detail FROM outbox ORDER BY seq")?;
-        let rows = statement.query_map([], |r| {
+        let mut statement =
+            conn.prepare_cached("SELECT seq, job, action, at, detail FROM outbox WHERE seq > ?1 ORDER BY seq")?;
+        let rows = statement.query_map([after], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, Option<String>>(1)?,
@@ -842,7 +935,7 @@ impl JobStore for SqliteStore {
 
     fn outbox_relayed(&self, seq: i64) -> Result<(), StoreError> {
         self.write_grouped(move |tx| {
-            tx.execute("DELETE FROM outbox WHERE seq <= ?1", [seq])?;
+            execute(tx, "DELETE FROM outbox WHERE seq <= ?1", [seq])?;
             Ok(())
         })
     }
@@ -859,10 +952,11 @@ impl JobStore for SqliteStore {
     fn revoke_leases(&self, job: &str) -> Result<Vec<String>, StoreError> {
         self.write(|tx| {
             let ids: Vec<String> = {
-                let mut statement = tx.prepare("SELECT id FROM leases WHERE job = ?1 AND revoked_at IS NULL")?;
+                let mut statement = tx.prepare_cached("SELECT id FROM leases WHERE job = ?1 AND revoked_at IS NULL")?;
                 statement.query_map([job], |r| r.get(0))?.collect::<Result<_, _>>()?
             };
-            tx.execute(
+            execute(
+                tx,
                 "UPDATE leases SET revoked_at = ?2 WHERE job = ?1 AND revoked_at IS NULL",
                 params![job, Timestamp::now()],
             )?;
@@ -872,7 +966,7 @@ impl JobStore for SqliteStore {
 
     fn leases(&self, job: &str) -> Result<Vec<StoredLease>, StoreError> {
         let conn = self.reader();
-        let mut statement = conn.prepare(
+        let mut statement = conn.prepare_cached(
             "SELECT id, credential, kind, expires_at, leased_at, revoked_at FROM leases WHERE job = ?1 ORDER BY leased_at",
         )?;
         let rows = statement.query_map([job], |r| {
@@ -890,7 +984,7 @@ impl JobStore for SqliteStore {
 
     fn lease_revoked(&self, id: &str) -> Result<bool, StoreError> {
         let revoked: Option<Option<Timestamp>> =
-            self.reader().query_row("SELECT revoked_at FROM leases WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            query_row(&self.reader(), "SELECT revoked_at FROM leases WHERE id = ?1", [id], |r| r.get(0)).optional()?;
         Ok(matches!(revoked, Some(Some(_))))
     }
 
@@ -911,7 +1005,8 @@ impl JobStore for SqliteStore {
                     digest,
                 }),
                 None => {
-                    tx.execute(
+                    execute(
+                        tx,
                         "INSERT INTO artifacts (digest, name, version, path, installed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![
                             artifact.digest,

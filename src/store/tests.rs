@@ -19,11 +19,25 @@ fn submit(store: &dyn JobStore, id: &str, nonce: &str) -> Result<(), StoreError>
 }
 
 fn submit_to(store: &dyn JobStore, id: &str, nonce: &str, system: &str) -> Result<(), StoreError> {
-    let agent = PrivateKey::from_seed("agent", Role::Agent, [1; 32]);
+    submit_as(store, id, nonce, system, 1, "prod")
+}
+
+/// A job of the agent key made from `seed`, in `environment`.
+fn submit_as(
+    store: &dyn JobStore,
+    id: &str,
+    nonce: &str,
+    system: &str,
+    seed: u8,
+    environment: &str,
+) -> Result<(), StoreError> {
+    let name = if seed == 1 { "agent".to_string() } else { format!("agent-{seed}") };
+    let agent = PrivateKey::from_seed(&name, Role::Agent, [seed; 32]);
     let mut request = crate::job::tests::request(SystemTime::now());
     request.id = id.into();
     request.nonce = nonce.into();
     request.target.system = system.into();
+    request.target.environment = environment.into();
     let envelope = SignedJob::sign(&request, &agent).unwrap();
     let job = NewJob {
         envelope: &envelope,
@@ -81,6 +95,86 @@ fn takeable_jobs_are_the_oldest_of_each_free_system_in_order() {
 }
 
 #[test]
+fn outbox_steps_after_a_number_are_those_recorded_since_and_numbers_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    submit(&store, "a", "nonce-0000000000001").unwrap();
+    submit(&store, "b", "nonce-0000000000002").unwrap();
+    let steps = store.outbox(0).unwrap();
+    let numbers: Vec<i64> = steps.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(numbers.len(), 2);
+    assert_eq!(store.outbox(numbers[0]).unwrap().len(), 1, "only the step after the first");
+    assert_eq!(store.outbox(numbers[1]).unwrap().len(), 0);
+    // Every step forgotten: the next one still gets a higher number, so a
+    // relay that remembers the last it relayed does not skip it.
+    store.outbox_relayed(numbers[1]).unwrap();
+    assert!(store.outbox(0).unwrap().is_empty());
+    submit(&store, "c", "nonce-0000000000003").unwrap();
+    let after = store.outbox(numbers[1]).unwrap();
+    assert_eq!(after.len(), 1);
+    assert!(after[0].0 > numbers[1]);
+    assert_eq!(after[0].1.job.as_deref(), Some("c"));
+}
+
+#[test]
+fn listings_select_in_the_store_and_pages_neither_repeat_nor_skip_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    // Submitted within the same milliseconds, mostly: ties go by id.
+    let jobs = [("a1", 1, "dev"), ("b1", 2, "prod"), ("a2", 1, "dev"), ("b2", 2, "prod"), ("a3", 1, "dev")];
+    for (i, (id, seed, environment)) in jobs.iter().enumerate() {
+        submit_as(&store, id, &format!("nonce-00000000000{i:02}"), "web-3", *seed, environment).unwrap();
+    }
+    let ids = |jobs: &[JobRecord]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+    let everything = store.list(&Listing::default(), 100).unwrap();
+    assert_eq!(everything.len(), 5);
+    // Two at a time, each page from the last one's cursor.
+    let mut paged = Vec::new();
+    let mut listing = Listing::default();
+    loop {
+        let page = store.list(&listing, 2).unwrap();
+        let Some(last) = page.last() else { break };
+        listing.after = Some(Cursor::of(last));
+        paged.extend(ids(&page));
+    }
+    assert_eq!(paged, ids(&everything), "the pages, in order, are the whole listing");
+    let newest_first = everything.windows(2).all(|w| (w[0].submitted_at, &w[0].id) > (w[1].submitted_at, &w[1].id));
+    assert!(newest_first, "{:?}", ids(&everything));
+
+    // Every job submitted in the same millisecond: the id decides, and
+    // pages of one agent's jobs neither repeat nor skip one either.
+    store.conn().execute("UPDATE jobs SET submitted_at = 1000", []).unwrap();
+    let pages = |mut listing: Listing| {
+        let mut paged = Vec::new();
+        loop {
+            let page = store.list(&listing, 2).unwrap();
+            let Some(last) = page.last() else { return paged };
+            listing.after = Some(Cursor::of(last));
+            paged.extend(ids(&page));
+        }
+    };
+    assert_eq!(pages(Listing::default()), ["b2", "b1", "a3", "a2", "a1"]);
+    let agent_1 = PrivateKey::from_seed("agent", Role::Agent, [1; 32]).id;
+    assert_eq!(pages(Listing { agent: Some(agent_1.clone()), ..Listing::default() }), ["a3", "a2", "a1"]);
+    let mine = store.list(&Listing { agent: Some(agent_1), ..Listing::default() }, 100).unwrap();
+    assert_eq!(ids(&mine), ["a3", "a2", "a1"], "one agent's jobs only");
+    let prod = store.list(&Listing { environments: Some(vec!["prod".into()]), ..Listing::default() }, 100).unwrap();
+    assert_eq!(ids(&prod), ["b2", "b1"], "one environment's jobs only");
+    let none = store.list(&Listing { environments: Some(vec![]), ..Listing::default() }, 100).unwrap();
+    assert!(none.is_empty(), "no environment: no job");
+    store.transition("b1", &[JobState::Submitted], JobState::Denied, "test", &Changes::default(), &[]).unwrap();
+    let denied = store.list(&Listing::in_state(Some(JobState::Denied)), 100).unwrap();
+    assert_eq!(ids(&denied), ["b1"]);
+
+    // A cursor as given out, and as a client may garble it.
+    let cursor = Cursor::of(&everything[1]);
+    assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
+    for bad in ["", "12", "x.a1", "12."] {
+        assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
 fn replayed_nonces_and_reused_ids_are_refused_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
@@ -88,7 +182,7 @@ fn replayed_nonces_and_reused_ids_are_refused_and_write_nothing() {
     assert!(matches!(submit(&store, "b", "nonce-0000000000001"), Err(StoreError::Replay { job, .. }) if job == "a"));
     assert!(matches!(submit(&store, "a", "nonce-0000000000002"), Err(StoreError::DuplicateJob { .. })));
     assert!(store.job("b").unwrap().is_none());
-    assert_eq!(store.outbox().unwrap().len(), 1, "a refused submission leaves no audit event behind");
+    assert_eq!(store.outbox(0).unwrap().len(), 1, "a refused submission leaves no audit event behind");
     assert_eq!(store.history("a").unwrap().len(), 1);
 }
 
@@ -228,7 +322,7 @@ fn writes_that_share_a_commit_each_stand_alone() {
         assert_eq!(states, [JobState::Submitted, JobState::Approved], "job-{i}");
     }
     // One outbox event per submission and per move taken, none of those refused.
-    assert_eq!(store.outbox().unwrap().len(), 2 * jobs);
+    assert_eq!(store.outbox(0).unwrap().len(), 2 * jobs);
     // What was told committed is durable: another connection sees it all.
     drop(store);
     let reopened = SqliteStore::open(dir.path()).unwrap();

@@ -409,10 +409,27 @@ async fn bad_envelopes_and_replays_are_refused_and_audited() {
     value["priority"] = "urgent".into();
     assert!(serde_json::from_value::<JobRequest>(value).is_err());
 
-    assert_eq!(control.store.list(None, 100).unwrap().len(), 1, "only the good job is stored");
-    // The refusals reach the audit log once a worker relays them.
+    assert_eq!(
+        control.store.list(&salve::store::Listing::default(), 100).unwrap().len(),
+        1,
+        "only the good job is stored"
+    );
+    // The refusals reach the audit log once a worker relays them, once
+    // each however often it relays, and the store forgets them once the
+    // log holds them durably.
     let worker = plane.worker();
-    worker.relay().await.unwrap();
+    assert_eq!(worker.relay().await.unwrap(), 12, "ten refusals, the submission and its decision");
+    assert_eq!(worker.relay().await.unwrap(), 0, "nothing is relayed twice");
+    // Forgotten by a task of the worker's, once the log holds them (read
+    // here without a sync of ours).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !control.store.outbox(0).unwrap().is_empty() {
+        assert!(std::time::Instant::now() < until, "relayed steps are forgotten");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let written = plane.records().into_iter().filter(|r| r["action"] == "submission-refused").count();
+    assert_eq!(written, 10, "forgotten only once the log holds them");
+    assert_eq!(worker.relay_durably().await.unwrap(), 0);
     let refusals: Vec<Value> =
         plane.records().into_iter().filter(|r| r["kind"] == "control" && r["action"] == "submission-refused").collect();
     assert_eq!(refusals.len(), 10, "{refusals:#?}");

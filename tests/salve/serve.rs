@@ -374,6 +374,25 @@ async fn every_request_the_api_must_refuse_is_refused() {
     assert_eq!(refused(status, &body, 404), "job-unknown");
     assert_eq!(client.get("/v1/jobs/job-prod", &plane.alice).await.0, 200);
     assert_eq!(client.get("/v1/jobs/job-mine", &auditor).await.0, 200);
+    // Listings hold what the key sees, in pages.
+    let listed = |body: &Value| -> Vec<String> {
+        body["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect()
+    };
+    let (_, carols) = client.get("/v1/jobs", &plane.carol).await;
+    assert!(listed(&carols).is_empty(), "neither its environment nor its group: {carols}");
+    let (_, alices) = client.get("/v1/jobs?limit=1", &plane.alice).await;
+    assert!(listed(&alices).contains(&"job-prod".to_string()), "{alices}");
+    let (_, mine) = client.get("/v1/jobs", &plane.agent).await;
+    assert_eq!(listed(&mine), ["job-prod", "job-mine"], "its own jobs, newest first: {mine}");
+    assert_eq!(mine["next"], Value::Null, "the last page: {mine}");
+    let (_, first) = client.get("/v1/jobs?limit=1", &auditor).await;
+    let next = first["next"].as_str().expect("a full page has a next");
+    let (_, second) = client.get(&format!("/v1/jobs?limit=1&after={next}"), &auditor).await;
+    let mut both = [listed(&first), listed(&second)].concat();
+    both.sort();
+    assert_eq!(both, ["job-mine", "job-prod"], "{first} {second}");
+    let (status, body) = client.get("/v1/jobs?after=yesterday", &auditor).await;
+    assert_eq!(refused(status, &body, 400), "query");
 
     // The queue holds two waiting jobs: job-prod waits for approvals, and
     // one more may wait; the next is told to come back.

@@ -32,7 +32,7 @@ fn evidence_with_control_characters_is_refused_at_submission() {
             assert!(refused.to_string().contains("control character"), "{refused}");
         }
     }
-    assert!(control.store.list(None, 10).unwrap().is_empty(), "nothing was stored");
+    assert!(control.store.list(&salve::store::Listing::default(), 10).unwrap().is_empty(), "nothing was stored");
 }
 
 #[test]
