@@ -125,7 +125,15 @@ impl Forget {
                     Err(e) => Err(e.to_string()),
                 };
                 if let Err(e) = forgotten {
-                    tracing::warn!("relayed outbox steps up to {step} stay in the store: {e}");
+                    // Left due, for the next relay (or the run's end) to
+                    // try again; no retry here, so that a store that keeps
+                    // failing is not hammered.
+                    tracing::warn!("relayed outbox steps up to {step} stay in the store for now: {e}");
+                    let mut forgetting = forget.0.lock().unwrap_or_else(|e| e.into_inner());
+                    forgetting.due.get_or_insert((step, record));
+                    forgetting.running = false;
+                    running.0 = None;
+                    return;
                 }
             }
         });
@@ -155,12 +163,13 @@ impl Drop for Running {
 #[derive(Default)]
 struct Budgets(Mutex<HashMap<(String, String), Window>>);
 
-#[derive(Default)]
 struct Window {
     /// When each job counted entered `applying`, oldest first.
     applied: std::collections::VecDeque<Timestamp>,
     /// Jobs let past the check that have not entered `applying` yet.
     held: u32,
+    /// The latest time a check looked at the window.
+    looked: Timestamp,
 }
 
 /// The time a budget counts back from `now`.
@@ -181,11 +190,20 @@ impl Budgets {
         let hour_ago = hour_before(now);
         let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let window = match windows.entry(key.clone()) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Occupied(entry) => {
+                let window = entry.into_mut();
+                if now < window.looked {
+                    // The clock went back past a look that may have let go
+                    // of jobs that count again now: the store says which.
+                    window.applied = applied(hour_ago)?.into();
+                }
+                window
+            }
             std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(Window { applied: applied(hour_ago)?.into(), held: 0 })
+                entry.insert(Window { applied: applied(hour_ago)?.into(), held: 0, looked: now })
             }
         };
+        window.looked = window.looked.max(now);
         while window.applied.front().is_some_and(|at| *at < hour_ago) {
             window.applied.pop_front();
         }
@@ -784,6 +802,16 @@ mod tests {
         assert_eq!(budgets.reserve(other.clone(), 1, at(3600), earlier).unwrap().err(), Some(1));
         assert_eq!(reads, 1);
         let unread = |_| -> Result<Vec<Timestamp>, ()> { panic!("read once per key") };
-        assert!(budgets.reserve(other, 1, at(3611), unread).unwrap().is_ok());
+        let later = budgets.reserve(other.clone(), 1, at(3611), unread).unwrap();
+        assert!(later.is_ok());
+        drop(later);
+        // The clock steps forward a day, then back: what the store holds of
+        // the last hour counts again.
+        assert!(budgets.reserve(other.clone(), 1, at(90_000), unread).unwrap().is_ok());
+        let again = budgets.reserve(other, 1, at(3612), |since: Timestamp| {
+            assert_eq!(since, at(12));
+            Ok::<_, ()>(vec![at(3000)])
+        });
+        assert_eq!(again.unwrap().err(), Some(1), "read again from the store");
     }
 }
